@@ -1,0 +1,1 @@
+"""Adapters for payout-core's ports: memory, PostgreSQL, Stripe."""

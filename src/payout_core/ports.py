@@ -1,0 +1,159 @@
+"""The ports: what the core needs from the world, as ``typing.Protocol``.
+
+Adapters implement these without inheriting from anything; mypy checks the fit
+(``tests/typing/``). Every store method is one atomic unit of work: it either
+happens whole or not at all, which is what lets the PostgreSQL store make each
+one a single short transaction and the in-memory store a single locked step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import attrs
+
+from payout_core import models, outcomes
+
+__all__ = [
+    "AccountDirectory",
+    "Clock",
+    "PaymentGateway",
+    "PayoutStore",
+    "ScheduleResult",
+]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
+
+
+class AccountDirectory(Protocol):
+    def account_for(self, user_id: str) -> str | None:
+        """The Stripe connected account (``acct_...``) that pays ``user_id``, or
+        ``None`` when the user has connected none.
+
+        Raises:
+            StoreUnavailable: the directory could not be read.
+        """
+        ...
+
+
+class PaymentGateway(Protocol):
+    def create_transfer(self, request: outcomes.TransferRequest) -> outcomes.GatewayOutcome:
+        """Create one transfer under ``request.idempotency_key``.
+
+        The same key with the same request must replay the first result, never
+        create a second transfer. Every failure is returned as an outcome value.
+
+        Raises:
+            Nothing expected: a raised exception is a bug in the adapter.
+        """
+        ...
+
+    def find_transfer(self, lookup: outcomes.TransferLookup) -> outcomes.LookupOutcome:
+        """Find the transfer created for ``lookup.payout_transfer_id``, under any key.
+
+        ``Found`` and ``NotFound`` must be certain; when the gateway cannot tell,
+        it returns the failure outcome instead.
+
+        Raises:
+            Nothing expected: a raised exception is a bug in the adapter.
+        """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleResult:
+    job: models.PayoutJob
+    created: bool  # False: the settlement was already scheduled and this is its job
+
+
+class PayoutStore(Protocol):
+    """Jobs, transfers, the ledger and the record of runs."""
+
+    def schedule(
+        self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
+    ) -> ScheduleResult:
+        """Write the job and all its transfers at once, unless a job for
+        ``job.settlement_id`` exists: then return that job, untouched, with
+        ``created=False``. Concurrent calls for one settlement make one job.
+
+        Raises:
+            DuplicatePayout: another settlement already pays one of these winners
+                in this contest (nothing was written).
+            StoreUnavailable: the store failed; nothing was written.
+        """
+        ...
+
+    def claim_due(
+        self, *, now: datetime, limit: int, lease: timedelta, token: str
+    ) -> list[models.PayoutTransfer]:
+        """Claim up to ``limit`` due transfers (pending, retryable with
+        ``next_attempt_at <= now``, processing with an expired lease), applying
+        :func:`payout_core.state_machine.claim` with ``token``, oldest due first.
+        Transfers claimed by a concurrent caller are skipped, never waited on.
+        Their jobs move from pending to processing. Committed before returning.
+
+        Raises:
+            StoreUnavailable: nothing was claimed.
+        """
+        ...
+
+    def record(
+        self,
+        *,
+        claimed: models.PayoutTransfer,
+        updated: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry | None,
+        now: datetime,
+    ) -> bool:
+        """Record an attempt's outcome: write ``updated``, append ``ledger_entry``
+        and bring the job's counts and status up to date, all at once.
+
+        Only if the stored transfer is still the claim ``claimed`` describes
+        (status processing, same ``claim_token`` and ``attempt_count``);
+        otherwise nothing is written and the answer is ``False`` (the lease was
+        taken over and the newer claim owns the transfer).
+
+        Raises:
+            StoreUnavailable: nothing was written.
+        """
+        ...
+
+    def get_job(self, job_id: str) -> models.PayoutJob | None: ...
+
+    def find_job(self, settlement_id: str) -> models.PayoutJob | None: ...
+
+    def list_jobs(
+        self, *, status: models.JobStatus | None = None, limit: int = 100
+    ) -> list[models.PayoutJob]:
+        """Newest first."""
+        ...
+
+    def get_transfer(self, transfer_id: str) -> models.PayoutTransfer | None: ...
+
+    def transfers_of(self, job_id: str) -> list[models.PayoutTransfer]:
+        """The job's transfers, ordered by user id."""
+        ...
+
+    def ledger(
+        self, *, job_id: str | None = None, transfer_id: str | None = None
+    ) -> list[models.LedgerEntry]:
+        """Ledger rows in the order they were written, optionally filtered."""
+        ...
+
+    def transfer_counts(self) -> dict[models.TransferStatus, int]:
+        """How many transfers are in each status (every status present)."""
+        ...
+
+    def record_run(self, report: models.RunReport) -> None:
+        """Insert or update the run ``report.id``."""
+        ...
+
+    def recent_runs(self, limit: int = 10) -> list[models.RunReport]:
+        """Newest first."""
+        ...

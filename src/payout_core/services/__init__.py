@@ -1,0 +1,1 @@
+"""Application services: keyword-only functions over the ports."""

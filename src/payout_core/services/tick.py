@@ -1,0 +1,140 @@
+"""One tick of the runner: claim due transfers in batches, execute, record the run."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import attrs
+
+from payout_core import models, ports, retry
+from payout_core.services import execution
+
+__all__ = ["WorkerSettings", "run_tick"]
+
+log = logging.getLogger("payout.tick")
+
+
+def _at_least_one(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSettings:
+    """How much one tick does, and how fast."""
+
+    batch_size: int = attrs.field(default=100, validator=_at_least_one)
+    # The tick's budget: it stops after this many batches even if more is due,
+    # so that one tick cannot run for ever and the run record stays current.
+    max_batches: int = attrs.field(default=10, validator=_at_least_one)
+    concurrency: int = attrs.field(default=8, validator=_at_least_one)
+    lease: timedelta = timedelta(seconds=600)
+    retry_policy: retry.RetryPolicy = attrs.Factory(retry.RetryPolicy)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+_COUNTERS = {
+    execution.Disposition.COMPLETED: "completed",
+    execution.Disposition.RETRIED: "retried",
+    execution.Disposition.FAILED_TERMINAL: "failed_terminal",
+    execution.Disposition.RELEASED: "released",
+    execution.Disposition.STALE: "stale",
+}
+
+
+def _tally(report: models.RunReport, results: list[execution.AttemptResult]) -> models.RunReport:
+    counts: dict[str, int] = {}
+    for result in results:
+        field = _COUNTERS.get(result.disposition)
+        if field is not None:
+            counts[field] = counts.get(field, 0) + 1
+    return attrs.evolve(
+        report,
+        claimed=report.claimed + len(results),
+        **{field: getattr(report, field) + n for field, n in counts.items()},
+    )
+
+
+def run_tick(
+    *,
+    store: ports.PayoutStore,
+    directory: ports.AccountDirectory,
+    gateway: ports.PaymentGateway,
+    clock: ports.Clock,
+    settings: WorkerSettings,
+    stop: threading.Event | None = None,
+    before_claiming: Callable[[models.RunReport], models.RunReport] | None = None,
+    new_id: Callable[[], str] = _new_id,
+) -> models.RunReport:
+    """Claim and execute due transfers until none is due, the batch budget is
+    spent, ``stop`` is set or the gateway reports a systemic failure.
+
+    ``before_claiming`` runs first inside the tick (the runner takes settlements
+    from the inbox there) and returns the report with its counts.
+
+    The run is recorded at its start and at its end. An infrastructure failure
+    (the database went away) ends the tick with ``error`` set instead of
+    raising: the runner tries again next tick.
+    """
+    report = models.RunReport(id=new_id(), started_at=clock.now())
+    try:
+        store.record_run(report)
+        if before_claiming is not None:
+            report = before_claiming(report)
+        for _ in range(settings.max_batches):
+            if stop is not None and stop.is_set():
+                break
+            claimed = store.claim_due(
+                now=clock.now(), limit=settings.batch_size, lease=settings.lease, token=new_id()
+            )
+            if not claimed:
+                break
+            results = execution.execute_claimed(
+                transfers=claimed,
+                store=store,
+                directory=directory,
+                gateway=gateway,
+                clock=clock,
+                policy=settings.retry_policy,
+                concurrency=settings.concurrency,
+                stop=stop,
+            )
+            report = _tally(report, results)
+            systemic = next((r.systemic for r in results if r.systemic is not None), None)
+            if systemic is not None:
+                report = attrs.evolve(report, halted_reason=f"{systemic.code}: {systemic.message}")
+                log.error(
+                    "payout.tick.halted",
+                    extra={"run_id": report.id, "code": systemic.code, "reason": systemic.message},
+                )
+                break
+    except Exception as exc:
+        # The database went away, or a bug: the tick fails, the loop goes on.
+        log.exception("payout.tick.failed", extra={"run_id": report.id})
+        report = attrs.evolve(report, error=f"{type(exc).__name__}: {exc}")
+    report = attrs.evolve(report, finished_at=clock.now())
+    try:
+        store.record_run(report)
+    except Exception:
+        log.exception("payout.tick.unrecorded", extra={"run_id": report.id})
+    log.info(
+        "payout.tick.finished",
+        extra={
+            "run_id": report.id,
+            "claimed": report.claimed,
+            "completed": report.completed,
+            "retried": report.retried,
+            "failed_terminal": report.failed_terminal,
+            "released": report.released,
+            "halted_reason": report.halted_reason,
+            "error": report.error,
+        },
+    )
+    return report
