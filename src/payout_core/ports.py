@@ -19,9 +19,11 @@ from payout_core import models, outcomes
 __all__ = [
     "AccountDirectory",
     "Clock",
+    "InboxItem",
     "PaymentGateway",
     "PayoutStore",
     "ScheduleResult",
+    "SettlementInbox",
 ]
 
 
@@ -156,4 +158,44 @@ class PayoutStore(Protocol):
 
     def recent_runs(self, limit: int = 10) -> list[models.RunReport]:
         """Newest first."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class InboxItem:
+    """A settlement another service wrote into the inbox, not yet taken."""
+
+    id: int
+    settlement_id: str
+    payload: object  # the settlement JSON, parsed; validated only when taken
+    received_at: datetime
+
+
+class SettlementInbox(Protocol):
+    """Settlements written by other services (in any language) in their own
+    transactions, taken by the runner. Taking is idempotent: scheduling is
+    idempotent on ``settlement_id``, so a row taken twice makes one job."""
+
+    def unprocessed(self, *, limit: int) -> list[InboxItem]:
+        """Up to ``limit`` rows neither accepted nor rejected, oldest first.
+
+        Raises:
+            StoreUnavailable: the inbox could not be read.
+        """
+        ...
+
+    def mark_accepted(self, item_id: int, *, job_id: str, now: datetime) -> None:
+        """The row became (or already was) job ``job_id``.
+
+        Raises:
+            StoreUnavailable: nothing was written.
+        """
+        ...
+
+    def mark_rejected(self, item_id: int, *, reason: str, now: datetime) -> None:
+        """The row can never become a job; ``reason`` says why, for the sender.
+
+        Raises:
+            StoreUnavailable: nothing was written.
+        """
         ...

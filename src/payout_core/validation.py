@@ -28,6 +28,8 @@ def _check_id(value: object, field: str, problems: list[errors.Problem]) -> None
         problems.append(errors.Problem(field, f"must be at most {MAX_ID_LENGTH} characters"))
     elif value != value.strip():
         problems.append(errors.Problem(field, "must not start or end with white space"))
+    elif not value.isprintable():
+        problems.append(errors.Problem(field, "must not contain control characters"))
 
 
 def _check_amount(value: object, field: str, problems: list[errors.Problem]) -> None:

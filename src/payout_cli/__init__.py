@@ -1,0 +1,1 @@
+"""The ``payout-core`` command: the composition root and nothing more."""

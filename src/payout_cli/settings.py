@@ -1,0 +1,181 @@
+"""Configuration: one typed, frozen object built from flags and the environment.
+
+Flags override environment variables (DESIGN 6). Settings are built from an
+explicit mapping, never read from ``os.environ`` at import time, so tests pass
+a dict. A bad value raises :class:`ConfigError` naming the variable and what
+it accepts; the CLI turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["AdminAddress", "ConfigError", "GatewayKind", "Settings", "redact_url"]
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names it and what it accepts."""
+
+
+class GatewayKind(enum.StrEnum):
+    STRIPE = "stripe"
+    SIMULATED = "simulated"
+
+
+@attrs.frozen
+class AdminAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and ``status``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _secret_repr(value: object) -> str:
+    return "<SECRET>" if value else "None"
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the command needs, with DESIGN 6's defaults."""
+
+    database_url: str | None = attrs.field(default=None, repr=lambda v: repr(v and redact_url(v)))
+    stripe_api_key: str | None = attrs.field(default=None, repr=_secret_repr)
+    stripe_api_base: str | None = None
+    gateway: GatewayKind = GatewayKind.STRIPE
+    interval_seconds: float = 300.0
+    batch_size: int = 100
+    concurrency: int = 8
+    max_attempts: int = 5
+    admin_addr: AdminAddress | None = AdminAddress("127.0.0.1", 9108)
+    lease_seconds: float = 600.0
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    stripe_timeout_seconds: float = 30.0
+    stripe_rate_limit: float = 20.0
+
+    @classmethod
+    def from_sources(
+        cls, environ: Mapping[str, str], flags: Mapping[str, object] | None = None
+    ) -> Settings:
+        """Build settings from environment variables, then flags on top.
+
+        ``flags`` holds command-line values by field name; ``None`` means "not given".
+
+        Raises:
+            ConfigError: a value is malformed or out of range.
+        """
+        values: dict[str, Any] = {}
+        for spec in _SPECS:
+            raw = environ.get(spec.env)
+            if raw is not None and raw.strip() != "":
+                values[spec.field] = spec.parse(spec.env, raw.strip())
+        for field, value in (flags or {}).items():
+            if value is None:
+                continue
+            spec = _BY_FIELD[field]
+            values[field] = spec.parse(spec.flag or spec.env, str(value))
+        if values.get("retry_max_seconds", 3600.0) < values.get("retry_base_seconds", 30.0):
+            raise ConfigError("PAYOUT_RETRY_MAX_SECONDS must be at least PAYOUT_RETRY_BASE_SECONDS")
+        return cls(**values)
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a whole number of at least 1")
+    return value
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={raw!r} is not valid: expected a number greater than 0")
+    return value
+
+
+def _database_url(name: str, raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")) and "=" not in raw:
+        raise ConfigError(
+            f"{name} is not valid: expected a postgresql:// URL or a libpq key=value string"
+        )
+    return raw
+
+
+def _gateway(name: str, raw: str) -> GatewayKind:
+    try:
+        return GatewayKind(raw.lower())
+    except ValueError:
+        accepted = ", ".join(g.value for g in GatewayKind)
+        raise ConfigError(f"{name}={raw!r} is not valid: expected one of {accepted}") from None
+
+
+def _admin_addr(name: str, raw: str) -> AdminAddress | None:
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: expected host:port (port 0 picks a free one) or 'off'"
+        )
+    return AdminAddress(host.strip("[]"), int(port))
+
+
+def _api_base(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={raw!r} is not valid: expected an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _api_key(name: str, raw: str) -> str:
+    # Never echo the value: only say what shape was expected.
+    if not raw.startswith(("sk_", "rk_")):
+        raise ConfigError(
+            f"{name} is not valid: expected a Stripe secret key (sk_...) or restricted key (rk_...)"
+        )
+    return raw
+
+
+@attrs.frozen
+class _Spec:
+    field: str
+    env: str
+    parse: Callable[[str, str], Any]
+    flag: str | None = None
+
+
+_SPECS = (
+    _Spec("database_url", "PAYOUT_DATABASE_URL", _database_url, "--database-url"),
+    _Spec("stripe_api_key", "STRIPE_API_KEY", _api_key),
+    _Spec("stripe_api_base", "PAYOUT_STRIPE_API_BASE", _api_base),
+    _Spec("gateway", "PAYOUT_GATEWAY", _gateway, "--gateway"),
+    _Spec("interval_seconds", "PAYOUT_INTERVAL_SECONDS", _positive_seconds, "--interval"),
+    _Spec("batch_size", "PAYOUT_BATCH_SIZE", _positive_int, "--batch-size"),
+    _Spec("concurrency", "PAYOUT_CONCURRENCY", _positive_int, "--concurrency"),
+    _Spec("max_attempts", "PAYOUT_MAX_ATTEMPTS", _positive_int),
+    _Spec("admin_addr", "PAYOUT_ADMIN_ADDR", _admin_addr, "--admin-addr"),
+    _Spec("lease_seconds", "PAYOUT_LEASE_SECONDS", _positive_seconds),
+    _Spec("retry_base_seconds", "PAYOUT_RETRY_BASE_SECONDS", _positive_seconds),
+    _Spec("retry_max_seconds", "PAYOUT_RETRY_MAX_SECONDS", _positive_seconds),
+    _Spec("stripe_timeout_seconds", "PAYOUT_STRIPE_TIMEOUT_SECONDS", _positive_seconds),
+    _Spec("stripe_rate_limit", "PAYOUT_STRIPE_RATE_LIMIT", _positive_seconds),
+)
+_BY_FIELD = {spec.field: spec for spec in _SPECS}
+ENVIRONMENT_VARIABLES = tuple(spec.env for spec in _SPECS)

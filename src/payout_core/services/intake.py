@@ -1,0 +1,76 @@
+"""Inbox -> jobs: every settlement another service wrote becomes a job exactly once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import attrs
+
+from payout_core import errors, models, ports, validation
+from payout_core.services import scheduling
+
+__all__ = ["IntakeResult", "take_settlements"]
+
+log = logging.getLogger("payout.inbox")
+
+
+@attrs.frozen(kw_only=True)
+class IntakeResult:
+    accepted: int = 0
+    rejected: int = 0
+
+
+def _parse(item: ports.InboxItem) -> models.Settlement:
+    settlement = validation.parse_settlement(item.payload)
+    if settlement.settlement_id != item.settlement_id:
+        raise errors.InvalidSettlement(
+            [
+                errors.Problem(
+                    "settlement_id",
+                    f"payload says {settlement.settlement_id!r} but the row says "
+                    f"{item.settlement_id!r}",
+                )
+            ]
+        )
+    return settlement
+
+
+def take_settlements(
+    *,
+    inbox: ports.SettlementInbox,
+    store: ports.PayoutStore,
+    now: datetime,
+    max_attempts: int = 5,
+    limit: int = 100,
+) -> IntakeResult:
+    """Schedule every unprocessed inbox row; reject the malformed ones with a reason.
+
+    A rejected row never blocks the rows behind it. A row whose settlement was
+    already scheduled with the same contents is accepted as that job; with other
+    contents it is rejected (a changed settlement is never paid twice).
+
+    Raises:
+        StoreUnavailable: the tick fails; rows not yet marked are taken next time.
+    """
+    accepted = rejected = 0
+    for item in inbox.unprocessed(limit=limit):
+        ids = {"inbox_id": item.id, "settlement_id": item.settlement_id}
+        try:
+            settlement = _parse(item)
+            result = scheduling.schedule_payout_for_settlement(
+                store=store, settlement=settlement, now=now, max_attempts=max_attempts
+            )
+        except (
+            errors.InvalidSettlement,
+            errors.SettlementConflict,
+            errors.DuplicatePayout,
+        ) as refusal:
+            inbox.mark_rejected(item.id, reason=str(refusal), now=now)
+            log.warning("payout.inbox.rejected", extra={**ids, "reason": str(refusal)})
+            rejected += 1
+            continue
+        inbox.mark_accepted(item.id, job_id=result.job.id, now=now)
+        log.info("payout.inbox.accepted", extra={**ids, "job_id": result.job.id})
+        accepted += 1
+    return IntakeResult(accepted=accepted, rejected=rejected)
