@@ -1,0 +1,355 @@
+"""What each Stripe failure means for a transfer: one table, read top to bottom.
+
+Every exception the ``stripe`` SDK raises is reduced to a :class:`Failure`
+(the SDK's exception class, the HTTP status, Stripe's error code) and the first
+matching :data:`RULES` row decides the outcome. A network failure has no status
+and no Stripe code; :func:`describe` names it from the exception chain the SDK
+and ``requests``/``urllib3`` leave behind, so the same table covers it.
+
+The verdicts (see :class:`Verdict`):
+
+* ``TRANSIENT``: nothing was created by this request; retry later.
+* ``UNKNOWN``: the request may have created a transfer; send the same key
+  again, and Stripe replays what happened (409 while it is still running).
+* ``UNKNOWN_KEY_SPENT``: the request may have created a transfer *and* Stripe
+  saved an error under the key (a 500, or any 5xx it replays), so the same key
+  would only replay that error: look the transfer up first
+  (``Unknown(key_replays_error=True)``).
+* ``PERMANENT``: the winner's or the request's fault; retrying cannot help.
+* ``SYSTEMIC``: the platform's fault (bad key, no permission, empty balance);
+  it would fail every winner alike, so nobody's attempt is spent.
+
+Why 502/503/504 are ``UNKNOWN`` and not ``UNKNOWN_KEY_SPENT``: Stripe saves a
+result only once the endpoint has begun executing, and a gateway timeout in
+front of the API may come back while the endpoint is *still* executing. A
+look-up at that moment finds nothing and would move to a new key while the
+first request can still create a transfer: paid twice. Sending the same key
+again is always safe: it is refused with a 409 while the first request runs,
+replays its result once it is done, or executes once if it never arrived. If
+the 5xx was saved after all, the retry gets it back marked
+``Idempotent-Replayed`` and that replay is ``UNKNOWN_KEY_SPENT``.
+
+``docs/stripe-errors.md`` is this table as an operator reads it.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import re
+import ssl
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+import stripe
+import urllib3.exceptions
+
+from payout_core import outcomes
+
+__all__ = [
+    "RULES",
+    "Failed",
+    "Failure",
+    "Rule",
+    "Verdict",
+    "classify",
+    "classify_error",
+    "describe",
+    "redact",
+    "rule_for",
+]
+
+
+class Verdict(enum.Enum):
+    TRANSIENT = "transient"
+    UNKNOWN = "unknown"
+    UNKNOWN_KEY_SPENT = "unknown, key spent"
+    PERMANENT = "permanent"
+    SYSTEMIC = "systemic"
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """What went wrong with one request, as far as the SDK tells."""
+
+    exception: type[stripe.StripeError]
+    status: int | None  # None: no HTTP answer
+    code: str | None  # Stripe's error code, or the name of a network failure
+    error_type: str | None = None
+    param: str | None = None
+    message: str = ""
+    request_id: str | None = None
+    replayed: bool = False  # Stripe replayed an answer saved under the idempotency key
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    """One row: which failures it matches, what they mean, what the operator reads.
+
+    ``status``, ``code``, ``param`` and ``replayed`` of ``None`` match anything.
+    ``name`` is the failure code recorded on the transfer when Stripe gave none.
+    """
+
+    exception: type[stripe.StripeError]
+    status: int | range | None = None
+    code: str | None = None
+    param: str | None = None
+    replayed: bool | None = None
+    verdict: Verdict
+    name: str
+    explain: str
+
+    def matches(self, failure: Failure) -> bool:
+        if not issubclass(failure.exception, self.exception):
+            return False
+        if self.code is not None and failure.code != self.code:
+            return False
+        if self.param is not None and failure.param != self.param:
+            return False
+        if self.replayed is not None and failure.replayed != self.replayed:
+            return False
+        if self.status is None:
+            return True
+        if failure.status is None:
+            return False
+        if isinstance(self.status, range):
+            return failure.status in self.status
+        return failure.status == self.status
+
+
+# Short names keep each row on a few lines: T transient, U unknown, K unknown with
+# the key spent, P permanent, S systemic.
+T, U, K, P, S = (
+    Verdict.TRANSIENT,
+    Verdict.UNKNOWN,
+    Verdict.UNKNOWN_KEY_SPENT,
+    Verdict.PERMANENT,
+    Verdict.SYSTEMIC,
+)
+Net, Api = stripe.APIConnectionError, stripe.StripeError
+Invalid = stripe.InvalidRequestError
+
+RULES: Final[tuple[Rule, ...]] = (
+    # -- no answer: the network ----------------------------------------------------------------
+    Rule(exception=Net, code="connection_refused", verdict=T, name="connection_refused",
+         explain="Stripe refused the connection; nothing was sent"),
+    Rule(exception=Net, code="connect_failed", verdict=T, name="connect_failed",
+         explain="could not connect to Stripe (DNS or network); nothing was sent"),
+    Rule(exception=Net, code="connect_timeout", verdict=T, name="connect_timeout",
+         explain="connecting to Stripe timed out; nothing was sent"),
+    Rule(exception=Net, code="tls_certificate_rejected", verdict=S,
+         name="tls_certificate_rejected",
+         explain="Stripe's TLS certificate was not trusted: something is intercepting TLS "
+         "or PAYOUT_STRIPE_API_BASE points at the wrong host; nothing was sent"),
+    Rule(exception=Net, code="timeout", verdict=U, name="timeout",
+         explain="Stripe did not answer within PAYOUT_STRIPE_TIMEOUT_SECONDS; the transfer "
+         "may exist, the same idempotency key is sent again"),
+    Rule(exception=Net, code="connection_lost", verdict=U, name="connection_lost",
+         explain="the connection broke after the request was sent; the transfer may exist, "
+         "the same idempotency key is sent again"),
+    Rule(exception=Net, verdict=U, name="connection_error",
+         explain="the request failed on the way to or from Stripe; the transfer may exist, "
+         "the same idempotency key is sent again"),
+    # -- Stripe answered: slow down ------------------------------------------------------------
+    Rule(exception=stripe.RateLimitError, code="lock_timeout", verdict=T, name="lock_timeout",
+         explain="Stripe was busy with another request on the same object (429 lock_timeout)"),
+    Rule(exception=stripe.RateLimitError, verdict=T, name="rate_limit",
+         explain="Stripe's rate limit was hit (429); this process slows down"),
+    Rule(exception=Api, status=409, code="idempotency_key_in_use", verdict=T,
+         name="idempotency_key_in_use",
+         explain="an earlier request with this idempotency key is still running at Stripe "
+         "(409); its result is fetched on the next attempt"),
+    Rule(exception=Api, status=409, verdict=T, name="conflict",
+         explain="the request conflicted with another one at Stripe (409)"),
+    # -- the platform's fault: stop, fail no one -----------------------------------------------
+    Rule(exception=stripe.AuthenticationError, verdict=S, name="authentication_failed",
+         explain="Stripe refused the API key (401): check STRIPE_API_KEY"),
+    Rule(exception=stripe.PermissionError, verdict=S, name="permission_denied",
+         explain="Stripe refused the API key's permissions (403): STRIPE_API_KEY must be a "
+         "secret key, or a restricted key with write access to Transfers"),
+    Rule(exception=Invalid, code="balance_insufficient", verdict=S, name="balance_insufficient",
+         explain="the platform's Stripe balance is too low for this transfer: top up the "
+         "balance; payouts resume by themselves"),
+    Rule(exception=Invalid, code="api_key_expired", verdict=S, name="api_key_expired",
+         explain="the Stripe API key has expired: roll STRIPE_API_KEY"),
+    Rule(exception=Invalid, code="platform_api_key_expired", verdict=S,
+         name="platform_api_key_expired",
+         explain="the Connect platform's API key has expired: roll STRIPE_API_KEY"),
+    Rule(exception=Invalid, code="secret_key_required", verdict=S, name="secret_key_required",
+         explain="STRIPE_API_KEY is a publishable key; a secret key is required"),
+    Rule(exception=Invalid, code="livemode_mismatch", verdict=S, name="livemode_mismatch",
+         explain="STRIPE_API_KEY and the connected accounts are in different modes "
+         "(test and live)"),
+    Rule(exception=Invalid, code="platform_account_required", verdict=S,
+         name="platform_account_required",
+         explain="STRIPE_API_KEY does not belong to a Stripe Connect platform"),
+    # -- the winner's or the request's fault ---------------------------------------------------
+    Rule(exception=stripe.IdempotencyError, verdict=P, name="idempotency_error",
+         explain="the idempotency key was sent before with other parameters (a bug: a "
+         "transfer's parameters must never change between attempts)"),
+    Rule(exception=Invalid, code="resource_missing", param="destination", verdict=P,
+         name="resource_missing", explain="Stripe does not know the destination account"),
+    Rule(exception=Invalid, code="resource_missing", verdict=P, name="resource_missing",
+         explain="Stripe has no such object"),
+    Rule(exception=Invalid, code="account_invalid", verdict=P, name="account_invalid",
+         explain="the destination account is invalid, closed or rejected"),
+    Rule(exception=Invalid, code="insufficient_capabilities_for_transfer", verdict=P,
+         name="insufficient_capabilities_for_transfer",
+         explain="the destination account cannot receive transfers (its transfers "
+         "capability is not active)"),
+    Rule(exception=Invalid, code="transfers_not_allowed", verdict=P,
+         name="transfers_not_allowed",
+         explain="Stripe does not allow this transfer"),
+    Rule(exception=Invalid, code="amount_too_small", verdict=P, name="amount_too_small",
+         explain="the amount is below Stripe's minimum for a transfer"),
+    Rule(exception=Invalid, code="amount_too_large", verdict=P, name="amount_too_large",
+         explain="the amount is above what Stripe allows for a transfer"),
+    # -- Stripe failed -------------------------------------------------------------------------
+    Rule(exception=Api, status=500, verdict=K, name="api_error",
+         explain="Stripe failed (500) and saved that answer under the idempotency key; "
+         "the transfer may exist, so it is looked up before a new key is used"),
+    Rule(exception=Api, status=range(500, 600), replayed=True, verdict=K, name="server_error",
+         explain="Stripe replayed a 5xx saved under the idempotency key; the transfer may "
+         "exist, so it is looked up before a new key is used"),
+    Rule(exception=Api, status=424, verdict=K, name="external_dependency_failed",
+         explain="a service Stripe depends on failed (424); the transfer is looked up "
+         "before a new key is used"),
+    Rule(exception=Api, status=range(500, 600), verdict=U, name="server_error",
+         explain="Stripe or a proxy in front of it failed (5xx) without saving the answer; "
+         "the transfer may exist, the same idempotency key is sent again"),
+    # -- anything else, by status --------------------------------------------------------------
+    Rule(exception=Api, status=range(400, 500), verdict=P, name="invalid_request",
+         explain="Stripe refused the request"),
+    Rule(exception=Api, verdict=U, name="unexpected_answer",
+         explain="Stripe's answer could not be understood; the transfer may exist, the "
+         "same idempotency key is sent again"),
+)  # fmt: skip
+
+
+def rule_for(failure: Failure) -> Rule:
+    """The first row that matches; the last row matches every failure."""
+    return next(rule for rule in RULES if rule.matches(failure))
+
+
+Failed = outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic
+"""The outcomes a failed request can have (a :data:`payout_core.outcomes.GatewayOutcome`
+that is not a success)."""
+
+
+def classify(failure: Failure) -> Failed:
+    rule = rule_for(failure)
+    code = failure.code if failure.status is not None and failure.code else rule.name
+    message = _message(rule, failure)
+    match rule.verdict:
+        case Verdict.TRANSIENT:
+            return outcomes.Transient(code=code, message=message)
+        case Verdict.UNKNOWN:
+            return outcomes.Unknown(code=code, message=message)
+        case Verdict.UNKNOWN_KEY_SPENT:
+            return outcomes.Unknown(code=code, message=message, key_replays_error=True)
+        case Verdict.PERMANENT:
+            return outcomes.Permanent(code=code, message=message)
+        case Verdict.SYSTEMIC:
+            return outcomes.Systemic(code=code, message=message)
+
+
+def classify_error(exc: stripe.StripeError) -> Failed:
+    return classify(describe(exc))
+
+
+def _message(rule: Rule, failure: Failure) -> str:
+    details = []
+    if failure.status is not None:
+        said = f"{failure.status} {failure.code}" if failure.code else str(failure.status)
+        if failure.param:
+            said += f" on {failure.param}"
+        details.append(f"Stripe said {said}: {failure.message}" if failure.message else said)
+    elif failure.message:
+        details.append(failure.message)
+    if failure.replayed:
+        details.append("replayed")
+    if failure.request_id:
+        details.append(f"request {failure.request_id}")
+    return f"{rule.explain} ({'; '.join(details)})" if details else rule.explain
+
+
+# -- from an SDK exception to a Failure --------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, urllib3's ``reason``,
+    and exceptions passed as arguments (``requests`` wraps urllib3's that way)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked.extend(current.args)
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+
+
+def _network_failure(exc: stripe.APIConnectionError) -> str:
+    chain = list(_chain(exc))
+
+    def has(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
+    # Order matters: urllib3's NewConnectionError is a ConnectTimeoutError, and a
+    # refused connection is an OSError like a reset one.
+    if has(ssl.SSLCertVerificationError):
+        return "tls_certificate_rejected"
+    if has(ConnectionRefusedError):
+        return "connection_refused"
+    if has(urllib3.exceptions.NewConnectionError):
+        return "connect_failed"
+    if has(urllib3.exceptions.ConnectTimeoutError):
+        return "connect_timeout"
+    if has(urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        return "timeout"
+    if has(urllib3.exceptions.ProtocolError, ConnectionError, http.client.HTTPException):
+        return "connection_lost"
+    return "connection_error"
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    chain = list(_chain(exc))
+    return chain[-1] if chain else exc
+
+
+def describe(exc: stripe.StripeError) -> Failure:
+    """The facts of a failed request, read from the SDK's exception."""
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    if isinstance(exc, stripe.APIConnectionError):
+        cause = _innermost(exc)
+        return Failure(
+            exception=type(exc),
+            status=None,
+            code=_network_failure(exc),
+            message=f"{type(cause).__name__}: {cause}"[:300],
+        )
+    error = exc.error
+    return Failure(
+        exception=type(exc),
+        status=exc.http_status,
+        code=(error.code if error is not None else None) or exc.code,
+        error_type=error.type if error is not None else None,
+        param=error.param if error is not None else None,
+        message=((error.message if error is not None else None) or exc.user_message or "")[:500],
+        request_id=exc.request_id or headers.get("request-id"),
+        replayed=headers.get("idempotent-replayed") == "true",
+    )
+
+
+_KEY = re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{6,}")
+
+
+def redact(text: str, api_key: str) -> str:
+    """``text`` without ``api_key``, nor anything else shaped like a Stripe secret key."""
+    if api_key:
+        text = text.replace(api_key, "<redacted>")
+    return _KEY.sub(r"\1<redacted>", text)

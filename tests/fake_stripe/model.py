@@ -1,0 +1,588 @@
+"""The fake Stripe itself, without sockets: accounts, transfers, the idempotency
+layer, authentication and scripted faults.
+
+It behaves as Stripe documents API v1 (https://docs.stripe.com/api/idempotent_requests):
+
+* the first request with an idempotency key saves its status and body once the
+  endpoint has begun executing, 500s included; a retry with the same key and
+  the same parameters gets them back with ``Idempotent-Replayed: true``;
+* the same key with other parameters is a 400 ``idempotency_error``;
+* a request whose key is still in flight is a 409 ``idempotency_key_in_use``;
+* requests refused before execution (authentication, rate limit, parameter
+  validation) save nothing.
+
+Everything here is guarded by one lock, so the HTTP server may call
+:meth:`FakeStripe.handle` from any number of threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from tests.fake_stripe import faults
+from tests.fake_stripe.forms import FormValue
+
+__all__ = ["DEFAULT_API_KEY", "AccountState", "FakeStripe", "RecordedRequest", "Reply", "Request"]
+
+DEFAULT_API_KEY = "sk_test_FAKEfakeFAKE0123456789secretPART"
+
+
+class AccountState(enum.Enum):
+    ACTIVE = "active"
+    CLOSED = "closed"  # rejected or closed by Stripe or the platform
+    NO_TRANSFERS_CAPABILITY = "no_transfers_capability"
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    method: str
+    path: str
+    params: Mapping[str, FormValue]  # the query of a GET, the form body of a POST
+    headers: Mapping[str, str]  # names in lower case
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    drop: bool = False  # close the connection without answering
+    reset: bool = False  # ... with a TCP reset
+
+
+@attrs.frozen(kw_only=True)
+class RecordedRequest:
+    method: str
+    path: str
+    params: Mapping[str, FormValue]
+    idempotency_key: str | None
+    status: int | None  # None: the connection was dropped
+    replayed: bool
+    fault: str | None  # the scripted fault that acted on it
+
+
+@attrs.define
+class _Script:
+    fault: faults.Fault
+    method: str | None
+    path: str | None
+    idempotency_key: str | None
+    times: int
+    after: int
+
+    def matches(self, request: Request) -> bool:
+        return (
+            (self.method is None or self.method == request.method)
+            and (self.path is None or self.path == request.path)
+            and (
+                self.idempotency_key is None
+                or self.idempotency_key == request.headers.get("idempotency-key")
+            )
+        )
+
+
+@attrs.define
+class _SavedKey:
+    fingerprint: str
+    request_id: str
+    reply: Reply | None = None  # None while the first request is in flight
+
+
+@attrs.frozen
+class _Result:
+    reply: Reply
+    executed: bool  # the endpoint began executing: the reply is saved under the key
+
+
+def _mask(key: str) -> str:
+    """How Stripe shows a key it refused: the prefix and the last four characters."""
+    prefix = key[: key.find("_", 3) + 1] if key.count("_") >= 2 else ""
+    return f"{prefix}{'*' * max(len(key) - len(prefix) - 4, 0)}{key[-4:]}"
+
+
+def _json(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status=status, body=json.dumps(payload).encode(), headers=headers)
+
+
+def _error(
+    status: int,
+    message: str,
+    *,
+    error_type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Reply:
+    error: dict[str, str] = {"type": error_type, "message": message}
+    if code is not None:
+        error["code"] = code
+        error["doc_url"] = f"https://docs.stripe.com/error-codes/{code.replace('_', '-')}"
+    if param is not None:
+        error["param"] = param
+    return _json(status, {"error": error}, headers)
+
+
+class FakeStripe:
+    """A Stripe account with connected accounts, a balance and transfers."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        clock: Callable[[], float] = time.time,
+        min_amount: int = 1,
+        max_amount: int = 99_999_999,
+    ) -> None:
+        self.api_key = api_key
+        self._clock = clock
+        self._min_amount = min_amount
+        self._max_amount = max_amount
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self.reset()
+
+    # -- set-up and inspection, for tests ------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything but the API key and the limits."""
+        with self._lock:
+            self._keys: dict[str, bool] = {self.api_key: True}  # key -> may write
+            self._accounts: dict[str, AccountState] = {}
+            self._balance: int | None = None
+            self._transfers: list[dict[str, Any]] = []
+            self._saved: dict[tuple[str, str], _SavedKey] = {}
+            self._scripts: list[_Script] = []
+            self._recorded: list[RecordedRequest] = []
+            self._in_flight = 0
+            self._seq = 0
+            self._request_seq = 0
+
+    def add_account(self, account_id: str, state: AccountState = AccountState.ACTIVE) -> None:
+        with self._lock:
+            self._accounts[account_id] = state
+
+    def add_api_key(self, key: str, *, can_write: bool) -> None:
+        """Another key for this account; ``can_write=False`` is a restricted key that
+        may list transfers but not create them (a 403)."""
+        with self._lock:
+            self._keys[key] = can_write
+
+    def set_balance(self, amount_cents: int | None) -> None:
+        """The available balance; ``None`` (the default) never runs out."""
+        with self._lock:
+            self._balance = amount_cents
+
+    def script(
+        self,
+        fault: faults.Fault,
+        *,
+        method: str | None = "POST",
+        path: str | None = "/v1/transfers",
+        idempotency_key: str | None = None,
+        times: int = 1,
+        after: int = 0,
+    ) -> None:
+        """Make ``times`` matching requests meet ``fault``, once ``after`` matching
+        requests have passed untouched. Scripts apply in the order they were made."""
+        with self._lock:
+            self._scripts.append(_Script(fault, method, path, idempotency_key, times, after))
+
+    def seed_transfer(
+        self,
+        *,
+        amount: int,
+        destination: str,
+        transfer_group: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        currency: str = "usd",
+    ) -> dict[str, Any]:
+        """Create a transfer directly, as if an earlier request had (fast set-up)."""
+        with self._lock:
+            return copy.deepcopy(
+                self._new_transfer(amount, currency, destination, transfer_group, metadata or {})
+            )
+
+    def transfers(self) -> list[dict[str, Any]]:
+        """Every transfer created, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._transfers)
+
+    def transfers_for(self, payout_transfer_id: str) -> list[dict[str, Any]]:
+        return [
+            t
+            for t in self.transfers()
+            if t["metadata"].get("payout_transfer_id") == payout_transfer_id
+        ]
+
+    def requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
+        """The requests received, in the order they finished."""
+        with self._lock:
+            return [
+                r
+                for r in self._recorded
+                if (method is None or r.method == method) and (path is None or r.path == path)
+            ]
+
+    def prune_idempotency_keys(self) -> None:
+        """What Stripe does to keys older than about 24 hours."""
+        with self._lock:
+            self._saved = {k: v for k, v in self._saved.items() if v.reply is None}
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no request is being handled (a held one has completed)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+    def stop(self) -> None:
+        """Let go of held requests (they are dropped): the server is shutting down."""
+        self._stopping.set()
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Reply:
+        with self._lock:
+            self._in_flight += 1
+            self._request_seq += 1
+            request_id = f"req_fake{self._request_seq:010d}"
+        fault_name: list[str] = []
+        reply: Reply | None = None
+        try:
+            reply = self._handle(request, fault_name, request_id)
+            return attrs.evolve(reply, headers=(("Request-Id", request_id), *reply.headers))
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._recorded.append(
+                    RecordedRequest(
+                        method=request.method,
+                        path=request.path,
+                        params=request.params,
+                        idempotency_key=request.headers.get("idempotency-key"),
+                        status=None if reply is None or reply.drop else reply.status,
+                        replayed=reply is not None
+                        and ("Idempotent-Replayed", "true") in reply.headers,
+                        fault=fault_name[0] if fault_name else None,
+                    )
+                )
+                self._idle.notify_all()
+
+    def _handle(self, request: Request, fault_name: list[str], request_id: str) -> Reply:
+        key = self._authenticate(request)
+        if isinstance(key, Reply):
+            return key
+        edge = self._take_fault(request, faults.Stage.EDGE, fault_name)
+        if isinstance(edge, faults.Respond):
+            return self._fault_reply(edge)
+        if isinstance(edge, faults.Drop):
+            return Reply(status=0, body=b"", drop=True, reset=edge.reset)
+        if request.method == "POST" and not self._keys[key]:
+            return _error(
+                403,
+                f"The provided key '{_mask(key)}' does not have the required permissions "
+                f"for this endpoint ({request.method} {request.path}).",
+            )
+        idempotency_key = request.headers.get("idempotency-key")
+        if request.method != "POST" or not idempotency_key:
+            return self._execute(request, fault_name)[0]
+
+        scope = (key, idempotency_key)
+        fingerprint = json.dumps([request.method, request.path, request.params], sort_keys=True)
+        with self._lock:
+            saved = self._saved.get(scope)
+            if saved is not None:
+                if saved.fingerprint != fingerprint:
+                    return _error(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters "
+                        "they were first used with. Try using a key other than "
+                        f"'{idempotency_key}' if you meant to execute a different request.",
+                        error_type="idempotency_error",
+                    )
+                if saved.reply is None:
+                    return _error(
+                        409,
+                        "There is currently another in-progress request using this "
+                        f"Idempotency-Key ('{idempotency_key}'). Please try again later.",
+                        code="idempotency_key_in_use",
+                    )
+                return attrs.evolve(
+                    saved.reply,
+                    headers=(
+                        *saved.reply.headers,
+                        ("Idempotent-Replayed", "true"),
+                        ("Original-Request", saved.request_id),
+                    ),
+                )
+            self._saved[scope] = _SavedKey(fingerprint, request_id)
+        sent, to_save = self._execute(request, fault_name)
+        with self._lock:
+            if to_save is not None:
+                self._saved[scope].reply = to_save
+            else:
+                del self._saved[scope]
+        return sent
+
+    def _authenticate(self, request: Request) -> str | Reply:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or not key:
+            return _error(
+                401,
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth.",
+            )
+        if key not in self._keys:
+            return _error(401, f"Invalid API Key provided: {_mask(key)}")
+        return key
+
+    def _take_fault(
+        self, request: Request, stage: faults.Stage, fault_name: list[str]
+    ) -> faults.Fault | None:
+        with self._lock:
+            for script in self._scripts:
+                if script.fault.stage is stage and script.matches(request):
+                    if script.after > 0:
+                        script.after -= 1
+                        continue
+                    script.times -= 1
+                    if script.times == 0:
+                        self._scripts.remove(script)
+                    fault_name.append(type(script.fault).__name__)
+                    return script.fault
+        return None
+
+    def _fault_reply(self, fault: faults.Respond) -> Reply:
+        if fault.raw_body is not None:
+            return Reply(
+                status=fault.status,
+                body=fault.raw_body.encode(),
+                headers=(("Content-Type", "text/html"), *fault.headers),
+            )
+        return _error(
+            fault.status,
+            fault.message,
+            error_type=fault.error_type,
+            code=fault.code,
+            param=fault.param,
+            headers=fault.headers,
+        )
+
+    def _execute(self, request: Request, fault_name: list[str]) -> tuple[Reply, Reply | None]:
+        """Run the endpoint, or the endpoint-stage fault scripted for it.
+
+        Returns what to send and what to save under the key (``None``: nothing).
+        """
+        fault = self._take_fault(request, faults.Stage.ENDPOINT, fault_name)
+        if isinstance(fault, faults.Hold):
+            fault.held.set()
+            while not fault.release.wait(0.05):
+                if self._stopping.is_set():
+                    return Reply(status=0, body=b"", drop=True), None
+        if isinstance(fault, faults.Respond):
+            if fault.create:
+                self._route(request)
+            reply = self._fault_reply(fault)
+            return reply, reply
+        result = self._route(request)
+        saved = result.reply if result.executed else None
+        if isinstance(fault, faults.Drop):
+            return Reply(status=0, body=b"", drop=True, reset=fault.reset), saved
+        return result.reply, saved
+
+    def _route(self, request: Request) -> _Result:
+        parts = request.path.strip("/").split("/")
+        if parts[:2] == ["v1", "transfers"]:
+            if len(parts) == 2 and request.method == "POST":
+                return self._create_transfer(request.params)
+            if len(parts) == 2 and request.method == "GET":
+                return _Result(self._list_transfers(request.params), executed=True)
+            if len(parts) == 3 and request.method == "GET":
+                return _Result(self._retrieve_transfer(parts[2]), executed=True)
+        return _Result(
+            _error(404, f"Unrecognized request URL ({request.method}: {request.path})."),
+            executed=False,
+        )
+
+    # -- transfers -----------------------------------------------------------------------------
+
+    def _create_transfer(self, params: Mapping[str, FormValue]) -> _Result:
+        for name in ("amount", "currency", "destination"):
+            if not isinstance(params.get(name), str) or not params[name]:
+                return _Result(
+                    _error(400, f"Missing required param: {name}.", code="parameter_missing"),
+                    executed=False,
+                )
+        amount_text, currency, destination = (
+            str(params["amount"]),
+            str(params["currency"]),
+            str(params["destination"]),
+        )
+        if not amount_text.isdigit():
+            return _Result(
+                _error(
+                    400,
+                    f"Invalid integer: {amount_text}",
+                    code="parameter_invalid_integer",
+                    param="amount",
+                ),
+                executed=False,
+            )
+        metadata = params.get("metadata", {})
+        group = params.get("transfer_group")
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            return _Result(_error(400, "Invalid metadata.", param="metadata"), executed=False)
+        if group is not None and not isinstance(group, str):
+            return _Result(_error(400, "Invalid transfer_group.", param="transfer_group"), False)
+        amount = int(amount_text)
+        with self._lock:
+            refusal = self._refusal(amount, currency, destination)
+            if refusal is not None:
+                return _Result(refusal, executed=True)
+            transfer = self._new_transfer(
+                amount, currency, destination, group, {k: str(v) for k, v in metadata.items()}
+            )
+            if self._balance is not None:
+                self._balance -= amount
+        return _Result(_json(200, transfer), executed=True)
+
+    def _refusal(self, amount: int, currency: str, destination: str) -> Reply | None:
+        state = self._accounts.get(destination)
+        if state is None:
+            return _error(
+                400,
+                f"No such destination: '{destination}'",
+                code="resource_missing",
+                param="destination",
+            )
+        if state is AccountState.CLOSED:
+            return _error(
+                400,
+                f"The account {destination} has been closed or rejected and cannot receive "
+                "transfers.",
+                code="account_invalid",
+                param="destination",
+            )
+        if state is AccountState.NO_TRANSFERS_CAPABILITY:
+            return _error(
+                400,
+                "Your destination account needs to have at least one of the following "
+                "capabilities enabled: transfers, crypto_transfers, legacy_payments",
+                code="insufficient_capabilities_for_transfer",
+                param="destination",
+            )
+        if amount < self._min_amount:
+            return _error(
+                400,
+                f"Amount must be at least {self._min_amount} {currency}",
+                code="amount_too_small",
+                param="amount",
+            )
+        if amount > self._max_amount:
+            return _error(
+                400,
+                f"Amount must be no more than {self._max_amount} {currency}",
+                code="amount_too_large",
+                param="amount",
+            )
+        if self._balance is not None and amount > self._balance:
+            return _error(
+                400,
+                "You have insufficient available funds in your Stripe account. Try adding "
+                "funds directly to your available balance by creating Charges using the "
+                "4000000000000077 test card.",
+                code="balance_insufficient",
+            )
+        return None
+
+    def _new_transfer(
+        self,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+    ) -> dict[str, Any]:
+        self._seq += 1
+        transfer_id = f"tr_fake{self._seq:08d}"
+        transfer: dict[str, Any] = {
+            "id": transfer_id,
+            "object": "transfer",
+            "amount": amount,
+            "amount_reversed": 0,
+            "balance_transaction": f"txn_fake{self._seq:08d}",
+            "created": int(self._clock()),
+            "currency": currency,
+            "description": None,
+            "destination": destination,
+            "destination_payment": f"py_fake{self._seq:08d}",
+            "livemode": False,
+            "metadata": dict(metadata),
+            "reversals": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "total_count": 0,
+                "url": f"/v1/transfers/{transfer_id}/reversals",
+            },
+            "reversed": False,
+            "source_transaction": None,
+            "source_type": "card",
+            "transfer_group": transfer_group,
+        }
+        self._transfers.append(transfer)
+        return transfer
+
+    def _list_transfers(self, params: Mapping[str, FormValue]) -> Reply:
+        limit_text = params.get("limit", "10")
+        if not isinstance(limit_text, str) or not limit_text.isdigit():
+            return _error(400, f"Invalid integer: {limit_text}", param="limit")
+        limit = int(limit_text)
+        if not 1 <= limit <= 100:
+            return _error(400, "Invalid limit: must be between 1 and 100", param="limit")
+        destination = params.get("destination")
+        group = params.get("transfer_group")
+        with self._lock:
+            matching = [
+                t
+                for t in reversed(self._transfers)  # newest first, as Stripe lists
+                if (destination is None or t["destination"] == destination)
+                and (group is None or t["transfer_group"] == group)
+            ]
+            starting_after = params.get("starting_after")
+            if starting_after is not None:
+                ids = [t["id"] for t in matching]
+                if starting_after not in ids:
+                    return _error(
+                        400,
+                        f"No such transfer: '{starting_after}'",
+                        code="resource_missing",
+                        param="starting_after",
+                    )
+                matching = matching[ids.index(starting_after) + 1 :]
+            page = copy.deepcopy(matching[:limit])
+        return _json(
+            200,
+            {
+                "object": "list",
+                "url": "/v1/transfers",
+                "has_more": len(matching) > limit,
+                "data": page,
+            },
+        )
+
+    def _retrieve_transfer(self, transfer_id: str) -> Reply:
+        with self._lock:
+            for t in self._transfers:
+                if t["id"] == transfer_id:
+                    return _json(200, copy.deepcopy(t))
+        return _error(
+            404, f"No such transfer: '{transfer_id}'", code="resource_missing", param="id"
+        )

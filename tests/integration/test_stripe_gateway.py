@@ -1,0 +1,467 @@
+"""The Stripe gateway against the fake Stripe: look-ups, retries with the same key,
+the shared rate limit, and the API key never leaking."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import attrs
+import pytest
+
+from payout_adapters.stripe import StripeGateway, TokenBucket, classify, reconcile
+from payout_core import models, outcomes, ports
+from tests import fake_stripe
+from tests.fake_stripe import faults
+
+ACCOUNT = "acct_1Winner"
+GROUP = "contest:c42"
+
+
+def request(transfer_id: str = "t-1", *, generation: int = 0) -> outcomes.TransferRequest:
+    key = f"payout:{transfer_id}" if generation == 0 else f"payout:{transfer_id}:{generation}"
+    return outcomes.TransferRequest(
+        amount_cents=1500,
+        currency="usd",
+        destination=ACCOUNT,
+        transfer_group=GROUP,
+        idempotency_key=key,
+        metadata=(("payout_transfer_id", transfer_id), ("user_id", "u_1")),
+    )
+
+
+def lookup(transfer_id: str = "t-1", destination: str | None = ACCOUNT) -> outcomes.TransferLookup:
+    return outcomes.TransferLookup(
+        destination=destination, transfer_group=GROUP, payout_transfer_id=transfer_id
+    )
+
+
+def _fits_the_port(gateway: StripeGateway) -> ports.PaymentGateway:
+    return gateway  # mypy checks that StripeGateway implements the port
+
+
+@attrs.define
+class FrozenTime:
+    """A clock that stands still and a sleep that only records: every wait a
+    bucket asks for is visible, and nothing waits for real."""
+
+    now: float = 0.0
+    slept: list[float] = attrs.Factory(list)
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+@pytest.fixture
+def server() -> Iterator[fake_stripe.FakeStripeServer]:
+    with fake_stripe.running() as running:
+        running.fake.add_account(ACCOUNT)
+        yield running
+
+
+@pytest.fixture
+def gateway(server: fake_stripe.FakeStripeServer) -> Iterator[StripeGateway]:
+    with StripeGateway(
+        api_key=server.api_key, api_base=server.url, timeout_seconds=5.0, rate_limit=1000.0
+    ) as gw:
+        yield gw
+
+
+def seed(
+    fake: fake_stripe.FakeStripe, count: int, *, destination: str = ACCOUNT, prefix: str = "other"
+) -> None:
+    for n in range(count):
+        fake.seed_transfer(
+            amount=100,
+            destination=destination,
+            transfer_group=GROUP,
+            metadata={"payout_transfer_id": f"{prefix}-{n}"},
+        )
+
+
+# -- look-up -----------------------------------------------------------------------------------
+
+
+def test_lookup_pages_through_a_group_of_more_than_a_hundred_transfers(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    fake = server.fake
+    target = fake.seed_transfer(
+        amount=1500, destination="acct_elsewhere", transfer_group=GROUP,
+        metadata={"payout_transfer_id": "t-1"},
+    )  # fmt: skip
+    seed(fake, 120, destination="acct_other_a")
+    seed(fake, 120, destination="acct_other_b", prefix="more")
+    fake.seed_transfer(amount=5, destination=ACCOUNT, transfer_group="contest:other")
+    time = FrozenTime()
+    bucket = TokenBucket(rate=1000, clock=time.clock, sleep=time.sleep)
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+        found = gw.find_transfer(lookup(destination=None))
+
+    assert found == outcomes.Found(stripe_transfer_id=target["id"])
+    pages = fake.requests("GET", "/v1/transfers")
+    assert [p.params.get("limit") for p in pages] == ["100", "100", "100"]
+    assert [p.params.get("transfer_group") for p in pages] == [GROUP] * 3
+    assert "starting_after" not in pages[0].params
+    assert pages[1].params["starting_after"] != pages[2].params["starting_after"]
+    assert bucket.taken == 3  # one token per page
+
+
+def test_lookup_filters_by_destination_and_pages_through_it(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    fake = server.fake
+    target = fake.seed_transfer(
+        amount=1500, destination=ACCOUNT, transfer_group=GROUP,
+        metadata={"payout_transfer_id": "t-1"},
+    )  # fmt: skip
+    seed(fake, 150)  # to the same destination, other payouts
+    seed(fake, 50, destination="acct_other")
+
+    found = gateway.find_transfer(lookup())
+
+    assert found == outcomes.Found(stripe_transfer_id=target["id"])
+    pages = fake.requests("GET", "/v1/transfers")
+    assert len(pages) == 2
+    assert all(p.params.get("destination") == ACCOUNT for p in pages)
+
+
+def test_lookup_says_not_found_only_after_reading_every_page(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    seed(server.fake, 230)
+
+    assert gateway.find_transfer(lookup("t-absent")) == outcomes.NotFound()
+    assert len(server.fake.requests("GET", "/v1/transfers")) == 3
+
+
+def test_lookup_that_fails_on_a_later_page_is_not_a_not_found(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    seed(server.fake, 150)
+    server.fake.script(faults.server_error(), method="GET", after=1)  # the second page
+
+    outcome = gateway.find_transfer(lookup("t-absent"))
+
+    assert isinstance(outcome, outcomes.Unknown)
+    assert len(server.fake.requests("GET", "/v1/transfers")) == 2
+
+
+def test_lookup_ignores_transfers_of_other_payouts(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    seed(server.fake, 3)
+
+    assert gateway.find_transfer(lookup("t-1")) == outcomes.NotFound()
+
+
+def test_lookup_finding_two_transfers_for_one_payout_reports_the_oldest_and_logs_an_error(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = server.fake.seed_transfer(
+        amount=1500, destination=ACCOUNT, transfer_group=GROUP,
+        metadata={"payout_transfer_id": "t-1"},
+    )  # fmt: skip
+    second = server.fake.seed_transfer(
+        amount=1500, destination=ACCOUNT, transfer_group=GROUP,
+        metadata={"payout_transfer_id": "t-1"},
+    )  # fmt: skip
+
+    with caplog.at_level(logging.ERROR, logger="payout.stripe"):
+        found = gateway.find_transfer(lookup())
+
+    assert found == outcomes.Found(stripe_transfer_id=first["id"])
+    (record,) = [r for r in caplog.records if r.getMessage() == "payout.stripe.duplicate_transfers"]
+    assert getattr(record, "stripe_transfer_ids", None) == f"{first['id']},{second['id']}"
+
+
+def test_lookup_failures_use_the_classification_table(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    with StripeGateway(api_key="sk_test_wrongKey00000000", api_base=server.url) as wrong:
+        assert isinstance(wrong.find_transfer(lookup()), outcomes.Systemic)
+    server.fake.script(faults.rate_limited(), method="GET")
+    with StripeGateway(api_key=server.api_key, api_base=server.url) as gw:
+        assert isinstance(gw.find_transfer(lookup()), outcomes.Transient)
+
+
+# -- retries with the same key -----------------------------------------------------------------
+
+
+def test_lost_response_is_retried_with_the_same_key_and_pays_once(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    server.fake.script(faults.Drop())  # created at Stripe, the answer lost
+
+    lost = gateway.create_transfer(request())
+    retried = gateway.create_transfer(request())
+
+    (created,) = server.fake.transfers_for("t-1")
+    assert isinstance(lost, outcomes.Unknown)
+    assert lost.key_replays_error is False
+    assert retried == outcomes.Succeeded(stripe_transfer_id=created["id"], replayed=True)
+    assert len(server.fake.transfers()) == 1
+
+
+def test_answer_slower_than_the_timeout_is_in_flight_then_replayed(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    hold = faults.Hold(release=threading.Event())
+    server.fake.script(hold)
+
+    with StripeGateway(
+        api_key=server.api_key, api_base=server.url, timeout_seconds=0.5, rate_limit=1000.0
+    ) as gw:
+        timed_out = gw.create_transfer(request())
+        while_running = gw.create_transfer(request())
+        hold.release.set()
+        assert server.fake.wait_idle()
+        after = gw.create_transfer(request())
+
+    (created,) = server.fake.transfers()
+    assert isinstance(timed_out, outcomes.Unknown)
+    assert timed_out.code == "timeout"
+    assert isinstance(while_running, outcomes.Transient)
+    assert while_running.code == "idempotency_key_in_use"
+    assert after == outcomes.Succeeded(stripe_transfer_id=created["id"], replayed=True)
+
+
+def test_500_without_a_transfer_is_looked_up_then_paid_under_the_next_key(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    server.fake.script(faults.server_error(create=False))
+
+    failed = gateway.create_transfer(request())
+    replayed = gateway.create_transfer(request())  # what the same key would do for a day
+    found = gateway.find_transfer(lookup())
+    paid = gateway.create_transfer(request(generation=1))
+
+    assert isinstance(failed, outcomes.Unknown)
+    assert failed.key_replays_error
+    assert isinstance(replayed, outcomes.Unknown)
+    assert found == outcomes.NotFound()
+    (created,) = server.fake.transfers()
+    assert paid == outcomes.Succeeded(stripe_transfer_id=created["id"])
+
+
+def test_500_after_the_transfer_was_created_is_found_by_the_lookup(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    server.fake.script(faults.server_error(create=True))
+
+    failed = gateway.create_transfer(request())
+    found = gateway.find_transfer(lookup())
+
+    (created,) = server.fake.transfers()
+    assert isinstance(failed, outcomes.Unknown)
+    assert failed.key_replays_error
+    assert found == outcomes.Found(stripe_transfer_id=created["id"])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [faults.server_error(), faults.bad_gateway(), faults.rate_limited(), faults.Drop()],
+    ids=["500", "502", "429", "lost answer"],
+)
+def test_the_sdk_never_retries_on_its_own(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, fault: faults.Fault
+) -> None:
+    server.fake.script(fault)
+
+    gateway.create_transfer(request())
+
+    assert len(server.fake.requests("POST", "/v1/transfers")) == 1
+
+
+# -- the rate limit ----------------------------------------------------------------------------
+
+
+def test_every_request_of_every_thread_takes_a_token_from_one_bucket(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    time = FrozenTime()
+    bucket = TokenBucket(rate=10, clock=time.clock, sleep=time.sleep)  # 10 tokens to start with
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda n: gw.create_transfer(request(f"t-{n}")), range(40)))
+        found = gw.find_transfer(lookup("t-7"))
+
+    assert all(isinstance(r, outcomes.Succeeded) for r in results)
+    assert isinstance(found, outcomes.Found)
+    assert bucket.taken == 41
+    # The clock stood still: the first 10 requests were free, each later one was
+    # given the next slot, 0.1 s after the one before it.
+    assert sorted(round(s, 6) for s in time.slept) == [round(k / 10, 6) for k in range(1, 32)]
+
+
+def test_a_429_slows_down_the_whole_process(server: fake_stripe.FakeStripeServer) -> None:
+    time = FrozenTime()
+    bucket = TokenBucket(rate=20, clock=time.clock, sleep=time.sleep)
+    server.fake.script(faults.rate_limited())
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+        limited = gw.create_transfer(request("t-1"))
+        assert time.slept == []
+        next_one = gw.create_transfer(request("t-2"))
+
+    assert isinstance(limited, outcomes.Transient)
+    assert isinstance(next_one, outcomes.Succeeded)
+    assert time.slept == [pytest.approx(1.0 + 1 / 20)]  # the pause, then its own slot
+
+
+def test_a_lock_timeout_slows_nothing_down(server: fake_stripe.FakeStripeServer) -> None:
+    time = FrozenTime()
+    bucket = TokenBucket(rate=20, clock=time.clock, sleep=time.sleep)
+    server.fake.script(faults.lock_timeout())
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+        gw.create_transfer(request("t-1"))
+        gw.create_transfer(request("t-2"))
+
+    assert time.slept == []
+
+
+# -- the API key stays secret ------------------------------------------------------------------
+
+SECRET = "sk_test_51TopSecretValueNeverToBeShown4242"
+
+
+def _everything_said_about(exc: BaseException) -> Iterator[str]:
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield str(current)
+        yield repr(current)
+        yield repr(current.args)
+        linked = [current.__cause__, current.__context__, *current.args]
+        stack.extend(e for e in linked if isinstance(e, BaseException))
+
+
+def test_the_api_key_never_appears_in_logs_reprs_outcomes_or_exceptions(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exceptions: list[BaseException] = []
+    describe = classify.describe
+
+    def spy(exc: BaseException) -> classify.Failure:
+        exceptions.append(exc)
+        return describe(exc)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(classify, "describe", spy)
+    caplog.set_level(logging.DEBUG)  # everything: the SDK, requests/urllib3, ours
+    said: list[object] = []
+    gateways: list[StripeGateway] = []
+
+    def gateway(api_base: str, timeout: float = 5.0) -> StripeGateway:
+        time = FrozenTime()  # the 429 below must not make the test wait
+        gw = StripeGateway(
+            api_key=SECRET,
+            api_base=api_base,
+            timeout_seconds=timeout,
+            bucket=TokenBucket(rate=1000, clock=time.clock, sleep=time.sleep),
+        )
+        gateways.append(gw)
+        return gw
+
+    with fake_stripe.running(fake_stripe.FakeStripe(api_key=SECRET)) as server:
+        fake = server.fake
+        fake.add_account(ACCOUNT)
+        gw = gateway(server.url, timeout=0.5)
+        said += [gw.create_transfer(request()), gw.create_transfer(request())]
+        hold = faults.Hold(release=threading.Event())
+        scripted: list[faults.Fault] = [
+            faults.server_error(),
+            faults.bad_gateway(),
+            faults.rate_limited(),
+            faults.forbidden(),
+            faults.Drop(),
+            faults.Drop(reset=True),
+            hold,
+        ]
+        for n, fault in enumerate(scripted):
+            fake.script(fault)
+            said.append(gw.create_transfer(request(f"t-fault-{n}")))
+        hold.release.set()
+        assert fake.wait_idle()
+        said.append(gw.create_transfer(attrs.evolve(request("t-x"), destination="acct_unknown")))
+        said += [gw.find_transfer(lookup()), gw.retrieve_transfer("tr_missing")]
+        fake.script(faults.server_error(), method="GET")
+        said.append(gw.find_transfer(lookup()))
+
+        def broken(*_args: object, **_kwargs: object) -> object:
+            raise RuntimeError("a bug inside the SDK")
+
+        monkeypatch.setattr(gw._client.v1.transfers, "create", broken)
+        said.append(gw.create_transfer(request("t-bug")))
+
+    with fake_stripe.running() as stranger:  # a Stripe that does not know the key
+        refused = gateway(stranger.url)
+        said += [refused.create_transfer(request()), refused.find_transfer(lookup())]
+    said.append(gateway(f"http://127.0.0.1:{fake_stripe.closed_port()}").create_transfer(request()))
+    for gw in gateways:
+        gw.close()
+
+    rejected = [o for o in said if isinstance(o, outcomes.Systemic) and o.code.startswith("auth")]
+    assert rejected, "the refused key was never exercised"
+    assert rejected[0].message.startswith("Stripe refused the API key (401): check STRIPE_API_KEY")
+    assert any(r.exc_info for r in caplog.records), "no traceback was ever logged"
+    assert len(exceptions) >= 10
+    texts = [caplog.text, *(str(o) for o in said), *(repr(o) for o in said)]
+    texts += [repr(gw) for gw in gateways] + [str(gw) for gw in gateways]
+    texts += [repr(gw.bucket) for gw in gateways]
+    for record in caplog.records:
+        texts += [record.getMessage(), repr(record.__dict__)]
+        if record.exc_info:
+            texts.append(logging.Formatter().formatException(record.exc_info))
+    for exc in exceptions:
+        texts += list(_everything_said_about(exc))
+    leaks = [text for text in texts if SECRET in text or "TopSecretValue" in text]
+    assert leaks == []
+
+
+# -- reconciliation -------------------------------------------------------------------------
+
+
+def completed(stripe_transfer_id: str, amount_cents: int = 1500) -> models.PayoutTransfer:
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    return models.PayoutTransfer(
+        id="t-1",
+        job_id="j-1",
+        settlement_id="s-1",
+        contest_id="c42",
+        user_id="u_1",
+        amount_cents=amount_cents,
+        currency="usd",
+        status=models.TransferStatus.COMPLETED,
+        destination_account=ACCOUNT,
+        stripe_transfer_id=stripe_transfer_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def test_a_completed_transfer_agrees_with_stripes_record(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    paid = gateway.create_transfer(request())
+    assert isinstance(paid, outcomes.Succeeded)
+
+    assert reconcile.check_completed(gateway, completed(paid.stripe_transfer_id)) == []
+    (mismatch,) = reconcile.check_completed(
+        gateway, completed(paid.stripe_transfer_id, amount_cents=2000)
+    )
+    assert "amount 1500" in mismatch
+    (unreadable,) = reconcile.check_completed(gateway, completed("tr_unknown"))
+    assert "could not read tr_unknown" in unreadable
