@@ -56,3 +56,17 @@ def test_a_non_positive_base_is_refused() -> None:
 def test_a_non_positive_cap_is_refused() -> None:
     with pytest.raises(ValueError, match="max_seconds"):
         retry.RetryPolicy(max_seconds=-1)
+
+
+@given(attempt=st.integers(min_value=1, max_value=50))
+def test_an_uncertain_attempt_waits_at_least_the_floor(attempt: int) -> None:
+    policy = retry.RetryPolicy(
+        base_seconds=1, max_seconds=3600, uncertain_floor_seconds=60, uniform=lambda: 0.0
+    )
+    assert policy.delay(attempt, uncertain=True) == timedelta(seconds=60)
+    assert policy.delay(attempt) == timedelta(0)
+
+
+def test_the_floor_never_exceeds_the_cap() -> None:
+    policy = retry.RetryPolicy(base_seconds=0.1, max_seconds=1, uniform=lambda: 0.0)
+    assert policy.delay(1, uncertain=True) == timedelta(seconds=1)

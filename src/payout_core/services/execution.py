@@ -197,11 +197,12 @@ class _Attempt:
             )
         retried = sm.retry(
             t,
-            next_attempt_at=now + self.policy.delay(t.attempt_count),
+            next_attempt_at=now + self.policy.delay(t.attempt_count, uncertain=uncertain),
             code=code,
             message=message,
             uncertain=uncertain,
-            key_replays_error=key_replays_error,
+            # A failed look-up leaves the key as it was: still replaying its 5xx.
+            key_replays_error=key_replays_error or t.key_replays_error,
             now=now,
         )
         # A parked last attempt is booked when its look-up resolves it, so the
