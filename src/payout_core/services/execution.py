@@ -49,6 +49,7 @@ class _Decision:
     transfer: models.PayoutTransfer
     book: bool  # whether this attempt's outcome is final enough for a ledger row
     systemic: outcomes.Systemic | None = None
+    lease_lost: bool = False  # nothing was sent and nothing may be recorded
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +75,12 @@ class _Attempt:
         checked = self._check_key(t, destination)
         if isinstance(checked, _Decision):
             return checked
-        t = sm.send(checked, destination=destination, now=self.clock.now())
+        now = self.clock.now()
+        if t.lease_expires_at is None or now >= t.lease_expires_at:
+            # This worker was too slow: another may have taken the claim over
+            # and moved to a newer key. Sending now could pay twice.
+            return _Decision(transfer=claimed, book=False, lease_lost=True)
+        t = sm.send(checked, destination=destination, now=now)
         return self._apply(
             t,
             destination,
@@ -233,40 +239,45 @@ def execute_transfer(
         raise errors.IllegalTransition(transfer.id, transfer.status.value, "execute unclaimed")
     attempt = _Attempt(directory=directory, gateway=gateway, clock=clock, policy=policy)
     decision = attempt.decide(transfer)
+    ids = {"transfer_id": transfer.id, "job_id": transfer.job_id, "attempt": transfer.attempt_count}
+    if decision.lease_lost:
+        log.warning("payout.transfer.lease_expired_before_sending", extra=ids)
+        return AttemptResult(transfer=transfer, disposition=Disposition.STALE)
     now = clock.now()
     recorded = store.record(
         claimed=transfer, updated=decision.transfer, ledger_entry=_book(decision, now), now=now
     )
-    ids = {"transfer_id": transfer.id, "job_id": transfer.job_id, "attempt": transfer.attempt_count}
     if not recorded:
         log.warning("payout.transfer.stale_claim", extra=ids)
         return AttemptResult(transfer=transfer, disposition=Disposition.STALE)
     updated = decision.transfer
     if decision.systemic is not None:
-        disposition = Disposition.RELEASED
         log.error(
             "payout.transfer.systemic",
             extra={**ids, "code": decision.systemic.code, "reason": decision.systemic.message},
         )
-    elif updated.status is models.TransferStatus.COMPLETED:
-        disposition = Disposition.COMPLETED
-        log.info(
-            "payout.transfer.completed",
-            extra={**ids, "stripe_transfer_id": updated.stripe_transfer_id},
+        return AttemptResult(
+            transfer=updated, disposition=Disposition.RELEASED, systemic=decision.systemic
         )
-    elif updated.status is models.TransferStatus.FAILED_TERMINAL:
-        disposition = Disposition.FAILED_TERMINAL
-        log.warning("payout.transfer.failed", extra={**ids, "code": updated.failure_code})
-    elif updated.status is models.TransferStatus.RETRYABLE:
-        disposition = Disposition.RETRIED
-        log.info(
-            "payout.transfer.retry_scheduled",
-            extra={**ids, "code": updated.failure_code, "next_attempt_at": updated.next_attempt_at},
-        )
-    else:
-        disposition = Disposition.RELEASED
-        log.info("payout.transfer.released", extra=ids)
-    return AttemptResult(transfer=updated, disposition=disposition, systemic=decision.systemic)
+    disposition = _DISPOSITIONS[updated.status]
+    log.log(
+        logging.WARNING if disposition is Disposition.FAILED_TERMINAL else logging.INFO,
+        f"payout.transfer.{disposition.value}",
+        extra={
+            **ids,
+            "code": updated.failure_code,
+            "stripe_transfer_id": updated.stripe_transfer_id,
+            "next_attempt_at": updated.next_attempt_at,
+        },
+    )
+    return AttemptResult(transfer=updated, disposition=disposition)
+
+
+_DISPOSITIONS = {
+    models.TransferStatus.COMPLETED: Disposition.COMPLETED,
+    models.TransferStatus.FAILED_TERMINAL: Disposition.FAILED_TERMINAL,
+    models.TransferStatus.RETRYABLE: Disposition.RETRIED,
+}
 
 
 def _give_back(

@@ -1,0 +1,457 @@
+"""The simulated gateway behaves like Stripe's Create Transfer and List Transfers."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import attrs
+import pytest
+
+from payout_adapters.memory import gateway as simulated
+from payout_core import outcomes, ports
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+Fault = simulated.Fault
+
+
+@attrs.define
+class StepClock:
+    at: datetime = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def transfer_request(
+    payout_transfer_id: str = "t1",
+    *,
+    key: str | None = None,
+    amount_cents: int = 1500,
+    destination: str = "acct_1",
+    user_id: str = "u1",
+    contest_id: str = "c1",
+) -> outcomes.TransferRequest:
+    return outcomes.TransferRequest(
+        amount_cents=amount_cents,
+        currency="usd",
+        destination=destination,
+        transfer_group=f"contest:{contest_id}",
+        idempotency_key=key or f"payout:{payout_transfer_id}",
+        metadata=(("payout_transfer_id", payout_transfer_id), ("user_id", user_id)),
+    )
+
+
+def lookup(
+    payout_transfer_id: str = "t1", *, destination: str | None = "acct_1", contest_id: str = "c1"
+) -> outcomes.TransferLookup:
+    return outcomes.TransferLookup(
+        destination=destination,
+        transfer_group=f"contest:{contest_id}",
+        payout_transfer_id=payout_transfer_id,
+    )
+
+
+def on_first_create(fault: simulated.Fault) -> simulated.Handler:
+    def handler(
+        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        if call.operation is simulated.Operation.CREATE and call.attempt == 1:
+            return fault
+        return None
+
+    return handler
+
+
+def never_sleep(seconds: float) -> None:
+    raise AssertionError(f"the gateway slept {seconds} s without being asked to")
+
+
+def gateway(
+    handler: simulated.Handler | None = None, clock: StepClock | None = None
+) -> simulated.SimulatedGateway:
+    return simulated.SimulatedGateway(
+        handler=handler, clock=clock or StepClock(), sleep=never_sleep, seed=1
+    )
+
+
+def test_it_fits_the_payment_gateway_port() -> None:
+    port: ports.PaymentGateway = gateway()
+    assert isinstance(port.create_transfer(transfer_request()), outcomes.Succeeded)
+
+
+def test_a_created_transfer_is_recorded_with_what_was_sent() -> None:
+    clock = StepClock()
+    gw = gateway(clock=clock)
+    sent = transfer_request(amount_cents=2500, destination="acct_9")
+    result = gw.create_transfer(sent)
+    assert isinstance(result, outcomes.Succeeded)
+    assert not result.replayed
+    assert result.stripe_transfer_id.startswith("tr_")
+    [record] = gw.created_transfers()
+    assert record.id == result.stripe_transfer_id
+    assert (record.amount_cents, record.currency, record.destination) == (2500, "usd", "acct_9")
+    assert record.transfer_group == "contest:c1"
+    assert record.metadata == sent.metadata
+    assert record.payout_transfer_id == "t1"
+    assert (record.created_at, record.sequence) == (T0, 1)
+
+
+def test_the_same_key_and_parameters_replay_the_first_transfer() -> None:
+    gw = gateway()
+    first = gw.create_transfer(transfer_request())
+    again = gw.create_transfer(transfer_request())
+    assert isinstance(first, outcomes.Succeeded)
+    assert again == outcomes.Succeeded(stripe_transfer_id=first.stripe_transfer_id, replayed=True)
+    assert len(gw.created_transfers()) == 1
+    assert len(gw.requests) == 2
+
+
+def test_the_same_key_with_other_parameters_is_an_idempotency_error() -> None:
+    gw = gateway()
+    gw.create_transfer(transfer_request(amount_cents=1500))
+    changed = gw.create_transfer(transfer_request(amount_cents=1600))
+    assert isinstance(changed, outcomes.Permanent)
+    assert changed.code == "idempotency_error"
+    assert len(gw.created_transfers()) == 1
+
+
+def test_other_keys_create_other_transfers() -> None:
+    gw = gateway()
+    a = gw.create_transfer(transfer_request("t1"))
+    b = gw.create_transfer(transfer_request("t1", key="payout:t1:1"))
+    assert isinstance(a, outcomes.Succeeded)
+    assert isinstance(b, outcomes.Succeeded)
+    assert a.stripe_transfer_id != b.stripe_transfer_id
+    assert [r.idempotency_key for r in gw.transfers_for("t1")] == ["payout:t1", "payout:t1:1"]
+
+
+def test_a_lost_response_creates_exactly_one_transfer_and_a_retry_replays_it() -> None:
+    gw = gateway(on_first_create(Fault.lost_response()))
+    lost = gw.create_transfer(transfer_request())
+    assert isinstance(lost, outcomes.Unknown)
+    assert lost.code == "timeout"
+    assert not lost.key_replays_error
+    [record] = gw.created_transfers()
+    retried = gw.create_transfer(transfer_request())
+    assert retried == outcomes.Succeeded(stripe_transfer_id=record.id, replayed=True)
+    assert len(gw.created_transfers()) == 1
+
+
+def test_a_server_error_is_saved_under_its_key_and_replayed() -> None:
+    gw = gateway(on_first_create(Fault.server_error(created=False)))
+    first = gw.create_transfer(transfer_request())
+    again = gw.create_transfer(transfer_request())
+    assert isinstance(first, outcomes.Unknown)
+    assert first.key_replays_error
+    assert again == first
+    assert gw.created_transfers() == []
+    assert gw.find_transfer(lookup()) == outcomes.NotFound()
+
+
+def test_a_server_error_after_creating_is_found_by_a_lookup() -> None:
+    gw = gateway(on_first_create(Fault.server_error(created=True)))
+    first = gw.create_transfer(transfer_request())
+    assert isinstance(first, outcomes.Unknown)
+    assert first.key_replays_error
+    assert gw.create_transfer(transfer_request()) == first
+    [record] = gw.created_transfers()
+    assert gw.find_transfer(lookup()) == outcomes.Found(stripe_transfer_id=record.id)
+
+
+def test_keys_are_forgotten_after_the_window() -> None:
+    clock = StepClock()
+    gw = gateway(clock=clock)
+    first = gw.create_transfer(transfer_request())
+    assert isinstance(first, outcomes.Succeeded)
+    clock.at = T0 + timedelta(hours=24) - timedelta(seconds=1)
+    assert gw.create_transfer(transfer_request()) == attrs.evolve(first, replayed=True)
+    clock.at = T0 + timedelta(hours=24)
+    pruned = gw.create_transfer(transfer_request())
+    assert isinstance(pruned, outcomes.Succeeded)
+    assert not pruned.replayed
+    assert pruned.stripe_transfer_id != first.stripe_transfer_id
+    assert len(gw.transfers_for("t1")) == 2  # why payout-core looks up before reusing old keys
+
+
+def test_a_saved_server_error_is_forgotten_after_the_window_too() -> None:
+    clock = StepClock()
+    gw = simulated.SimulatedGateway(
+        handler=on_first_create(Fault.server_error()), clock=clock, key_window=timedelta(hours=1)
+    )
+    assert isinstance(gw.create_transfer(transfer_request()), outcomes.Unknown)
+    clock.at = T0 + timedelta(hours=1)
+    assert isinstance(gw.create_transfer(transfer_request()), outcomes.Succeeded)
+
+
+def test_lookup_matches_on_metadata_among_other_transfers_of_the_group() -> None:
+    gw = gateway()
+    for pid, dest in [("t0", "acct_1"), ("t1", "acct_1"), ("t2", "acct_2")]:
+        gw.create_transfer(transfer_request(pid, destination=dest))
+    gw.create_transfer(transfer_request("t3", destination="acct_1", contest_id="c2"))
+    t1 = gw.transfers_for("t1")[0]
+    assert gw.find_transfer(lookup("t1")) == outcomes.Found(stripe_transfer_id=t1.id)
+    assert gw.find_transfer(lookup("t1", destination=None)) == outcomes.Found(
+        stripe_transfer_id=t1.id
+    )
+    assert gw.find_transfer(lookup("t1", destination="acct_2")) == outcomes.NotFound()
+    assert gw.find_transfer(lookup("t3")) == outcomes.NotFound()  # another group
+    assert gw.find_transfer(lookup("t9")) == outcomes.NotFound()
+    assert len(gw.lookups) == 5
+
+
+def test_rate_limited_creates_nothing_and_saves_nothing() -> None:
+    gw = gateway(on_first_create(Fault.rate_limited()))
+    limited = gw.create_transfer(transfer_request())
+    assert isinstance(limited, outcomes.Transient)
+    assert limited.code == "rate_limit"
+    assert gw.created_transfers() == []
+    later = gw.create_transfer(transfer_request())
+    assert isinstance(later, outcomes.Succeeded)
+    assert not later.replayed
+
+
+def test_scripted_answers_pass_through_unchanged() -> None:
+    declined = outcomes.Permanent(code="amount_too_small", message="too small")
+
+    def handler(
+        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        if isinstance(request, outcomes.TransferLookup):
+            return Fault.respond(outcomes.Transient(code="lock_timeout", message="busy"))
+        return Fault.respond(declined)
+
+    gw = gateway(handler)
+    assert gw.create_transfer(transfer_request()) == declined
+    assert gw.find_transfer(lookup()) == outcomes.Transient(code="lock_timeout", message="busy")
+    assert gw.created_transfers() == []
+
+
+def test_fault_constructors_answer_the_outcomes_stripe_would() -> None:
+    def answer(fault: simulated.Fault) -> outcomes.GatewayOutcome:
+        return gateway(lambda _r, _c: fault).create_transfer(transfer_request())
+
+    key_in_use = answer(Fault.key_in_use())
+    assert isinstance(key_in_use, outcomes.Transient)
+    assert key_in_use.code == "idempotency_key_in_use"
+    permanent = answer(Fault.permanent("account_invalid"))
+    assert isinstance(permanent, outcomes.Permanent)
+    assert permanent.code == "account_invalid"
+    systemic = answer(Fault.systemic("balance_insufficient", "top up"))
+    assert systemic == outcomes.Systemic(code="balance_insufficient", message="top up")
+
+
+def test_a_lookup_answer_to_a_create_is_a_scripting_error() -> None:
+    gw = gateway(lambda _r, _c: Fault.respond(outcomes.NotFound()))
+    with pytest.raises(TypeError, match="Create Transfer"):
+        gw.create_transfer(transfer_request())
+    gw = gateway(lambda _r, _c: Fault.respond(outcomes.Succeeded(stripe_transfer_id="tr_x")))
+    with pytest.raises(TypeError, match="look-up"):
+        gw.find_transfer(lookup())
+
+
+def test_lookups_can_fail_too() -> None:
+    faults = iter([Fault.server_error(), Fault.lost_response(), Fault.rate_limited()])
+
+    def handler(
+        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        return next(faults) if call.operation is simulated.Operation.FIND else None
+
+    gw = gateway(handler)
+    gw.create_transfer(transfer_request())
+    server_error = gw.find_transfer(lookup())
+    assert isinstance(server_error, outcomes.Unknown)
+    assert not server_error.key_replays_error  # a list call has no idempotency key
+    lost = gw.find_transfer(lookup())
+    assert isinstance(lost, outcomes.Unknown)
+    assert lost.code == "timeout"
+    assert isinstance(gw.find_transfer(lookup()), outcomes.Transient)
+
+
+def test_the_handler_sees_which_attempt_of_each_key_it_is() -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def handler(
+        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> None:
+        seen.append((call.operation.value, call.attempt, call.number))
+
+    gw = gateway(handler)
+    gw.create_transfer(transfer_request("t1"))
+    gw.create_transfer(transfer_request("t2"))
+    gw.create_transfer(transfer_request("t1"))
+    gw.find_transfer(lookup("t1"))
+    gw.find_transfer(lookup("t1"))
+    assert seen == [
+        ("create", 1, 1),
+        ("create", 1, 2),
+        ("create", 2, 3),
+        ("find", 1, 4),
+        ("find", 2, 5),
+    ]
+
+
+def test_a_declined_destination_or_user_is_refused_for_good() -> None:
+    gw = gateway()
+    gw.decline("acct_closed")
+    gw.decline("u-banned", code="insufficient_capabilities_for_transfer")
+    by_account = gw.create_transfer(transfer_request("t1", destination="acct_closed"))
+    by_user = gw.create_transfer(transfer_request("t2", user_id="u-banned"))
+    assert isinstance(by_account, outcomes.Permanent)
+    assert by_account.code == "account_invalid"
+    assert isinstance(by_user, outcomes.Permanent)
+    assert by_user.code == "insufficient_capabilities_for_transfer"
+    assert gw.create_transfer(transfer_request("t1", destination="acct_closed")) == by_account
+    assert isinstance(gw.create_transfer(transfer_request("t3")), outcomes.Succeeded)
+    assert [r.payout_transfer_id for r in gw.created_transfers()] == ["t3"]
+
+
+def test_a_systemic_outage_answers_every_call_until_it_ends() -> None:
+    gw = gateway()
+    gw.systemic_outage()
+    create = gw.create_transfer(transfer_request())
+    found = gw.find_transfer(lookup())
+    assert isinstance(create, outcomes.Systemic)
+    assert create.code == "authentication_error"
+    assert found == create
+    assert gw.created_transfers() == []
+    gw.end_outage()
+    assert isinstance(gw.create_transfer(transfer_request()), outcomes.Succeeded)
+
+
+def test_reset_forgets_transfers_keys_requests_and_scripts() -> None:
+    gw = gateway()
+    gw.create_transfer(transfer_request("t1"))
+    gw.decline("acct_2")
+    gw.systemic_outage()
+    gw.reset()
+    assert (gw.created_transfers(), gw.requests, gw.lookups) == ([], (), ())
+    result = gw.create_transfer(transfer_request("t1"))
+    assert isinstance(result, outcomes.Succeeded)
+    assert not result.replayed
+    assert isinstance(
+        gw.create_transfer(transfer_request("t2", destination="acct_2")), outcomes.Succeeded
+    )
+
+
+def test_latency_is_drawn_within_bounds_and_slept_through_the_injected_sleep() -> None:
+    slept: list[float] = []
+    gw = simulated.SimulatedGateway(latency=(0.01, 0.05), sleep=slept.append, seed=3)
+    gw.create_transfer(transfer_request())
+    gw.find_transfer(lookup())
+    assert len(slept) == 2
+    assert all(0.01 <= s <= 0.05 for s in slept)
+
+
+def test_a_concurrent_request_with_the_same_key_is_refused_as_in_use() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def sleep(_seconds: float) -> None:
+        if not entered.is_set():  # the first request stalls while it holds its key
+            entered.set()
+            assert release.wait(timeout=10)
+
+    gw = simulated.SimulatedGateway(latency=(0.01, 0.01), sleep=sleep, seed=1)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(gw.create_transfer, transfer_request())
+        assert entered.wait(timeout=10)
+        second = gw.create_transfer(transfer_request())
+        release.set()
+        assert isinstance(first.result(timeout=10), outcomes.Succeeded)
+    assert isinstance(second, outcomes.Transient)
+    assert second.code == "idempotency_key_in_use"
+    assert len(gw.created_transfers()) == 1
+
+
+def test_many_threads_with_one_key_create_one_transfer() -> None:
+    threads = 16
+    barrier = threading.Barrier(threads)
+
+    def handler(
+        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> None:
+        barrier.wait(timeout=10)  # every thread sends at the same moment
+
+    gw = gateway(handler)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(lambda _: gw.create_transfer(transfer_request()), range(threads)))
+    [record] = gw.created_transfers()
+    succeeded = [r for r in results if isinstance(r, outcomes.Succeeded)]
+    assert succeeded
+    assert {r.stripe_transfer_id for r in succeeded} == {record.id}
+    assert sum(not r.replayed for r in succeeded) == 1
+    others = [r for r in results if not isinstance(r, outcomes.Succeeded)]
+    assert all(
+        isinstance(r, outcomes.Transient) and r.code == "idempotency_key_in_use" for r in others
+    )
+
+
+def drive(gw: simulated.SimulatedGateway) -> list[object]:
+    """The same calls a worker would make: 40 payouts, each retried until done."""
+    answers: list[object] = []
+    for n in range(40):
+        for _ in range(5):
+            result = gw.create_transfer(transfer_request(f"t{n}"))
+            answers.append(result)
+            if isinstance(result, outcomes.Unknown):
+                answers.append(gw.find_transfer(lookup(f"t{n}")))
+            if isinstance(result, outcomes.Succeeded):
+                break
+    return answers
+
+
+RATES = simulated.FaultRates(lost_response=0.1, server_error=0.1, rate_limited=0.1, key_in_use=0.1)
+
+
+def test_random_faults_are_reproducible_with_the_same_seed() -> None:
+    def run(seed: int) -> tuple[list[object], list[simulated.TransferRecord]]:
+        slept: list[float] = []
+        gw = simulated.SimulatedGateway.with_random_faults(
+            seed=seed, rates=RATES, latency=(0.0, 0.1), clock=StepClock(), sleep=slept.append
+        )
+        return [*drive(gw), *slept], gw.created_transfers()
+
+    answers, created = run(42)
+    assert run(42) == (answers, created)
+    assert run(43)[0] != answers
+    kinds = Counter(type(a).__name__ for a in answers)
+    assert kinds["Unknown"] > 0
+    assert kinds["Transient"] > 0
+    assert kinds["Succeeded"] > 0
+
+
+def test_random_faults_never_create_two_transfers_under_one_key() -> None:
+    gw = simulated.SimulatedGateway.with_random_faults(seed=5, rates=RATES, clock=StepClock())
+    drive(gw)
+    keys = Counter(r.idempotency_key for r in gw.created_transfers())
+    assert keys
+    assert max(keys.values()) == 1
+
+
+@pytest.mark.parametrize(
+    "rates",
+    [
+        {"lost_response": -0.1},
+        {"server_error": 1.5},
+        {"lost_response": 0.6, "rate_limited": 0.6},
+    ],
+)
+def test_impossible_fault_rates_are_refused(rates: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"rate|must be in"):
+        simulated.FaultRates(**rates)
+
+
+@pytest.mark.parametrize("latency", [(-1.0, 0.0), (0.5, 0.1)])
+def test_impossible_latencies_are_refused(latency: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="latency"):
+        simulated.SimulatedGateway(latency=latency)
+
+
+def test_without_a_clock_records_carry_the_aware_system_time() -> None:
+    gw = simulated.SimulatedGateway()
+    gw.create_transfer(transfer_request())
+    [record] = gw.created_transfers()
+    assert record.created_at.tzinfo is not None
