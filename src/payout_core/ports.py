@@ -22,6 +22,7 @@ __all__ = [
     "InboxItem",
     "PaymentGateway",
     "PayoutStore",
+    "QueueDepth",
     "ScheduleResult",
     "SettlementInbox",
 ]
@@ -72,6 +73,12 @@ class PaymentGateway(Protocol):
 class ScheduleResult:
     job: models.PayoutJob
     created: bool  # False: the settlement was already scheduled and this is its job
+
+
+@attrs.frozen(kw_only=True)
+class QueueDepth:
+    due: int  # claimable now: pending, retryable and due, or stuck
+    stuck: int  # processing with an expired lease
 
 
 class PayoutStore(Protocol):
@@ -146,6 +153,17 @@ class PayoutStore(Protocol):
         self, *, job_id: str | None = None, transfer_id: str | None = None
     ) -> list[models.LedgerEntry]:
         """Ledger rows in the order they were written, optionally filtered."""
+        ...
+
+    def list_transfers(
+        self, *, status: models.TransferStatus | None = None, limit: int = 100
+    ) -> list[models.PayoutTransfer]:
+        """Transfers, optionally of one status, most recently updated first."""
+        ...
+
+    def queue_depth(self, now: datetime) -> QueueDepth:
+        """How many transfers are due now, and how many are stuck (processing
+        with an expired lease: their worker died)."""
         ...
 
     def transfer_counts(self) -> dict[models.TransferStatus, int]:

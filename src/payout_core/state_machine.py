@@ -70,9 +70,7 @@ def _guard(transfer: models.PayoutTransfer, event: str) -> None:
 
 def is_due(transfer: models.PayoutTransfer, now: datetime) -> bool:
     """Whether :func:`claim` may take this transfer now."""
-    if transfer.status is S.PENDING:
-        return True
-    if transfer.status is S.RETRYABLE:
+    if transfer.status in (S.PENDING, S.RETRYABLE):
         return transfer.next_attempt_at is None or transfer.next_attempt_at <= now
     if transfer.status is S.PROCESSING:
         return transfer.lease_expires_at is not None and transfer.lease_expires_at <= now

@@ -1,0 +1,57 @@
+"""In-memory adapters: payout-core in your own tests, with no database and no Stripe.
+
+Public API for downstream teams. Each adapter implements one of
+:mod:`payout_core.ports` and is safe to share between threads:
+
+* :class:`InMemoryStore`: jobs, transfers, the ledger and runs, with the
+  PostgreSQL store's semantics (it passes the same contract suite), plus
+  ``reset()``, read-only views, and switches to simulate the database going away;
+* :class:`InMemoryAccountDirectory`: which ``acct_...`` pays which user;
+* :class:`ManualClock`: time that moves only when the test moves it;
+* :class:`SimulatedGateway`: Stripe's Create Transfer with its idempotency
+  rules, and scriptable or seeded faults.
+
+A test that pays a contest's winners and checks the ledger::
+
+    from datetime import UTC, datetime, timedelta
+
+    from payout_adapters.memory import (
+        InMemoryAccountDirectory, InMemoryStore, ManualClock, SimulatedGateway,
+    )
+    from payout_core import WorkerSettings, parse_settlement, run_tick
+    from payout_core import schedule_payout_for_settlement
+
+    def test_winners_are_paid_once():
+        clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+        store = InMemoryStore()
+        directory = InMemoryAccountDirectory({"alice": "acct_alice"})
+        gateway = SimulatedGateway(clock=clock)
+        settlement = parse_settlement({
+            "settlement_id": "s-1", "contest_id": "c-1", "currency": "usd",
+            "winners": [{"user_id": "alice", "amount_cents": 1500}],
+        })
+        job = schedule_payout_for_settlement(
+            store=store, settlement=settlement, now=clock.now()
+        ).job
+
+        run_tick(store=store, directory=directory, gateway=gateway, clock=clock,
+                 settings=WorkerSettings())
+
+        [entry] = store.ledger(job_id=job.id)
+        assert (entry.entry_type, entry.amount_cents) == ("payout_completed", 1500)
+
+The database going away, for tests of retries and recovery::
+
+    store.available = False        # every operation raises StoreUnavailable
+    store.available = True         # and it is back
+    store.fail_next(2, operations={"record"})   # the next two outcomes are lost
+
+Between tests, build new adapters or call their ``reset()``.
+"""
+
+from payout_adapters.memory.clock import ManualClock
+from payout_adapters.memory.directory import InMemoryAccountDirectory
+from payout_adapters.memory.gateway import SimulatedGateway
+from payout_adapters.memory.store import InMemoryStore
+
+__all__ = ["InMemoryAccountDirectory", "InMemoryStore", "ManualClock", "SimulatedGateway"]

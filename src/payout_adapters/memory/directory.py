@@ -1,0 +1,55 @@
+"""Connected Stripe accounts, in memory."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+__all__ = ["InMemoryAccountDirectory"]
+
+# The rule user_stripe_accounts enforces in PostgreSQL: acct_ and no white space.
+_ACCOUNT_ID = re.compile(r"acct_\S+")
+
+
+class InMemoryAccountDirectory:
+    """:class:`payout_core.ports.AccountDirectory` for tests: which ``acct_...``
+    pays which user. A user without an account is one the payout fails with
+    ``stripe_account_not_connected``. Safe to share between threads.
+    """
+
+    def __init__(self, accounts: dict[str, str] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[str, str] = {}
+        for user_id, account_id in (accounts or {}).items():
+            self.set_account(user_id, account_id)
+
+    def account_for(self, user_id: str) -> str | None:
+        with self._lock:
+            return self._accounts.get(user_id)
+
+    def set_account(self, user_id: str, account_id: str) -> None:
+        """Pay ``user_id`` to ``account_id`` from now on (connect, or move).
+
+        Raises:
+            ValueError: ``account_id`` is not an ``acct_...`` id, or ``user_id`` is empty.
+        """
+        if not user_id:
+            raise ValueError("user_id must not be empty")
+        if not _ACCOUNT_ID.fullmatch(account_id):
+            raise ValueError(
+                f"cannot pay user {user_id!r} to {account_id!r}: "
+                "a connected account id is 'acct_' and more, without white space"
+            )
+        with self._lock:
+            self._accounts[user_id] = account_id
+
+    def remove_account(self, user_id: str) -> None:
+        """The user disconnected: later payouts to them fail as not connected.
+        Removing a user who has no account does nothing."""
+        with self._lock:
+            self._accounts.pop(user_id, None)
+
+    def reset(self) -> None:
+        """Forget every account."""
+        with self._lock:
+            self._accounts.clear()

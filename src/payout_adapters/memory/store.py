@@ -1,0 +1,460 @@
+"""The payout store in memory: the PostgreSQL store's semantics without a database.
+
+:class:`InMemoryStore` implements :class:`payout_core.ports.PayoutStore`
+directly (it fakes the port, not a database driver) and is held to the same
+contract suite as the PostgreSQL store (``tests/contracts/store_contract.py``),
+so a test that passes on it means what it says. What the database enforces,
+it enforces too, with the same errors:
+
+* one job per ``settlement_id``: scheduling again returns that job, ``created=False``;
+* one transfer per ``(contest_id, user_id)`` across all jobs: ``DuplicatePayout``
+  naming the winners, and nothing written;
+* claims with leases, oldest due first, never one transfer to two callers;
+* the stale-claim guard: an outcome is written only over the claim it came from;
+* an append-only ledger with unique ``idempotency_key``, at most one
+  ``payout_completed`` and one ``payout_failed`` row per transfer;
+* the row checks of the schema (``stripe_transfer_id`` iff completed, a claim
+  has a lease and a token, ...): a write breaking one raises as the database's
+  refusal would.
+
+Every operation is one step under one lock: atomic, and safe to share between
+threads. Models are frozen, so what it returns can be kept without copying.
+
+For tests of what happens when the database goes away, see
+:attr:`InMemoryStore.available` and :meth:`InMemoryStore.fail_next`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+import attrs
+
+from payout_core import completion, errors, models, ports
+from payout_core import state_machine as sm
+
+__all__ = ["OPERATIONS", "InMemoryStore"]
+
+S = models.TransferStatus
+
+#: The names :meth:`InMemoryStore.fail_next` accepts: the store port's methods.
+OPERATIONS: Final = frozenset(
+    {
+        "schedule",
+        "claim_due",
+        "record",
+        "get_job",
+        "find_job",
+        "list_jobs",
+        "get_transfer",
+        "transfers_of",
+        "ledger",
+        "list_transfers",
+        "queue_depth",
+        "transfer_counts",
+        "record_run",
+        "recent_runs",
+    }
+)
+
+# What record() takes from the outcome; the rest of a transfer (who, how much,
+# which job) never changes after scheduling, as the PostgreSQL UPDATE's SET list.
+_OUTCOME_FIELDS: Final = (
+    "status",
+    "attempt_count",
+    "claim_counted",
+    "claim_token",
+    "next_attempt_at",
+    "lease_expires_at",
+    "destination_account",
+    "stripe_transfer_id",
+    "failure_code",
+    "failure_message",
+    "key_generation",
+    "key_first_sent_at",
+    "outcome_uncertain",
+    "key_replays_error",
+    "updated_at",
+)
+
+_ACCOUNT_ID = re.compile(r"acct_\S+")
+
+
+def _due_at(transfer: models.PayoutTransfer) -> datetime | None:
+    """When the transfer may be claimed (the schema's ``claimable_at``); None once terminal."""
+    if transfer.status is S.PROCESSING:
+        return transfer.lease_expires_at
+    if transfer.status in (S.PENDING, S.RETRYABLE):
+        return transfer.next_attempt_at or transfer.created_at
+    return None
+
+
+def _is_due(transfer: models.PayoutTransfer, now: datetime) -> bool:
+    # The state machine's rule, and, as in PostgreSQL, not before the transfer
+    # exists (a pending transfer created after ``now`` waits until then).
+    due_at = _due_at(transfer)
+    return due_at is not None and due_at <= now and sm.is_due(transfer, now)
+
+
+def _due_order(transfer: models.PayoutTransfer) -> tuple[datetime, str]:
+    """Oldest due first, then by id: the claim index's order."""
+    return (_due_at(transfer) or transfer.created_at, transfer.id)
+
+
+def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
+    """The schema's checks on a transfer row (migrations/0001), as messages."""
+    problems = []
+    if not 0 <= transfer.attempt_count <= transfer.max_attempts or transfer.max_attempts < 1:
+        problems.append(
+            f"attempt_count {transfer.attempt_count} is outside 0..{transfer.max_attempts}"
+        )
+    if (transfer.stripe_transfer_id is not None) != (transfer.status is S.COMPLETED):
+        problems.append("stripe_transfer_id must be set if and only if the status is completed")
+    if transfer.status is S.PROCESSING and (
+        transfer.lease_expires_at is None or transfer.claim_token is None
+    ):
+        problems.append("a processing transfer needs a lease and a claim token")
+    if transfer.status is S.FAILED_TERMINAL and transfer.failure_code is None:
+        problems.append("a failed transfer needs a failure_code")
+    if transfer.destination_account is not None and not _ACCOUNT_ID.fullmatch(
+        transfer.destination_account
+    ):
+        problems.append(f"destination_account {transfer.destination_account!r} is not acct_...")
+    if not 0 < transfer.amount_cents <= 99_999_999:
+        problems.append(f"amount_cents {transfer.amount_cents} is outside 1..99999999")
+    if transfer.key_generation < 0:
+        problems.append("key_generation must be >= 0")
+    return problems
+
+
+@attrs.define
+class _Fault:
+    remaining: int
+    error: Exception | None
+    operations: frozenset[str] | None
+
+
+class InMemoryStore:
+    """:class:`payout_core.ports.PayoutStore` in memory, for tests and demos.
+
+    Beyond the port it has, for tests only: :meth:`reset`, read-only views of
+    everything stored (:meth:`jobs`, :meth:`transfers`, :meth:`runs`), and the
+    outage switches :attr:`available` and :meth:`fail_next`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._jobs: dict[str, models.PayoutJob] = {}
+        self._job_of_settlement: dict[str, str] = {}
+        self._transfers: dict[str, models.PayoutTransfer] = {}
+        self._transfers_of_job: dict[str, list[str]] = {}
+        self._transfer_of_winner: dict[tuple[str, str], str] = {}
+        self._open: set[str] = set()  # transfers not yet terminal: the claim scans these
+        self._ledger: list[models.LedgerEntry] = []
+        self._ledger_keys: set[str] = set()
+        self._booked: set[tuple[str, models.LedgerEntryType]] = set()
+        self._runs: dict[str, models.RunReport] = {}
+        self._available = True
+        self._faults: list[_Fault] = []
+
+    # -- test controls ------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything, and end any simulated outage: as if just built."""
+        with self._lock:
+            self._clear()
+
+    @property
+    def available(self) -> bool:
+        """While ``False``, every store operation raises
+        :class:`~payout_core.errors.StoreUnavailable` and writes nothing, as a
+        database that went away; set it back to ``True`` for the database to return."""
+        with self._lock:
+            return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        with self._lock:
+            self._available = value
+
+    def fail_next(
+        self,
+        times: int = 1,
+        *,
+        error: Exception | None = None,
+        operations: Iterable[str] | None = None,
+    ) -> None:
+        """Make the next ``times`` store operations fail without writing anything.
+
+        ``operations`` limits it to some of the port's methods (names from
+        :data:`OPERATIONS`, e.g. ``{"record"}`` to lose outcomes but keep
+        claiming); ``error`` is what they raise, a
+        :class:`~payout_core.errors.StoreUnavailable` by default. Several calls
+        add up; the oldest matching one is spent first.
+
+        Raises:
+            ValueError: ``times`` < 1, or an operation that is not a store method.
+        """
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
+        names = None if operations is None else frozenset(operations)
+        if names is not None and not names <= OPERATIONS:
+            unknown = ", ".join(sorted(names - OPERATIONS))
+            raise ValueError(f"not store operations: {unknown} (known: {sorted(OPERATIONS)})")
+        with self._lock:
+            self._faults.append(_Fault(remaining=times, error=error, operations=names))
+
+    def jobs(self) -> list[models.PayoutJob]:
+        """Every job, in the order they were scheduled."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def transfers(self) -> list[models.PayoutTransfer]:
+        """Every transfer as stored now, in the order they were scheduled."""
+        with self._lock:
+            return list(self._transfers.values())
+
+    def runs(self) -> list[models.RunReport]:
+        """Every run report, in the order first recorded."""
+        with self._lock:
+            return list(self._runs.values())
+
+    @contextlib.contextmanager
+    def _operation(self, name: str) -> Iterator[None]:
+        """One atomic step: under the lock, after the outage checks."""
+        with self._lock:
+            if not self._available:
+                raise errors.StoreUnavailable(
+                    f"cannot {name}: the in-memory store is unavailable (available=False)"
+                )
+            for fault in self._faults:
+                if fault.operations is None or name in fault.operations:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    if fault.error is not None:
+                        raise fault.error
+                    raise errors.StoreUnavailable(f"cannot {name}: simulated outage (fail_next)")
+            yield
+
+    # -- writes -------------------------------------------------------------------
+
+    def schedule(
+        self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
+    ) -> ports.ScheduleResult:
+        with self._operation("schedule"):
+            existing = self._job_of_settlement.get(job.settlement_id)
+            if existing is not None:
+                return ports.ScheduleResult(job=self._jobs[existing], created=False)
+            self._check_new_job(job, transfers)
+            taken = [
+                t.user_id
+                for t in transfers
+                if (t.contest_id, t.user_id) in self._transfer_of_winner
+            ]
+            if taken:
+                raise errors.DuplicatePayout(job.contest_id, taken)
+            self._jobs[job.id] = job
+            self._job_of_settlement[job.settlement_id] = job.id
+            self._transfers_of_job[job.id] = [t.id for t in transfers]
+            for t in transfers:
+                self._transfers[t.id] = t
+                self._transfer_of_winner[(t.contest_id, t.user_id)] = t.id
+                if not t.status.is_terminal:
+                    self._open.add(t.id)
+            return ports.ScheduleResult(job=job, created=True)
+
+    def _check_new_job(
+        self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
+    ) -> None:
+        """What the schema's keys and checks refuse when a job is inserted."""
+        problems: list[errors.Problem] = []
+        if job.id in self._jobs:
+            problems.append(errors.Problem("id", f"job {job.id} exists for another settlement"))
+        if not transfers:
+            problems.append(errors.Problem("transfers", "a job needs at least one transfer"))
+        users: set[str] = set()
+        for n, t in enumerate(transfers):
+            where = f"transfers[{n}]"
+            parent = (t.job_id, t.settlement_id, t.contest_id, t.currency)
+            if parent != (job.id, job.settlement_id, job.contest_id, job.currency):
+                problems.append(
+                    errors.Problem(
+                        where, "job_id, settlement_id, contest_id, currency not the job's"
+                    )
+                )
+            if t.id in self._transfers:
+                problems.append(errors.Problem(f"{where}.id", f"transfer {t.id} exists"))
+            if t.user_id in users:
+                problems.append(errors.Problem(f"{where}.user_id", f"{t.user_id!r} twice"))
+            users.add(t.user_id)
+            problems.extend(errors.Problem(where, p) for p in _row_problems(t))
+        if transfers and (len(transfers), sum(t.amount_cents for t in transfers)) != (
+            job.total_transfers,
+            job.total_amount_cents,
+        ):
+            problems.append(
+                errors.Problem("job", "total_transfers and total_amount_cents must match")
+            )
+        if problems:
+            raise errors.InvalidSettlement(problems)
+
+    def claim_due(
+        self, *, now: datetime, limit: int, lease: timedelta, token: str
+    ) -> list[models.PayoutTransfer]:
+        with self._operation("claim_due"):
+            if limit < 1:
+                return []
+            due = sorted(
+                (t for t in map(self._transfers.__getitem__, self._open) if _is_due(t, now)),
+                key=_due_order,
+            )[:limit]
+            claimed = [sm.claim(t, now=now, lease=lease, token=token) for t in due]
+            for t in claimed:
+                self._transfers[t.id] = t
+            for job_id in sorted({t.job_id for t in claimed}):
+                self._refresh_job(job_id, now)
+            return claimed
+
+    def record(
+        self,
+        *,
+        claimed: models.PayoutTransfer,
+        updated: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry | None,
+        now: datetime,
+    ) -> bool:
+        if updated.id != claimed.id:
+            raise ValueError(f"cannot record transfer {updated.id} over the claim of {claimed.id}")
+        with self._operation("record"):
+            stored = self._transfers.get(claimed.id)
+            if (
+                claimed.claim_token is None
+                or stored is None
+                or stored.status is not S.PROCESSING
+                or stored.claim_token != claimed.claim_token
+                or stored.attempt_count != claimed.attempt_count
+            ):
+                return False  # the lease was taken over; the newer claim owns it
+            written = attrs.evolve(stored, **{f: getattr(updated, f) for f in _OUTCOME_FIELDS})
+            refused = _row_problems(written)
+            if ledger_entry is not None:
+                refused.extend(self._ledger_problems(ledger_entry))
+            if refused:
+                raise errors.IllegalTransition(
+                    claimed.id, stored.status.value, f"record {written.status.value}: {refused[0]}"
+                )
+            self._transfers[written.id] = written
+            if written.status.is_terminal:
+                self._open.discard(written.id)
+            if ledger_entry is not None:
+                self._ledger.append(ledger_entry)
+                self._ledger_keys.add(ledger_entry.idempotency_key)
+                self._booked.add((ledger_entry.transfer_id, ledger_entry.entry_type))
+            self._refresh_job(written.job_id, now)
+            return True
+
+    def _ledger_problems(self, entry: models.LedgerEntry) -> list[str]:
+        """What the ledger's keys and checks refuse (migrations/0002)."""
+        problems = []
+        if entry.idempotency_key in self._ledger_keys:
+            problems.append(f"ledger key {entry.idempotency_key!r} is already booked")
+        once = (models.LedgerEntryType.PAYOUT_COMPLETED, models.LedgerEntryType.PAYOUT_FAILED)
+        if entry.entry_type in once and (entry.transfer_id, entry.entry_type) in self._booked:
+            problems.append(f"transfer {entry.transfer_id} already has a {entry.entry_type} row")
+        if entry.transfer_id not in self._transfers or entry.job_id not in self._jobs:
+            problems.append("the ledger row's transfer or job does not exist")
+        debit = entry.direction is models.LedgerDirection.DEBIT
+        if debit != (entry.entry_type is models.LedgerEntryType.PAYOUT_COMPLETED):
+            problems.append("only a payout_completed row is a debit")
+        if (
+            entry.entry_type is models.LedgerEntryType.PAYOUT_COMPLETED
+            and entry.stripe_transfer_id is None
+        ):
+            problems.append("a payout_completed row needs its stripe_transfer_id")
+        if entry.attempt_number < 1:
+            problems.append("attempt_number must be >= 1")
+        return problems
+
+    def _refresh_job(self, job_id: str, now: datetime) -> None:
+        job = self._jobs[job_id]
+        transfers = [self._transfers[t] for t in self._transfers_of_job[job_id]]
+        self._jobs[job_id] = completion.summarize(job, transfers, now=now)
+
+    def record_run(self, report: models.RunReport) -> None:
+        with self._operation("record_run"):
+            self._runs[report.id] = report
+
+    # -- reads --------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> models.PayoutJob | None:
+        with self._operation("get_job"):
+            return self._jobs.get(job_id)
+
+    def find_job(self, settlement_id: str) -> models.PayoutJob | None:
+        with self._operation("find_job"):
+            job_id = self._job_of_settlement.get(settlement_id)
+            return None if job_id is None else self._jobs[job_id]
+
+    def list_jobs(
+        self, *, status: models.JobStatus | None = None, limit: int = 100
+    ) -> list[models.PayoutJob]:
+        with self._operation("list_jobs"):
+            jobs = [j for j in self._jobs.values() if status is None or j.status is status]
+            jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+            return jobs[: max(limit, 0)]
+
+    def get_transfer(self, transfer_id: str) -> models.PayoutTransfer | None:
+        with self._operation("get_transfer"):
+            return self._transfers.get(transfer_id)
+
+    def transfers_of(self, job_id: str) -> list[models.PayoutTransfer]:
+        with self._operation("transfers_of"):
+            ids = self._transfers_of_job.get(job_id, [])
+            # Code point order, which is the byte order of the column's "C" collation.
+            return sorted((self._transfers[t] for t in ids), key=lambda t: t.user_id)
+
+    def ledger(
+        self, *, job_id: str | None = None, transfer_id: str | None = None
+    ) -> list[models.LedgerEntry]:
+        with self._operation("ledger"):
+            return [
+                e
+                for e in self._ledger
+                if (job_id is None or e.job_id == job_id)
+                and (transfer_id is None or e.transfer_id == transfer_id)
+            ]
+
+    def list_transfers(
+        self, *, status: models.TransferStatus | None = None, limit: int = 100
+    ) -> list[models.PayoutTransfer]:
+        with self._operation("list_transfers"):
+            found = [t for t in self._transfers.values() if status is None or t.status is status]
+            found.sort(key=lambda t: (t.updated_at, t.id), reverse=True)
+            return found[: max(limit, 0)]
+
+    def queue_depth(self, now: datetime) -> ports.QueueDepth:
+        with self._operation("queue_depth"):
+            due = [t for t in map(self._transfers.__getitem__, self._open) if _is_due(t, now)]
+            stuck = sum(1 for t in due if t.status is S.PROCESSING)
+            return ports.QueueDepth(due=len(due), stuck=stuck)
+
+    def transfer_counts(self) -> dict[models.TransferStatus, int]:
+        with self._operation("transfer_counts"):
+            counts = dict.fromkeys(models.TransferStatus, 0)
+            for t in self._transfers.values():
+                counts[t.status] += 1
+            return counts
+
+    def recent_runs(self, limit: int = 10) -> list[models.RunReport]:
+        with self._operation("recent_runs"):
+            runs = sorted(self._runs.values(), key=lambda r: (r.started_at, r.id), reverse=True)
+            return runs[: max(limit, 0)]

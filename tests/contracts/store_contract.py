@@ -1,0 +1,515 @@
+"""The contract every :class:`payout_core.ports.PayoutStore` keeps.
+
+The in-memory store (``tests/unit/test_memory_store.py``) and the PostgreSQL
+store (``tests/integration``) run these very tests, so a downstream test on
+the in-memory store means what it says. The suite uses only the port's
+methods, never an adapter's own.
+
+A subclass provides the fixture ``store``: a fresh, empty store. The fixture
+``clock`` (a :class:`~payout_adapters.memory.ManualClock` at
+:data:`~tests.contracts.builders.T0`) is provided here and may be overridden.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import attrs
+import pytest
+
+from payout_adapters.memory import ManualClock
+from payout_core import errors, ledger, models, ports
+from tests.contracts import builders as b
+from tests.contracts.builders import LEASE
+
+S = models.TransferStatus
+J = models.JobStatus
+Entry = models.LedgerEntryType
+
+
+class StoreContract:
+    """Behaviour of a payout store, from scheduling to the ledger."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock(b.T0)
+
+    # -- scheduling ---------------------------------------------------------------
+
+    def test_scheduling_writes_the_job_and_all_its_transfers(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        stl = b.settlement(("u-2", 2500), ("u-10", 1000), ("u-1", 1500))
+        job = b.make_job(stl, now=clock.now())
+        transfers = b.make_transfers(job, stl, now=clock.now())
+
+        result = store.schedule(job, transfers)
+
+        assert result == ports.ScheduleResult(job=job, created=True)
+        assert store.get_job(job.id) == job
+        assert store.find_job("s-1") == job
+        # Ordered by user id, byte by byte: "u-1" < "u-10" < "u-2".
+        assert store.transfers_of(job.id) == sorted(transfers, key=lambda t: t.user_id)
+        assert [t.user_id for t in store.transfers_of(job.id)] == ["u-1", "u-10", "u-2"]
+        for t in transfers:
+            assert store.get_transfer(t.id) == t
+
+    def test_scheduling_a_known_settlement_again_returns_its_job_and_writes_nothing(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        stl = b.settlement("u-1", "u-2")
+        job, transfers = b.schedule(store, stl, now=clock.now())
+        clock.advance(60)
+        again = b.make_job(stl, now=clock.now())
+
+        result = store.schedule(again, b.make_transfers(again, stl, now=clock.now()))
+
+        assert result == ports.ScheduleResult(job=job, created=False)
+        assert store.get_job(again.id) is None
+        assert store.transfers_of(job.id) == sorted(transfers, key=lambda t: t.user_id)
+        assert store.transfers_of(again.id) == []
+        assert sum(store.transfer_counts().values()) == 2
+
+    def test_a_winner_paid_by_another_settlement_of_the_contest_is_refused_and_nothing_written(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1", "u-2", settlement_id="s-1"), now=clock.now())
+        other = b.settlement("u-3", "u-2", "u-1", settlement_id="s-2")
+        job = b.make_job(other, now=clock.now())
+        transfers = b.make_transfers(job, other, now=clock.now())
+
+        with pytest.raises(errors.DuplicatePayout) as refused:
+            store.schedule(job, transfers)
+
+        assert refused.value.contest_id == "c-1"
+        assert refused.value.user_ids == ("u-1", "u-2")
+        assert store.find_job("s-2") is None
+        assert store.get_job(job.id) is None
+        assert all(store.get_transfer(t.id) is None for t in transfers)
+        assert sum(store.transfer_counts().values()) == 2
+
+    def test_the_same_winner_may_be_paid_in_another_contest(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1", settlement_id="s-1"), now=clock.now())
+
+        job, _ = b.schedule(
+            store, b.settlement("u-1", settlement_id="s-2", contest_id="c-2"), now=clock.now()
+        )
+
+        assert store.find_job("s-2") == job
+
+    # -- claiming -----------------------------------------------------------------
+
+    def test_a_claim_takes_pending_transfers_spending_an_attempt_under_a_lease(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, [t] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        clock.advance(5)
+
+        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+
+        assert claimed.id == t.id
+        assert claimed.status is S.PROCESSING
+        assert (claimed.attempt_count, claimed.claim_counted) == (1, True)
+        assert claimed.claim_token == "w-1"
+        assert claimed.lease_expires_at == clock.now() + LEASE
+        assert claimed.updated_at == clock.now()
+        assert claimed.outcome_uncertain is False
+        assert store.get_transfer(t.id) == claimed
+
+    def test_a_claim_takes_at_most_limit_transfers_oldest_due_first(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        later = b.settlement("u-1", "u-2", settlement_id="s-later", contest_id="c-later")
+        _, newer = b.schedule(store, later, now=clock.now() + timedelta(minutes=1))
+        _, older = b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
+        clock.advance(timedelta(minutes=2))
+        now = clock.now()
+
+        assert store.claim_due(now=now, limit=0, lease=LEASE, token="w-0") == []
+        first = store.claim_due(now=now, limit=2, lease=LEASE, token="w-1")
+        rest = store.claim_due(now=now, limit=10, lease=LEASE, token="w-2")
+
+        # Same due time: by id.
+        assert [t.id for t in first] == sorted(t.id for t in older)[:2]
+        assert [t.id for t in rest] == [
+            sorted(t.id for t in older)[2],
+            *sorted(t.id for t in newer),
+        ]
+        assert store.claim_due(now=now, limit=10, lease=LEASE, token="w-3") == []
+
+    def test_a_transfer_under_a_running_lease_is_not_claimed_again(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        clock.advance(LEASE - timedelta(seconds=1))
+
+        assert store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2") == []
+        assert store.get_transfer(claimed.id) == claimed
+
+    def test_a_retryable_transfer_is_claimed_only_once_it_is_due(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [first] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        later = b.retried(first, now=clock.now(), after=timedelta(seconds=30))
+        assert b.record_outcome(store, first, later, now=clock.now())
+
+        clock.advance(29)
+        assert store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2") == []
+        clock.advance(1)
+        [second] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+
+        assert (second.id, second.attempt_count, second.claim_token) == (first.id, 2, "w-2")
+
+    def test_an_expired_lease_is_taken_over_as_an_uncertain_counted_attempt(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [abandoned] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        clock.advance(LEASE)
+
+        [taken] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+
+        assert taken.id == abandoned.id
+        assert (taken.attempt_count, taken.claim_counted) == (2, True)
+        assert taken.claim_token == "w-2"
+        assert taken.lease_expires_at == clock.now() + LEASE
+        # The dead worker may have reached Stripe.
+        assert taken.outcome_uncertain is True
+
+    def test_terminal_transfers_are_never_claimed(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1", "u-2"), now=clock.now())
+        one, two = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        assert b.record_outcome(store, one, b.completed(one, now=clock.now()), now=clock.now())
+        assert b.record_outcome(store, two, b.failed(two, now=clock.now()), now=clock.now())
+        clock.advance(timedelta(days=30))
+
+        assert store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2") == []
+        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=0, stuck=0)
+
+    def test_a_claim_with_no_attempt_left_does_not_spend_one(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now(), max_attempts=1)
+        [last] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        # Its only attempt ended unknown: parked for a look-up, not failed.
+        parked = b.retried(last, now=clock.now(), uncertain=True)
+        assert b.record_outcome(store, last, parked, now=clock.now(), book=False)
+        clock.advance(timedelta(minutes=1))
+
+        [resolving] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+
+        assert (resolving.attempt_count, resolving.max_attempts) == (1, 1)
+        assert resolving.claim_counted is False
+        assert resolving.outcome_uncertain is True
+
+    def test_the_first_claim_moves_the_job_from_pending_to_processing(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, _ = b.schedule(store, b.settlement("u-1", "u-2"), now=clock.now())
+        assert store.list_jobs(status=J.PENDING) == [job]
+        clock.advance(5)
+
+        store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-1")
+
+        started = store.get_job(job.id)
+        assert started is not None
+        assert started.status is J.PROCESSING
+        assert (started.completed_count, started.failed_count) == (0, 0)
+        assert started.updated_at == clock.now()
+        assert started.completed_at is None
+        assert store.list_jobs(status=J.PENDING) == []
+
+    def test_concurrent_claims_never_hand_one_transfer_to_two_callers(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        winners = [f"u-{n:03d}" for n in range(60)]
+        _, transfers = b.schedule(store, b.settlement(*winners), now=clock.now())
+        now = clock.now()
+        start = threading.Barrier(8)
+        claims: dict[str, list[str]] = {}
+        failures: list[BaseException] = []
+
+        def worker(token: str) -> None:
+            mine: list[str] = []
+            try:
+                start.wait()
+                while batch := store.claim_due(now=now, limit=3, lease=LEASE, token=token):
+                    mine.extend(t.id for t in batch)
+            except BaseException as exc:  # reported below, not lost in the thread
+                failures.append(exc)
+            claims[token] = mine
+
+        threads = [threading.Thread(target=worker, args=(f"w-{n}",)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert failures == []
+        taken = Counter(t for ids in claims.values() for t in ids)
+        assert sorted(taken) == sorted(t.id for t in transfers)
+        assert set(taken.values()) == {1}
+        for token, ids in claims.items():
+            for transfer_id in ids:
+                stored = store.get_transfer(transfer_id)
+                assert stored is not None
+                assert (stored.claim_token, stored.attempt_count) == (token, 1)
+
+    # -- recording outcomes -------------------------------------------------------
+
+    def test_a_worker_whose_lease_was_taken_over_cannot_record(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, _ = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [old] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        clock.advance(LEASE)
+        [new] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+
+        recorded = b.record_outcome(store, old, b.completed(old, now=clock.now()), now=clock.now())
+
+        assert recorded is False
+        assert store.get_transfer(old.id) == new
+        assert store.ledger() == []
+        stored_job = store.get_job(job.id)
+        assert stored_job is not None
+        assert (stored_job.status, stored_job.completed_count) == (J.PROCESSING, 0)
+
+    def test_a_claim_of_another_attempt_or_token_cannot_record(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        outcome = b.completed(claimed, now=clock.now())
+
+        other_token = attrs.evolve(claimed, claim_token="w-9")
+        other_attempt = attrs.evolve(claimed, attempt_count=2)
+        for stale in (other_token, other_attempt):
+            assert b.record_outcome(store, stale, outcome, now=clock.now()) is False
+
+        assert store.get_transfer(claimed.id) == claimed
+        assert store.ledger() == []
+
+    def test_an_outcome_is_recorded_once_for_its_claim(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        done = b.completed(claimed, now=clock.now())
+
+        assert b.record_outcome(store, claimed, done, now=clock.now()) is True
+        assert b.record_outcome(store, claimed, done, now=clock.now()) is False
+
+        assert store.get_transfer(claimed.id) == done
+        assert len(store.ledger(transfer_id=claimed.id)) == 1
+
+    def test_a_released_claim_returns_to_pending_without_spending_the_attempt(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        back = b.released(claimed, now=clock.now())
+
+        assert b.record_outcome(store, claimed, back, now=clock.now(), book=False)
+
+        stored = store.get_transfer(claimed.id)
+        assert stored == back
+        assert stored is not None
+        assert (stored.status, stored.attempt_count, stored.claim_token) == (S.PENDING, 0, None)
+        assert store.ledger() == []
+        [again] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        assert again.attempt_count == 1
+
+    def test_the_last_outcome_completes_the_job_with_its_counts(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, _ = b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
+        paid, declined, late = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w")
+        clock.advance(1)
+        b.record_outcome(store, paid, b.completed(paid, now=clock.now()), now=clock.now())
+        b.record_outcome(store, declined, b.failed(declined, now=clock.now()), now=clock.now())
+
+        halfway = store.get_job(job.id)
+        assert halfway is not None
+        assert (halfway.status, halfway.completed_count, halfway.failed_count) == (
+            J.PROCESSING,
+            1,
+            1,
+        )
+        assert halfway.completed_at is None
+
+        clock.advance(1)
+        b.record_outcome(store, late, b.completed(late, now=clock.now()), now=clock.now())
+
+        done = store.get_job(job.id)
+        assert done is not None
+        assert (done.status, done.completed_count, done.failed_count) == (J.COMPLETE, 2, 1)
+        assert done.completed_at == clock.now()
+        assert done.updated_at == clock.now()
+        assert (done.total_transfers, done.total_amount_cents) == (3, 3000)
+        assert store.list_jobs(status=J.COMPLETE) == [done]
+
+    def test_ledger_rows_come_back_in_write_order_and_filter_by_job_and_transfer(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job_a, _ = b.schedule(store, b.settlement("u-1", "u-2", settlement_id="s-a"), now=b.T0)
+        other = b.settlement("u-1", settlement_id="s-b", contest_id="c-b")
+        job_b, _ = b.schedule(store, other, now=b.T0)
+        claimed = {
+            (t.job_id, t.user_id): t
+            for t in store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        }
+        a1, a2, b1 = claimed[job_a.id, "u-1"], claimed[job_a.id, "u-2"], claimed[job_b.id, "u-1"]
+        written: list[models.LedgerEntry] = []
+        for t, outcome in [(b1, b.completed), (a2, b.retried), (a1, b.completed)]:
+            clock.advance(1)
+            updated = outcome(t, now=clock.now())
+            entry = ledger.entry_for(updated, now=clock.now())
+            assert store.record(claimed=t, updated=updated, ledger_entry=entry, now=clock.now())
+            written.append(entry)
+        clock.advance(timedelta(minutes=1))
+        [a2_again] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        last = b.completed(a2_again, now=clock.now())
+        entry = ledger.entry_for(last, now=clock.now())
+        assert store.record(claimed=a2_again, updated=last, ledger_entry=entry, now=clock.now())
+        written.append(entry)
+
+        assert store.ledger() == written
+        assert store.ledger(job_id=job_a.id) == written[1:]
+        assert store.ledger(transfer_id=a2.id) == [written[1], written[3]]
+        assert [e.entry_type for e in store.ledger(transfer_id=a2.id)] == [
+            Entry.PAYOUT_ATTEMPT_FAILED,
+            Entry.PAYOUT_COMPLETED,
+        ]
+        assert store.ledger(job_id=job_b.id, transfer_id=b1.id) == [written[0]]
+        assert store.ledger(job_id=job_b.id, transfer_id=a1.id) == []
+
+    def test_a_ledger_key_already_booked_is_refused_and_the_outcome_is_not_written(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, _ = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [first] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        assert b.record_outcome(store, first, b.retried(first, now=clock.now()), now=clock.now())
+        [booked] = store.ledger()
+        clock.advance(timedelta(minutes=1))
+        [second] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        done = b.completed(second, now=clock.now())
+        # A bug: the second attempt booked under the first attempt's key.
+        reused = attrs.evolve(
+            ledger.entry_for(done, now=clock.now()), idempotency_key=booked.idempotency_key
+        )
+
+        with pytest.raises(errors.IllegalTransition):
+            store.record(claimed=second, updated=done, ledger_entry=reused, now=clock.now())
+
+        assert store.ledger() == [booked]
+        assert store.get_transfer(second.id) == second
+        stored_job = store.get_job(job.id)
+        assert stored_job is not None
+        assert (stored_job.status, stored_job.completed_count) == (J.PROCESSING, 0)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def test_unknown_ids_find_nothing(self, store: ports.PayoutStore) -> None:
+        unknown = b.new_id()
+        assert store.get_job(unknown) is None
+        assert store.find_job("s-unknown") is None
+        assert store.get_transfer(unknown) is None
+        assert store.transfers_of(unknown) == []
+        assert store.ledger(job_id=unknown) == []
+        assert store.ledger(transfer_id=unknown) == []
+
+    def test_jobs_are_listed_newest_first_by_status_up_to_limit(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        jobs = []
+        for n in range(3):
+            stl = b.settlement("u-1", settlement_id=f"s-{n}", contest_id=f"c-{n}")
+            jobs.append(b.schedule(store, stl, now=clock.now())[0])
+            clock.advance(60)
+        store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-1")  # the oldest job's
+        started = store.get_job(jobs[0].id)
+
+        assert store.list_jobs() == [jobs[2], jobs[1], started]
+        assert store.list_jobs(limit=2) == [jobs[2], jobs[1]]
+        assert store.list_jobs(status=J.PENDING) == [jobs[2], jobs[1]]
+        assert store.list_jobs(status=J.PROCESSING) == [started]
+        assert store.list_jobs(status=J.COMPLETE) == []
+
+    def test_transfers_are_listed_most_recently_updated_first_by_status(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, [t1, t2, t3] = b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
+        clock.advance(1)
+        [c1] = store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-1")
+        clock.advance(1)
+        [c2] = store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-2")
+        clock.advance(1)
+        done = b.completed(c1, now=clock.now())
+        b.record_outcome(store, c1, done, now=clock.now())
+        pending = store.list_transfers(status=S.PENDING)
+
+        assert store.list_transfers() == [done, c2, *pending]
+        assert store.list_transfers(limit=2) == [done, c2]
+        assert store.list_transfers(status=S.PROCESSING) == [c2]
+        assert store.list_transfers(status=S.COMPLETED) == [done]
+        assert len(pending) == 1
+        assert {c1.id, c2.id, pending[0].id} == {t1.id, t2.id, t3.id}
+
+    def test_transfer_counts_name_every_status(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        assert store.transfer_counts() == dict.fromkeys(models.TransferStatus, 0)
+        b.schedule(store, b.settlement("u-1", "u-2", "u-3", "u-4"), now=clock.now())
+        one, two, three = store.claim_due(now=clock.now(), limit=3, lease=LEASE, token="w-1")
+        b.record_outcome(store, one, b.completed(one, now=clock.now()), now=clock.now())
+        b.record_outcome(store, two, b.retried(two, now=clock.now()), now=clock.now())
+        del three  # still processing
+
+        assert store.transfer_counts() == {
+            S.PENDING: 1,
+            S.PROCESSING: 1,
+            S.RETRYABLE: 1,
+            S.COMPLETED: 1,
+            S.FAILED_TERMINAL: 0,
+        }
+
+    def test_queue_depth_counts_due_transfers_and_stuck_claims(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
+        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=3, stuck=0)
+        one, two = store.claim_due(now=clock.now(), limit=2, lease=LEASE, token="w-1")
+        b.record_outcome(store, two, b.retried(two, now=clock.now()), now=clock.now())
+        del one  # its worker dies holding it
+
+        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=1, stuck=0)
+        clock.advance(LEASE)
+        # The retry (30 s) is due, the pending one still is, and the lease expired.
+        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=3, stuck=1)
+
+    def test_a_run_is_inserted_then_updated_and_recent_runs_are_newest_first(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        assert store.recent_runs() == []
+        runs = []
+        for _ in range(3):
+            runs.append(models.RunReport(id=b.new_id(), started_at=clock.now()))
+            store.record_run(runs[-1])
+            clock.advance(300)
+        finished = attrs.evolve(runs[0], finished_at=clock.now(), claimed=4, completed=3, retried=1)
+
+        store.record_run(finished)
+
+        assert store.recent_runs() == [runs[2], runs[1], finished]
+        assert store.recent_runs(limit=1) == [runs[2]]
+        failed = attrs.evolve(runs[2], finished_at=clock.now(), error="StoreUnavailable: gone")
+        store.record_run(failed)
+        assert store.recent_runs(limit=1) == [failed]

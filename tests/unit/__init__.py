@@ -1,0 +1,1 @@
+"""Fast tests: the domain, the services and the in-memory adapters."""

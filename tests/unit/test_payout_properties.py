@@ -1,0 +1,306 @@
+"""The money invariants of DESIGN 3, under random settlements, faults, crashes and clock jumps.
+
+A Hypothesis state machine drives the real services over the in-memory store
+and the simulated Stripe: scheduling (again, changed, concurrently), ticks at
+random concurrency, gateway faults (lost responses, 500s saved under the key,
+429s, 409s, declines, systemic outages), workers that claim and die or come
+back late, and time jumping past leases, backoffs and Stripe's 24-hour key
+window. After every step every invariant is checked; at the end the queue is
+drained and every transfer must have ended.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+
+import attrs
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from payout_adapters.memory import (
+    InMemoryAccountDirectory,
+    InMemoryStore,
+    ManualClock,
+    SimulatedGateway,
+)
+from payout_adapters.memory.gateway import Call, Fault
+from payout_core import errors, models, outcomes, reconcile, retry
+from payout_core.services import execution, scheduling, tick
+
+T0 = datetime(2026, 11, 29, tzinfo=UTC)
+LEASE = timedelta(minutes=10)
+MAX_ATTEMPTS = 4
+S = models.TransferStatus
+
+FAULTS = st.sampled_from(
+    [
+        None,
+        Fault.lost_response(),
+        Fault.server_error(created=False),
+        Fault.server_error(created=True),
+        Fault.rate_limited(),
+        Fault.key_in_use(),
+        Fault.permanent("account_invalid"),
+        Fault.systemic("authentication_error"),
+    ]
+)
+JUMPS = st.sampled_from(
+    [
+        timedelta(seconds=1),
+        timedelta(seconds=45),
+        timedelta(minutes=5),
+        LEASE + timedelta(seconds=1),
+        timedelta(hours=2),
+        timedelta(hours=25),  # past Stripe's idempotency key window
+    ]
+)
+
+
+class PayoutMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(T0)
+        self.store = InMemoryStore()
+        self.directory = InMemoryAccountDirectory()
+        self.faults: list[Fault | None] = []
+        self.faults_lock = threading.Lock()
+        self.gateway = SimulatedGateway(handler=self.next_fault, clock=self.clock, seed=1)
+        self.policy = retry.RetryPolicy(
+            base_seconds=20,
+            max_seconds=600,
+            uncertain_floor_seconds=30,
+            uniform=random.Random(3).random,
+        )
+        self.settlements: list[models.Settlement] = []
+        self.held: list[list[models.PayoutTransfer]] = []
+        self.first_terminal: dict[str, models.PayoutTransfer] = {}
+        self.contests = 0
+
+    def next_fault(
+        self, _request: outcomes.TransferRequest | outcomes.TransferLookup, _call: Call
+    ) -> Fault | None:
+        with self.faults_lock:
+            return self.faults.pop(0) if self.faults else None
+
+    def worker(self, concurrency: int = 1) -> tick.WorkerSettings:
+        return tick.WorkerSettings(
+            batch_size=3,
+            max_batches=3,
+            concurrency=concurrency,
+            lease=LEASE,
+            retry_policy=self.policy,
+        )
+
+    # -- scheduling -------------------------------------------------------
+
+    def new_settlement(self, amounts: list[int], connected: list[bool]) -> models.Settlement:
+        self.contests += 1
+        contest = f"c{self.contests}"
+        winners = []
+        for n, amount in enumerate(amounts):
+            user = f"{contest}-u{n}"
+            winners.append(models.Winner(user_id=user, amount_cents=amount))
+            if connected[n % len(connected)]:
+                self.directory.set_account(user, f"acct_{contest}u{n}")
+        return models.Settlement(
+            settlement_id=f"s{self.contests}",
+            contest_id=contest,
+            currency="usd",
+            winners=tuple(winners),
+        )
+
+    @rule(
+        amounts=st.lists(st.integers(1, 50_000), min_size=1, max_size=4),
+        connected=st.lists(st.booleans(), min_size=1, max_size=4),
+    )
+    def schedule(self, amounts: list[int], connected: list[bool]) -> None:
+        settlement = self.new_settlement(amounts, connected)
+        result = scheduling.schedule_payout_for_settlement(
+            store=self.store,
+            settlement=settlement,
+            now=self.clock.now(),
+            max_attempts=MAX_ATTEMPTS,
+        )
+        assert result.created
+        self.settlements.append(settlement)
+
+    @rule(
+        amounts=st.lists(st.integers(1, 50_000), min_size=1, max_size=3),
+        threads=st.integers(2, 6),
+    )
+    def schedule_concurrently(self, amounts: list[int], threads: int) -> None:
+        settlement = self.new_settlement(amounts, [True])
+        barrier = threading.Barrier(threads)
+        results: list[str] = []
+
+        def go() -> None:
+            barrier.wait()
+            job = scheduling.schedule_payout_for_settlement(
+                store=self.store,
+                settlement=settlement,
+                now=self.clock.now(),
+                max_attempts=MAX_ATTEMPTS,
+            ).job
+            results.append(job.id)
+
+        workers = [threading.Thread(target=go) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert len(results) == threads
+        assert len(set(results)) == 1
+        self.settlements.append(settlement)
+
+    @rule(data=st.data())
+    def schedule_again(self, data: st.DataObject) -> None:
+        if not self.settlements:
+            return
+        settlement = data.draw(st.sampled_from(self.settlements))
+        before = self.store.find_job(settlement.settlement_id)
+        again = scheduling.schedule_payout_for_settlement(
+            store=self.store, settlement=settlement, now=self.clock.now()
+        )
+        assert not again.created
+        assert before is not None
+        assert again.job.id == before.id
+
+    @rule(data=st.data())
+    def schedule_a_changed_settlement(self, data: st.DataObject) -> None:
+        if not self.settlements:
+            return
+        settlement = data.draw(st.sampled_from(self.settlements))
+        first = settlement.winners[0]
+        changed = attrs.evolve(
+            settlement,
+            winners=(
+                attrs.evolve(first, amount_cents=first.amount_cents + 1),
+                *settlement.winners[1:],
+            ),
+        )
+        transfers_before = len(self.store.list_transfers(limit=10_000))
+        with pytest.raises(errors.SettlementConflict):
+            scheduling.schedule_payout_for_settlement(
+                store=self.store, settlement=changed, now=self.clock.now()
+            )
+        assert len(self.store.list_transfers(limit=10_000)) == transfers_before
+
+    # -- the world misbehaving -------------------------------------------
+
+    @rule(faults=st.lists(FAULTS, min_size=1, max_size=6))
+    def arm_gateway_faults(self, faults: list[Fault | None]) -> None:
+        with self.faults_lock:
+            self.faults.extend(faults)
+
+    @rule(jump=JUMPS)
+    def time_passes(self, jump: timedelta) -> None:
+        self.clock.advance(jump)
+
+    @rule(limit=st.integers(1, 4))
+    def a_worker_claims_and_stalls(self, limit: int) -> None:
+        claimed = self.store.claim_due(
+            now=self.clock.now(), limit=limit, lease=LEASE, token=f"stalled-{len(self.held)}"
+        )
+        if claimed:
+            self.held.append(claimed)
+
+    @rule()
+    def a_stalled_worker_comes_back(self) -> None:
+        if not self.held:
+            return
+        for transfer in self.held.pop(0):
+            execution.execute_transfer(
+                transfer=transfer,
+                store=self.store,
+                directory=self.directory,
+                gateway=self.gateway,
+                clock=self.clock,
+                policy=self.policy,
+            )
+
+    @rule()
+    def a_stalled_worker_dies(self) -> None:
+        if self.held:
+            self.held.pop(0)
+
+    # -- work -------------------------------------------------------------
+
+    @rule(concurrency=st.integers(1, 4))
+    def tick(self, concurrency: int) -> None:
+        report = tick.run_tick(
+            store=self.store,
+            directory=self.directory,
+            gateway=self.gateway,
+            clock=self.clock,
+            settings=self.worker(concurrency),
+        )
+        assert report.error is None
+
+    # -- invariants -------------------------------------------------------
+
+    @invariant()
+    def terminal_states_never_change(self) -> None:
+        for t in self.store.transfers():
+            first = self.first_terminal.get(t.id)
+            if first is not None:
+                assert (t.status, t.stripe_transfer_id, t.failure_code) == (
+                    first.status,
+                    first.stripe_transfer_id,
+                    first.failure_code,
+                )
+            elif t.status.is_terminal:
+                self.first_terminal[t.id] = t
+
+    @invariant()
+    def every_transfer_keeps_its_shape(self) -> None:
+        for t in self.store.transfers():
+            assert (t.stripe_transfer_id is not None) == (t.status is S.COMPLETED)
+            assert 0 <= t.attempt_count <= t.max_attempts == MAX_ATTEMPTS
+
+    @invariant()
+    def the_ledger_and_jobs_agree(self) -> None:
+        # One payout_completed row per completed transfer and none for others, one
+        # payout_failed per failed one, sums per job, job complete iff all terminal.
+        keys = [e.idempotency_key for e in self.store.ledger()]
+        assert len(keys) == len(set(keys))
+        for job in self.store.jobs():
+            mismatches = reconcile.check_job(
+                job, self.store.transfers_of(job.id), self.store.ledger(job_id=job.id)
+            )
+            assert mismatches == []
+
+    @invariant()
+    def stripe_holds_at_most_one_transfer_per_payout(self) -> None:
+        for t in self.store.transfers():
+            at_stripe = self.gateway.transfers_for(t.id)
+            assert len(at_stripe) <= 1
+            if t.status is S.FAILED_TERMINAL:
+                assert at_stripe == [], "failed for good while a transfer exists at Stripe"
+            if t.status is S.COMPLETED:
+                (record,) = at_stripe
+                assert record.id == t.stripe_transfer_id
+                assert (record.amount_cents, record.currency) == (t.amount_cents, t.currency)
+                assert record.destination == t.destination_account
+
+    def teardown(self) -> None:
+        """Stripe recovers, stalled workers are gone: every transfer must end."""
+        with self.faults_lock:
+            self.faults.clear()
+        self.held.clear()
+        for _ in range(40):
+            if all(t.status.is_terminal for t in self.store.transfers()):
+                break
+            self.clock.advance(timedelta(hours=2))
+            self.tick(concurrency=2)
+        assert all(t.status.is_terminal for t in self.store.transfers())
+        self.terminal_states_never_change()
+        self.the_ledger_and_jobs_agree()
+        self.stripe_holds_at_most_one_transfer_per_payout()
+
+
+PayoutMachine.TestCase.settings = settings(settings(), stateful_step_count=40, deadline=None)
+test_payout_invariants = PayoutMachine.TestCase

@@ -1,0 +1,121 @@
+"""Configuration from the environment and flags: typed, validated, secrets never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from payout_cli import settings as s
+
+KEY = "sk_test_51SecretValueNeverShown"
+
+
+def test_defaults_follow_the_design() -> None:
+    got = s.Settings.from_sources({})
+    assert got.database_url is None
+    assert got.gateway is s.GatewayKind.STRIPE
+    assert (got.interval_seconds, got.batch_size, got.concurrency, got.max_attempts) == (
+        300.0,
+        100,
+        8,
+        5,
+    )
+    assert got.admin_addr == s.AdminAddress("127.0.0.1", 9108)
+    assert (got.lease_seconds, got.retry_base_seconds, got.retry_max_seconds) == (600, 30, 3600)
+    assert (got.stripe_timeout_seconds, got.stripe_rate_limit) == (30, 20)
+
+
+def test_every_variable_is_read() -> None:
+    got = s.Settings.from_sources(
+        {
+            "PAYOUT_DATABASE_URL": "postgresql://u:pw@db/payouts",
+            "STRIPE_API_KEY": KEY,
+            "PAYOUT_STRIPE_API_BASE": "http://127.0.0.1:12111/",
+            "PAYOUT_GATEWAY": "simulated",
+            "PAYOUT_INTERVAL_SECONDS": "5",
+            "PAYOUT_BATCH_SIZE": "7",
+            "PAYOUT_CONCURRENCY": "3",
+            "PAYOUT_MAX_ATTEMPTS": "9",
+            "PAYOUT_ADMIN_ADDR": "[::1]:0",
+            "PAYOUT_LEASE_SECONDS": "60",
+            "PAYOUT_RETRY_BASE_SECONDS": "1",
+            "PAYOUT_RETRY_MAX_SECONDS": "10",
+            "PAYOUT_STRIPE_TIMEOUT_SECONDS": "2.5",
+            "PAYOUT_STRIPE_RATE_LIMIT": "12.5",
+        }
+    )
+    assert got.database_url == "postgresql://u:pw@db/payouts"
+    assert got.stripe_api_key == KEY
+    assert got.stripe_api_base == "http://127.0.0.1:12111"
+    assert got.gateway is s.GatewayKind.SIMULATED
+    assert (got.interval_seconds, got.batch_size, got.concurrency, got.max_attempts) == (5, 7, 3, 9)
+    assert got.admin_addr == s.AdminAddress("::1", 0)
+    assert (got.lease_seconds, got.retry_base_seconds, got.retry_max_seconds) == (60, 1, 10)
+    assert (got.stripe_timeout_seconds, got.stripe_rate_limit) == (2.5, 12.5)
+
+
+def test_flags_override_the_environment() -> None:
+    got = s.Settings.from_sources(
+        {"PAYOUT_BATCH_SIZE": "7", "PAYOUT_GATEWAY": "stripe"},
+        {"batch_size": 50, "gateway": "simulated", "concurrency": None},
+    )
+    assert (got.batch_size, got.gateway, got.concurrency) == (50, s.GatewayKind.SIMULATED, 8)
+
+
+def test_the_admin_server_can_be_turned_off() -> None:
+    assert s.Settings.from_sources({"PAYOUT_ADMIN_ADDR": "off"}).admin_addr is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("PAYOUT_BATCH_SIZE", "0", "whole number of at least 1"),
+        ("PAYOUT_BATCH_SIZE", "ten", "whole number of at least 1"),
+        ("PAYOUT_CONCURRENCY", "2.5", "whole number of at least 1"),
+        ("PAYOUT_INTERVAL_SECONDS", "-1", "greater than 0"),
+        ("PAYOUT_INTERVAL_SECONDS", "nan", "greater than 0"),
+        ("PAYOUT_LEASE_SECONDS", "inf", "greater than 0"),
+        ("PAYOUT_GATEWAY", "paypal", "stripe, simulated"),
+        ("PAYOUT_ADMIN_ADDR", "9108", "host:port"),
+        ("PAYOUT_ADMIN_ADDR", "localhost:99999", "host:port"),
+        ("PAYOUT_DATABASE_URL", "mysql://x", "postgresql://"),
+        ("PAYOUT_STRIPE_API_BASE", "127.0.0.1:12111", "http://"),
+        ("STRIPE_API_KEY", "pk_test_publishable", "secret key"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_what_it_accepts(
+    variable: str, value: str, said: str
+) -> None:
+    with pytest.raises(s.ConfigError) as caught:
+        s.Settings.from_sources({variable: value})
+    assert variable in str(caught.value)
+    assert said in str(caught.value)
+
+
+def test_a_bad_flag_names_the_flag() -> None:
+    with pytest.raises(s.ConfigError, match="--batch-size"):
+        s.Settings.from_sources({}, {"batch_size": 0})
+
+
+def test_a_retry_cap_below_the_base_is_refused() -> None:
+    with pytest.raises(s.ConfigError, match="PAYOUT_RETRY_MAX_SECONDS"):
+        s.Settings.from_sources(
+            {"PAYOUT_RETRY_BASE_SECONDS": "60", "PAYOUT_RETRY_MAX_SECONDS": "30"}
+        )
+
+
+def test_secrets_never_appear_in_the_repr_or_errors() -> None:
+    got = s.Settings.from_sources(
+        {"STRIPE_API_KEY": KEY, "PAYOUT_DATABASE_URL": "postgresql://app:hunter2@db/payouts"}
+    )
+    shown = repr(got)
+    assert KEY not in shown
+    assert "hunter2" not in shown
+    assert "<SECRET>" in shown
+    with pytest.raises(s.ConfigError) as caught:
+        s.Settings.from_sources({"STRIPE_API_KEY": "pk_live_" + KEY})
+    assert KEY not in str(caught.value)
+
+
+def test_a_url_password_is_redacted_for_display() -> None:
+    assert s.redact_url("postgresql://app:hunter2@db:5432/p") == "postgresql://app:***@db:5432/p"
+    assert s.redact_url("postgresql://db/p") == "postgresql://db/p"
