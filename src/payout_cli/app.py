@@ -1,0 +1,448 @@
+"""``payout-core``: parses, builds adapters from settings, calls a service, prints.
+
+Exit codes: 0 success; 1 runtime failure; 2 bad usage or bad input (the
+message names what is wrong, and nothing was written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import attrs
+import typer
+
+from payout_adapters import clock as clock_
+from payout_adapters import postgres
+from payout_cli import admin, bootstrap, logs, output, runner
+from payout_cli import metrics as metrics_
+from payout_cli import settings as settings_
+from payout_core import errors, models, reconcile, validation
+from payout_core.services import intake, scheduling, tick
+
+__all__ = ["app", "main"]
+
+# Locals in a traceback could show a key or a token (Typer's docs warn of it).
+app = typer.Typer(
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Pay contest winnings to Stripe connected accounts, exactly once.",
+)
+accounts_app = typer.Typer(no_args_is_help=True, help="Connected accounts of winners.")
+app.add_typer(accounts_app, name="accounts")
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL URL (default: $PAYOUT_DATABASE_URL, else an embedded PostgreSQL).",
+        show_default=False,
+    ),
+]
+
+
+class BadInput(Exception):
+    """Refuse with exit code 2; the message says what is wrong."""
+
+
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Map refusals to exit 2 and failures to exit 1, with a message and no traceback."""
+    try:
+        yield
+    except (
+        BadInput,
+        settings_.ConfigError,
+        errors.InvalidSettlement,
+        errors.SettlementConflict,
+        errors.DuplicatePayout,
+    ) as refusal:
+        output.error(str(refusal))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except postgres.MigrationError as exc:
+        output.error(str(exc))
+        raise typer.Exit(EXIT_FAILURE) from None
+    except errors.PayoutError as exc:
+        output.error(str(exc))
+        raise typer.Exit(EXIT_FAILURE) from None
+
+
+def _settings(**flags: object) -> settings_.Settings:
+    return settings_.Settings.from_sources(os.environ, flags)
+
+
+def _job_dict(job: models.PayoutJob) -> dict[str, Any]:
+    fields = attrs.asdict(job)
+    fields.pop("settlement_fingerprint")
+    return fields
+
+
+def _transfer_dict(t: models.PayoutTransfer) -> dict[str, Any]:
+    keep = (
+        "id", "job_id", "contest_id", "user_id", "amount_cents", "currency", "status",
+        "attempt_count", "max_attempts", "next_attempt_at", "lease_expires_at",
+        "destination_account", "stripe_transfer_id", "failure_code", "failure_message",
+    )  # fmt: skip
+    fields = attrs.asdict(t)
+    return {k: fields[k] for k in keep}
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply pending database migrations (safe to run from several hosts at once)."""
+    with _exit_codes():
+        settings = _settings(database_url=database_url)
+        url, shown_as = bootstrap.resolve_database_url(settings)
+        applied = postgres.migrate(url)
+        if applied:
+            output.note(f"applied {len(applied)} migration(s) to {shown_as}: {', '.join(applied)}")
+        else:
+            output.note(f"{shown_as} is up to date; nothing to apply")
+
+
+def _read_settlement_json(source: str) -> object:
+    if source == "-":
+        text = sys.stdin.read()
+        name = "standard input"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot read {source}: {exc.strerror}") from None
+        name = source
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(
+            f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+
+
+@app.command()
+def schedule(
+    source: Annotated[
+        str, typer.Argument(metavar="FILE|-", help="Settlement JSON, or - for stdin.")
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Schedule the payout of a settlement; prints its job (the same job when run again)."""
+    with _exit_codes():
+        settings = _settings(database_url=database_url)
+        # Validate before touching the database: bad input writes nothing.
+        settlement = validation.parse_settlement(_read_settlement_json(source))
+        with bootstrap.open_database(settings, max_size=2) as db:
+            result = scheduling.schedule_payout_for_settlement(
+                store=db.store,
+                settlement=settlement,
+                now=clock_.SystemClock().now(),
+                max_attempts=settings.max_attempts,
+            )
+        output.print_json({"created": result.created, "job": _job_dict(result.job)})
+
+
+_ACCOUNT_ID = "acct_"
+
+
+@accounts_app.command("set")
+def accounts_set(
+    user_id: Annotated[str, typer.Argument(help="The winner's user id.")],
+    account_id: Annotated[str, typer.Argument(help="Their Stripe connected account, acct_...")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Connect a user to the Stripe account that receives their winnings."""
+    with _exit_codes():
+        settings = _settings(database_url=database_url)
+        if not user_id.strip():
+            raise BadInput("USER_ID must not be empty")
+        rest = account_id.removeprefix(_ACCOUNT_ID)
+        if not account_id.startswith(_ACCOUNT_ID) or not rest.isalnum() or not rest.isascii():
+            raise BadInput(
+                f"ACCT_ID {account_id!r} is not a Stripe connected account id (acct_ and letters "
+                "or digits)"
+            )
+        with bootstrap.open_database(settings, max_size=2) as db:
+            db.directory.set_account(user_id, account_id)
+        output.note(f"user {user_id} is paid to {account_id}")
+
+
+@app.command()
+def loop(
+    once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="stripe (default) or simulated.")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option("--interval", help="Seconds between ticks (300).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Transfers claimed at once (100).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Transfers in flight at once (8).")
+    ] = None,
+    admin_addr: Annotated[
+        str | None,
+        typer.Option("--admin-addr", help="host:port of the admin HTTP server, or off."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the worker: take settlements, pay due transfers, every interval, until stopped."""
+    with _exit_codes():
+        settings = _settings(
+            gateway=gateway,
+            interval_seconds=interval,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            admin_addr=admin_addr,
+            database_url=database_url,
+        )
+        logs.configure()
+        metrics = metrics_.Metrics()
+        payment_gateway = bootstrap.build_gateway(settings, metrics=metrics)
+        code = _run_loop(settings, payment_gateway, metrics, once=once)
+    raise typer.Exit(code)
+
+
+def _run_loop(
+    settings: settings_.Settings,
+    gateway: Any,
+    metrics: metrics_.Metrics,
+    *,
+    once: bool,
+) -> int:
+    clock = clock_.SystemClock()
+    worker = bootstrap.worker_settings(settings)
+    with bootstrap.open_database(settings, migrate=settings.database_url is None) as db:
+        bootstrap.require_current_schema(db)
+
+        def one_tick(stop: threading.Event) -> models.RunReport:
+            def take_inbox(report: models.RunReport) -> models.RunReport:
+                taken = intake.take_settlements(
+                    inbox=db.inbox,
+                    store=db.store,
+                    now=clock.now(),
+                    max_attempts=settings.max_attempts,
+                )
+                return attrs.evolve(
+                    report,
+                    settlements_accepted=taken.accepted,
+                    settlements_rejected=taken.rejected,
+                )
+
+            return tick.run_tick(
+                store=db.store,
+                directory=db.directory,
+                gateway=gateway,
+                clock=clock,
+                settings=worker,
+                stop=stop,
+                before_claiming=take_inbox,
+            )
+
+        def observe_queue() -> None:
+            depth = db.store.queue_depth(clock.now())
+            metrics.observe_queue(db.store.transfer_counts(), due=depth.due, stuck=depth.stuck)
+
+        registry = runner.Registry(interval_seconds=settings.interval_seconds)
+        loop_runner = runner.Runner(
+            tick=one_tick,
+            interval_seconds=settings.interval_seconds,
+            clock=clock,
+            registry=registry,
+            metrics=metrics,
+            observe_queue=observe_queue,
+            tick_budget=worker.batch_size * worker.max_batches,
+        )
+        server = None
+        if settings.admin_addr is not None:
+            server = admin.AdminServer(settings.admin_addr, registry, metrics, ready=db.ping)
+            server.start()
+            output.note(
+                f"admin endpoints on http://{server.bound}/ (healthz, readyz, admin/jobs, metrics)"
+            )
+
+        def stop(signum: int, _frame: object) -> None:
+            output.note(f"received {signal.Signals(signum).name}: finishing in-flight transfers")
+            loop_runner.stop.set()
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            output.note(f"payout-core loop on {db.shown_as}")
+            if once:
+                report = loop_runner.run_once()
+                if report.halted_reason:
+                    output.error(f"halted: {report.halted_reason}")
+                elif report.error:
+                    output.error(f"tick failed: {report.error}")
+                return 0 if report.succeeded else EXIT_FAILURE
+            loop_runner.run_forever()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if server is not None:
+                server.close()
+
+
+def main() -> None:
+    app()
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Jobs and transfers by state, stuck and failed transfers with reasons, the last runs."""
+    with _exit_codes():
+        settings = _settings(database_url=database_url)
+        now = clock_.SystemClock().now()
+        with bootstrap.open_database(settings, max_size=2) as db:
+            counts = db.store.transfer_counts()
+            depth = db.store.queue_depth(now)
+            jobs = db.store.list_jobs(limit=20)
+            failed = db.store.list_transfers(status=models.TransferStatus.FAILED_TERMINAL, limit=50)
+            retrying = db.store.list_transfers(status=models.TransferStatus.RETRYABLE, limit=50)
+            processing = db.store.list_transfers(status=models.TransferStatus.PROCESSING, limit=200)
+            runs = db.store.recent_runs(5)
+            shown_as = db.shown_as
+        stuck = [t for t in processing if t.lease_expires_at and t.lease_expires_at <= now]
+        data = {
+            "database": shown_as,
+            "transfers_by_status": {s.value: n for s, n in counts.items()},
+            "due": depth.due,
+            "stuck": depth.stuck,
+            "jobs": [_job_dict(j) for j in jobs],
+            "failed_transfers": [_transfer_dict(t) for t in failed],
+            "retrying_transfers": [_transfer_dict(t) for t in retrying],
+            "stuck_transfers": [_transfer_dict(t) for t in stuck],
+            "recent_runs": [runner.report_as_dict(r) for r in runs],
+        }
+        if as_json:
+            output.print_json(data)
+            return
+        _print_status(data)
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    con = output.console
+    con.print(f"database: {data['database']}")
+    by_status = data["transfers_by_status"]
+    con.print(
+        output.table(
+            "Transfers",
+            [*by_status, "due now", "stuck"],
+            [[*by_status.values(), data["due"], data["stuck"]]],
+        )
+    )
+    con.print(
+        output.table(
+            "Jobs (newest first)",
+            ["job", "settlement", "status", "transfers", "completed", "failed", "amount"],
+            [
+                [
+                    j["id"], j["settlement_id"], j["status"], j["total_transfers"],
+                    j["completed_count"], j["failed_count"],
+                    f"{j['total_amount_cents']} {j['currency']}",
+                ]
+                for j in data["jobs"]
+            ],
+        )
+    )  # fmt: skip
+    for title, key in (
+        ("Failed transfers (see the runbook in the README)", "failed_transfers"),
+        ("Retrying transfers", "retrying_transfers"),
+        ("Stuck transfers (lease expired; the next tick takes them over)", "stuck_transfers"),
+    ):
+        rows = data[key]
+        if rows:
+            con.print(
+                output.table(
+                    title,
+                    ["transfer", "user", "amount", "attempts", "code", "reason", "next attempt"],
+                    [
+                        [
+                            t["id"], t["user_id"], f"{t['amount_cents']} {t['currency']}",
+                            f"{t['attempt_count']}/{t['max_attempts']}", t["failure_code"],
+                            t["failure_message"], t["next_attempt_at"],
+                        ]
+                        for t in rows
+                    ],
+                )
+            )  # fmt: skip
+    con.print(
+        output.table(
+            "Recent runs",
+            ["started", "claimed", "completed", "retried", "failed", "inbox +/-", "halted/error"],
+            [
+                [
+                    r["started_at"], r["claimed"], r["completed"], r["retried"],
+                    r["failed_terminal"],
+                    f"{r['settlements_accepted']}/{r['settlements_rejected']}",
+                    r["halted_reason"] or r["error"] or "",
+                ]
+                for r in data["recent_runs"]
+            ],
+        )
+    )  # fmt: skip
+
+
+@app.command(name="reconcile")
+def reconcile_command(database_url: DatabaseUrl = None) -> None:
+    """Check every ledger and job invariant, and with a Stripe key each completed transfer at
+    Stripe. Exit 1 and list each mismatch."""
+    with _exit_codes():
+        settings = _settings(database_url=database_url)
+        checker = None
+        if settings.stripe_api_key is not None:
+            checker = bootstrap.build_stripe_checker(settings)
+        mismatches: list[str] = []
+        checked_jobs = checked_at_stripe = 0
+        with bootstrap.open_database(settings, max_size=2) as db:
+            for job in db.store.list_jobs(limit=1_000_000):
+                transfers = db.store.transfers_of(job.id)
+                rows = db.store.ledger(job_id=job.id)
+                mismatches.extend(str(m) for m in reconcile.check_job(job, transfers, rows))
+                checked_jobs += 1
+                if checker is None:
+                    continue
+                for t in transfers:
+                    if t.status is models.TransferStatus.COMPLETED:
+                        mismatches.extend(checker(t))
+                        checked_at_stripe += 1
+        for line in mismatches:
+            output.console.print(f"MISMATCH {logs.scrub(line)}", markup=False)
+        stripe_note = (
+            f", {checked_at_stripe} completed transfer(s) checked at Stripe"
+            if checker is not None
+            else " (no STRIPE_API_KEY: transfers not checked at Stripe)"
+        )
+        output.note(f"{checked_jobs} job(s) checked{stripe_note}; {len(mismatches)} mismatch(es)")
+    if mismatches:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def demo(
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the simulated faults.")
+    ] = None,
+) -> None:
+    """Pay 50 winners through a simulated Stripe with faults, on an embedded PostgreSQL."""
+    from payout_cli import demo as demo_  # noqa: PLC0415 - rich progress only loads here
+
+    with _exit_codes():
+        code = demo_.run_demo(seed=seed)
+    raise typer.Exit(code)

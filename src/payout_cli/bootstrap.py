@@ -1,0 +1,164 @@
+"""The composition root: settings in, adapters out. Nothing else wires adapters.
+
+Nothing here runs at import time: every resource (pool, embedded server,
+Stripe client) is opened by a function the command calls, and closed by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import attrs
+import psycopg_pool
+import stripe
+
+from payout_adapters import clock as clock_
+from payout_adapters import postgres
+from payout_adapters.memory import gateway as simulated
+from payout_adapters.stripe import gateway as stripe_adapter
+from payout_adapters.stripe import reconcile as stripe_reconcile
+from payout_cli import metrics as metrics_
+from payout_cli import settings as settings_
+from payout_core import models, ports, retry
+from payout_core.services import tick
+
+__all__ = [
+    "Database",
+    "build_gateway",
+    "build_stripe_checker",
+    "open_database",
+    "require_current_schema",
+    "worker_settings",
+]
+
+log = logging.getLogger("payout.bootstrap")
+
+
+@attrs.frozen
+class Database:
+    """An open pool and the PostgreSQL adapters over it."""
+
+    url: str = attrs.field(repr=False)
+    shown_as: str  # what to tell the user (no password)
+    pool: psycopg_pool.ConnectionPool
+    store: postgres.PostgresStore
+    directory: postgres.PostgresAccountDirectory
+    inbox: postgres.PostgresInbox
+
+    def ping(self) -> bool:
+        with self.pool.connection(timeout=5) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+
+def resolve_database_url(settings: settings_.Settings) -> tuple[str, str]:
+    """The URL to use and how to show it: the configured one, or the embedded server's."""
+    if settings.database_url is not None:
+        return settings.database_url, settings_.redact_url(settings.database_url)
+    from payout_adapters import embedded  # noqa: PLC0415 - only a laptop without a URL needs it
+
+    server = embedded.start()
+    return server.url, f"embedded PostgreSQL in {server.data_dir}"
+
+
+@contextlib.contextmanager
+def open_database(
+    settings: settings_.Settings, *, migrate: bool = False, max_size: int | None = None
+) -> Iterator[Database]:
+    url, shown_as = resolve_database_url(settings)
+    if migrate:
+        postgres.migrate(url)
+    size = max_size or settings.concurrency + 2
+    pool = postgres.connect_pool(url, max_size=size)
+    try:
+        yield Database(
+            url=url,
+            shown_as=shown_as,
+            pool=pool,
+            store=postgres.PostgresStore(pool),
+            directory=postgres.PostgresAccountDirectory(pool),
+            inbox=postgres.PostgresInbox(pool),
+        )
+    finally:
+        pool.close()
+
+
+def build_gateway(
+    settings: settings_.Settings, *, metrics: metrics_.Metrics | None = None
+) -> ports.PaymentGateway:
+    """The configured gateway. Refuses to build Stripe's without a key.
+
+    Raises:
+        ConfigError: the Stripe gateway was asked for without ``STRIPE_API_KEY``.
+    """
+    gateway: ports.PaymentGateway
+    if settings.gateway is settings_.GatewayKind.SIMULATED:
+        log.warning(
+            "payout.gateway.simulated",
+            extra={"reason": "PAYOUT_GATEWAY=simulated: NO MONEY MOVES, transfers are simulated"},
+        )
+        gateway = simulated.SimulatedGateway(clock=clock_.SystemClock())
+    else:
+        if settings.stripe_api_key is None:
+            raise settings_.ConfigError(
+                "STRIPE_API_KEY is not set: the stripe gateway needs a secret key "
+                "(or run with --gateway simulated, which moves no money)"
+            )
+        gateway = _stripe_gateway(settings)
+    if metrics is not None:
+        gateway = metrics_.InstrumentedGateway(gateway, metrics)
+    return gateway
+
+
+def worker_settings(settings: settings_.Settings) -> tick.WorkerSettings:
+    return tick.WorkerSettings(
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
+        lease=timedelta(seconds=settings.lease_seconds),
+        retry_policy=retry.RetryPolicy(
+            base_seconds=settings.retry_base_seconds,
+            max_seconds=settings.retry_max_seconds,
+            uniform=random.SystemRandom().random,
+        ),
+    )
+
+
+def _stripe_gateway(settings: settings_.Settings) -> stripe_adapter.StripeGateway:
+    # The SDK reports request latencies to Stripe and writes a telemetry id
+    # under ~/.config by default; a payout worker keeps to its own traffic.
+    stripe.enable_telemetry = False
+    if settings.stripe_api_key is None:
+        raise settings_.ConfigError("STRIPE_API_KEY is not set")
+    return stripe_adapter.StripeGateway(
+        api_key=settings.stripe_api_key,
+        api_base=settings.stripe_api_base,
+        timeout_seconds=settings.stripe_timeout_seconds,
+        rate_limit=settings.stripe_rate_limit,
+    )
+
+
+def build_stripe_checker(
+    settings: settings_.Settings,
+) -> Callable[[models.PayoutTransfer], list[str]]:
+    """For ``reconcile``: compare a completed transfer with Stripe's record of it."""
+    gateway = _stripe_gateway(settings)
+    return lambda transfer: stripe_reconcile.check_completed(gateway, transfer)
+
+
+def require_current_schema(db: Database) -> None:
+    """Refuse to work on a database whose schema is behind this release.
+
+    Raises:
+        MigrationError: migrations are pending (run ``payout-core migrate``).
+    """
+    pending = postgres.pending_migrations(db.pool)
+    if pending:
+        raise postgres.MigrationError(
+            None,
+            f"{len(pending)} migration(s) pending ({', '.join(pending)}): "
+            "run `payout-core migrate` first",
+        )
