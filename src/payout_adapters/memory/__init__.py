@@ -7,6 +7,7 @@ Public API for downstream teams. Each adapter implements one of
   PostgreSQL store's semantics (it passes the same contract suite), plus
   ``reset()``, read-only views, and switches to simulate the database going away;
 * :class:`InMemoryAccountDirectory`: which ``acct_...`` pays which user;
+* :class:`InMemoryInbox`: the settlement inbox other services write to;
 * :class:`ManualClock`: time that moves only when the test moves it;
 * :class:`SimulatedGateway`: Stripe's Create Transfer with its idempotency
   rules, and scriptable or seeded faults.
@@ -52,6 +53,13 @@ Between tests, build new adapters or call their ``reset()``.
 from payout_adapters.memory.clock import ManualClock
 from payout_adapters.memory.directory import InMemoryAccountDirectory
 from payout_adapters.memory.gateway import SimulatedGateway
+from payout_adapters.memory.inbox import InMemoryInbox
 from payout_adapters.memory.store import InMemoryStore
 
-__all__ = ["InMemoryAccountDirectory", "InMemoryStore", "ManualClock", "SimulatedGateway"]
+__all__ = [
+    "InMemoryAccountDirectory",
+    "InMemoryInbox",
+    "InMemoryStore",
+    "ManualClock",
+    "SimulatedGateway",
+]
