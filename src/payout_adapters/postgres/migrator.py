@@ -1,0 +1,213 @@
+"""Apply the numbered SQL files of ``migrations/``, each once, in order.
+
+* Each file runs in its own transaction, recorded in ``payout_schema_migrations``
+  (name, sha256 of the file) in that same transaction: a file is applied and
+  recorded together, or not at all.
+* The whole run holds a PostgreSQL advisory lock, so any number of processes
+  on any number of hosts may migrate at once: one applies, the others wait and
+  then find nothing left to do.
+* A file changed after it was applied is refused before anything runs: the
+  database no longer matches the file, and a person must decide what to do.
+
+Where the files are: a wheel carries them inside the package
+(``payout_adapters/postgres/migrations``, see pyproject's ``force-include``);
+a source checkout or editable install reads ``<repo>/migrations``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import psycopg
+import psycopg_pool
+
+from payout_adapters.postgres import queries as q
+from payout_adapters.postgres import translate
+from payout_core import errors
+
+__all__ = [
+    "Migration",
+    "MigrationError",
+    "default_directory",
+    "migrate",
+    "migration_files",
+    "pending_migrations",
+]
+
+_NAME: Final = re.compile(r"(?P<number>\d{4})_[a-z0-9_]+\.sql")
+
+
+class MigrationError(errors.PayoutError):
+    """A migration cannot be applied, or the database disagrees with the files.
+
+    ``name`` is the file concerned (``None`` when the whole set is at fault).
+    """
+
+    def __init__(self, name: str | None, message: str) -> None:
+        self.name = name
+        super().__init__(f"migration {name}: {message}" if name else message)
+
+
+@attrs.frozen(kw_only=True)
+class Migration:
+    name: str
+    sql: str
+    checksum: str  # sha256 of the file's bytes, hex
+
+
+def default_directory() -> Path:
+    """The migrations shipped in the wheel, else those of the source checkout."""
+    shipped = importlib.resources.files("payout_adapters.postgres").joinpath("migrations")
+    if shipped.is_dir():
+        return Path(str(shipped))
+    # src/payout_adapters/postgres/migrate.py -> <repo>/migrations
+    checkout = Path(__file__).resolve().parents[3] / "migrations"
+    if checkout.is_dir():
+        return checkout
+    raise MigrationError(
+        None,
+        f"no migrations found: neither {shipped} (an installed wheel) nor {checkout} "
+        "(a source checkout) exists",
+    )
+
+
+def migration_files(directory: Path) -> list[Migration]:
+    """Every migration file of ``directory``, in order.
+
+    Raises:
+        MigrationError: a ``.sql`` file is misnamed, or two share a number.
+    """
+    found: dict[str, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.fullmatch(path.name)
+        if match is None:
+            raise MigrationError(
+                path.name, "is not named NNNN_lowercase_words.sql; rename it so its order is clear"
+            )
+        number = match["number"]
+        if number in found:
+            raise MigrationError(
+                path.name, f"has the same number as {found[number].name}; renumber one of them"
+            )
+        data = path.read_bytes()
+        found[number] = Migration(
+            name=path.name, sql=data.decode("utf-8"), checksum=hashlib.sha256(data).hexdigest()
+        )
+    return [found[number] for number in sorted(found)]
+
+
+def _check_applied(files: list[Migration], applied: dict[str, str]) -> None:
+    """Refuse when an applied file changed or is unknown to this version."""
+    known = {m.name: m for m in files}
+    for name, checksum in sorted(applied.items()):
+        migration = known.get(name)
+        if migration is None:
+            raise MigrationError(
+                name,
+                "is applied to the database but is not among this version's files; "
+                "the database is newer than this payout-core (or the file was removed)",
+            )
+        if migration.checksum != checksum:
+            raise MigrationError(
+                name,
+                f"was changed after it was applied (applied sha256 {checksum[:12]}..., "
+                f"file now {migration.checksum[:12]}...); restore the file and put the "
+                "change in a new migration",
+            )
+
+
+def _apply(conn: psycopg.Connection[Any], files: list[Migration]) -> list[str]:
+    done: list[str] = []
+    conn.execute(q.ACQUIRE_MIGRATION_LOCK, {"lock_id": q.MIGRATION_LOCK_ID})
+    try:
+        with conn.transaction():
+            conn.execute(q.CREATE_MIGRATIONS_TABLE)
+        applied = {
+            str(name): str(checksum) for name, checksum in conn.execute(q.APPLIED_MIGRATIONS)
+        }
+        _check_applied(files, applied)
+        for migration in files:
+            if migration.name in applied:
+                continue
+            try:
+                with conn.transaction():
+                    # No parameters: the file is sent as it is, several statements at once.
+                    conn.execute(migration.sql.encode("utf-8"))
+                    conn.execute(
+                        q.RECORD_MIGRATION, {"name": migration.name, "checksum": migration.checksum}
+                    )
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the database went away: StoreUnavailable, not a bad file
+            except psycopg.Error as exc:
+                raise MigrationError(migration.name, f"failed and was rolled back: {exc}") from exc
+            done.append(migration.name)
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute(q.RELEASE_MIGRATION_LOCK, {"lock_id": q.MIGRATION_LOCK_ID})
+    return done
+
+
+@contextlib.contextmanager
+def _autocommit(target: str | psycopg_pool.ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
+    """A connection in autocommit mode: each file opens its own transaction."""
+    if isinstance(target, str):
+        with psycopg.connect(target, autocommit=True) as conn:
+            yield conn
+        return
+    with target.connection() as pooled:
+        previous = pooled.autocommit
+        pooled.autocommit = True
+        try:
+            yield pooled
+        finally:
+            if not pooled.closed and not pooled.broken:
+                pooled.autocommit = previous
+
+
+def migrate(
+    target: str | psycopg_pool.ConnectionPool, directory: Path | str | None = None
+) -> list[str]:
+    """Apply the pending migrations; return the names applied, in order
+    (empty when the database was up to date).
+
+    ``target`` is a connection string (``postgresql://...`` or ``key=value``)
+    or an open pool; ``directory`` overrides where the files are read from.
+
+    Raises:
+        MigrationError: a file is misnamed, was changed after it was applied,
+            is missing, or failed (its transaction was rolled back; the files
+            before it stay applied).
+        StoreUnavailable: the database could not be reached.
+    """
+    files = migration_files(Path(directory) if directory is not None else default_directory())
+    with translate.unavailable("migrate the database"), _autocommit(target) as conn:
+        return _apply(conn, files)
+
+
+def pending_migrations(
+    target: str | psycopg_pool.ConnectionPool, directory: Path | str | None = None
+) -> list[str]:
+    """The migrations not yet applied, in order, without applying anything
+    (a worker refuses to start on a schema that is behind).
+
+    Raises:
+        MigrationError: as :func:`migrate` would, for a changed or unknown file.
+        StoreUnavailable: the database could not be reached.
+    """
+    files = migration_files(Path(directory) if directory is not None else default_directory())
+    with translate.unavailable("read the schema version"), _autocommit(target) as conn:
+        exists = conn.execute(q.MIGRATIONS_TABLE_EXISTS).fetchone()
+        applied: dict[str, str] = {}
+        if exists is not None and exists[0]:
+            applied = {
+                str(name): str(checksum) for name, checksum in conn.execute(q.APPLIED_MIGRATIONS)
+            }
+    _check_applied(files, applied)
+    return [m.name for m in files if m.name not in applied]

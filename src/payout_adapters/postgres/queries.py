@@ -1,0 +1,415 @@
+"""Every SQL statement the PostgreSQL adapter runs, by name.
+
+Each statement is parameterized (``%(name)s``; values are never formatted
+into the text) and says above it what it guarantees: which rows it locks,
+which index it reads, what it refuses. The migrations in ``migrations/`` are
+the schema; this module is everything done with it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- columns ------------------------------------------------------------------
+
+JOB_COLUMNS: Final = """
+    id, settlement_id, contest_id, currency, status, total_transfers,
+    total_amount_cents, completed_count, failed_count, settlement_fingerprint,
+    created_at, updated_at, completed_at
+"""
+
+TRANSFER_COLUMNS: Final = """
+    id, job_id, settlement_id, contest_id, user_id, amount_cents, currency, status,
+    attempt_count, max_attempts, next_attempt_at, lease_expires_at, claim_token,
+    claim_counted, destination_account, stripe_transfer_id, failure_code,
+    failure_message, key_generation, key_first_sent_at, outcome_uncertain,
+    key_replays_error, created_at, updated_at
+"""
+
+LEDGER_COLUMNS: Final = """
+    idempotency_key, entry_type, direction, amount_cents, currency, transfer_id,
+    job_id, contest_id, user_id, attempt_number, stripe_transfer_id, failure_code,
+    created_at
+"""
+
+RUN_COLUMNS: Final = """
+    id, started_at, finished_at, settlements_accepted, settlements_rejected, claimed,
+    completed, retried, failed_terminal, released, stale, halted_reason, error
+"""
+
+# -- schedule -------------------------------------------------------------------
+
+# The job of a settlement, or nothing. Unique index payout_jobs_settlement_id_key.
+# ON CONFLICT DO NOTHING waits for a concurrent insert of the same settlement to
+# commit or roll back, so of any number of concurrent callers exactly one gets
+# a row back: the others then read that job with FIND_JOB_BY_SETTLEMENT.
+INSERT_JOB: Final = (
+    """
+INSERT INTO payout_jobs ("""
+    + JOB_COLUMNS
+    + """)
+VALUES (%(id)s, %(settlement_id)s, %(contest_id)s, %(currency)s, %(status)s,
+        %(total_transfers)s, %(total_amount_cents)s, %(completed_count)s, %(failed_count)s,
+        %(settlement_fingerprint)s, %(created_at)s, %(updated_at)s, %(completed_at)s)
+ON CONFLICT (settlement_id) DO NOTHING
+RETURNING id
+"""
+)
+
+# All of a job's transfers in one statement (one round trip for any number of
+# winners). A winner already paid in this contest by another settlement is
+# skipped by the unique (contest_id, user_id) index instead of aborting: the
+# caller compares the user ids returned with those sent, names the missing
+# ones in DuplicatePayout, and rolls the whole job back.
+INSERT_TRANSFERS: Final = """
+INSERT INTO payout_transfers (
+    id, job_id, settlement_id, contest_id, user_id, amount_cents, currency, status,
+    attempt_count, max_attempts, next_attempt_at, lease_expires_at, claim_token,
+    claim_counted, destination_account, stripe_transfer_id, failure_code,
+    failure_message, key_generation, key_first_sent_at, outcome_uncertain,
+    key_replays_error, created_at, updated_at)
+SELECT * FROM unnest(
+    %(id)s::uuid[], %(job_id)s::uuid[], %(settlement_id)s::text[], %(contest_id)s::text[],
+    %(user_id)s::text[], %(amount_cents)s::bigint[], %(currency)s::text[], %(status)s::text[],
+    %(attempt_count)s::integer[], %(max_attempts)s::integer[],
+    %(next_attempt_at)s::timestamptz[], %(lease_expires_at)s::timestamptz[],
+    %(claim_token)s::text[], %(claim_counted)s::boolean[], %(destination_account)s::text[],
+    %(stripe_transfer_id)s::text[], %(failure_code)s::text[], %(failure_message)s::text[],
+    %(key_generation)s::integer[], %(key_first_sent_at)s::timestamptz[],
+    %(outcome_uncertain)s::boolean[], %(key_replays_error)s::boolean[],
+    %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[])
+ON CONFLICT (contest_id, user_id) DO NOTHING
+RETURNING user_id
+"""
+
+# Which of these winners another settlement of the contest already pays
+# (read after the rollback, to name them). Unique index on (contest_id, user_id).
+PAID_USERS_OF_CONTEST: Final = """
+SELECT user_id FROM payout_transfers
+WHERE contest_id = %(contest_id)s AND user_id = ANY(%(user_ids)s::text[])
+"""
+
+# -- claim ----------------------------------------------------------------------
+
+# Claim up to %(limit)s due transfers, oldest due first, in one statement that
+# commits before any gateway call. Due means claimable_at <= now: pending (since
+# created), retryable and due (next_attempt_at), or processing with an expired
+# lease (its worker died). Range scan of the partial index
+# payout_transfers_claimable_idx, which holds only non-terminal transfers.
+# FOR UPDATE SKIP LOCKED: rows another claimer is taking are skipped, never
+# waited on, so concurrent workers claim disjoint sets.
+#
+# The SET list is payout_core.state_machine.claim, column by column (old values
+# on the right): an attempt is spent only while one is left, and taking over
+# an expired lease marks the outcome uncertain (the dead worker may have
+# reached Stripe).
+CLAIM_DUE: Final = """
+WITH due AS (
+    SELECT id, claimable_at AS due_at
+    FROM payout_transfers
+    WHERE status IN ('pending', 'retryable', 'processing')
+      AND claimable_at <= %(now)s
+    ORDER BY claimable_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE payout_transfers AS t
+SET status = 'processing',
+    attempt_count = CASE WHEN t.attempt_count < t.max_attempts
+                         THEN t.attempt_count + 1 ELSE t.attempt_count END,
+    claim_counted = t.attempt_count < t.max_attempts,
+    claim_token = %(token)s,
+    lease_expires_at = %(lease_expires_at)s,
+    outcome_uncertain = t.outcome_uncertain OR t.status = 'processing',
+    updated_at = %(now)s
+FROM due
+WHERE t.id = due.id
+RETURNING due.due_at, t.*
+"""
+
+# The claimed transfers' jobs move from pending to processing, in the claim's
+# transaction. Job rows are locked in id order (FOR NO KEY UPDATE under a sort)
+# so that two claims over the same jobs cannot deadlock.
+START_JOBS: Final = """
+UPDATE payout_jobs AS j
+SET status = 'processing', updated_at = %(now)s
+FROM (SELECT id FROM payout_jobs
+      WHERE id = ANY(%(job_ids)s::uuid[]) AND status = 'pending'
+      ORDER BY id
+      FOR NO KEY UPDATE) AS locked
+WHERE j.id = locked.id
+"""
+
+# -- record ---------------------------------------------------------------------
+
+# Write an attempt's outcome, only if the stored transfer is still the claim
+# the worker holds: status processing, same claim_token, same attempt_count
+# (the state machine's guard, repeated in SQL). No row back: the lease was
+# taken over, the newer claim owns the transfer, and nothing is written.
+# Row lock on the transfer (primary key) until commit.
+RECORD_OUTCOME: Final = """
+UPDATE payout_transfers
+SET status = %(status)s,
+    attempt_count = %(attempt_count)s,
+    claim_counted = %(claim_counted)s,
+    claim_token = %(claim_token)s,
+    next_attempt_at = %(next_attempt_at)s,
+    lease_expires_at = %(lease_expires_at)s,
+    destination_account = %(destination_account)s,
+    stripe_transfer_id = %(stripe_transfer_id)s,
+    failure_code = %(failure_code)s,
+    failure_message = %(failure_message)s,
+    key_generation = %(key_generation)s,
+    key_first_sent_at = %(key_first_sent_at)s,
+    outcome_uncertain = %(outcome_uncertain)s,
+    key_replays_error = %(key_replays_error)s,
+    updated_at = %(updated_at)s
+WHERE id = %(id)s
+  AND status = 'processing'
+  AND claim_token = %(claimed_token)s
+  AND attempt_count = %(claimed_attempt_count)s
+RETURNING id
+"""
+
+# Serialize the completion checks of one job: concurrent outcomes of its
+# transfers take this row lock in turn, so each REFRESH_JOB (a later statement,
+# hence a later snapshot) counts every outcome committed before it.
+LOCK_JOB: Final = """
+SELECT id FROM payout_jobs WHERE id = %(job_id)s FOR UPDATE
+"""
+
+# Append one ledger row. Unique idempotency_key: an attempt is booked once;
+# the table's trigger refuses any later UPDATE or DELETE.
+INSERT_LEDGER_ENTRY: Final = (
+    """
+INSERT INTO payout_ledger ("""
+    + LEDGER_COLUMNS
+    + """)
+VALUES (%(idempotency_key)s, %(entry_type)s, %(direction)s, %(amount_cents)s, %(currency)s,
+        %(transfer_id)s, %(job_id)s, %(contest_id)s, %(user_id)s, %(attempt_number)s,
+        %(stripe_transfer_id)s, %(failure_code)s, %(created_at)s)
+"""
+)
+
+# The job as its transfers say it is: payout_core.completion.summarize in SQL.
+# Complete when every transfer is terminal (completed_at set once); pending
+# only while it was pending and every transfer still is; processing otherwise.
+# Counts come from the transfers (index payout_transfers_job_user_idx), under
+# the LOCK_JOB lock. The row is only written when something changed.
+REFRESH_JOB: Final = """
+WITH counts AS (
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'failed_terminal') AS failed,
+           count(*) FILTER (WHERE status = 'pending') AS pending
+    FROM payout_transfers
+    WHERE job_id = %(job_id)s
+), summary AS (
+    SELECT j.id,
+           CASE WHEN c.total > 0 AND c.completed + c.failed = c.total THEN 'complete'
+                WHEN j.status = 'pending' AND c.pending = c.total THEN 'pending'
+                ELSE 'processing' END AS status,
+           c.completed, c.failed
+    FROM payout_jobs AS j, counts AS c
+    WHERE j.id = %(job_id)s
+)
+UPDATE payout_jobs AS j
+SET status = s.status,
+    completed_count = s.completed,
+    failed_count = s.failed,
+    completed_at = CASE WHEN s.status = 'complete' THEN coalesce(j.completed_at, %(now)s)
+                        ELSE j.completed_at END,
+    updated_at = %(now)s
+FROM summary AS s
+WHERE j.id = s.id
+  AND (j.status, j.completed_count, j.failed_count)
+      IS DISTINCT FROM (s.status, s.completed, s.failed)
+"""
+
+# -- reads ----------------------------------------------------------------------
+
+# Primary key.
+GET_JOB: Final = "SELECT " + JOB_COLUMNS + " FROM payout_jobs WHERE id = %(id)s"
+
+# Unique index payout_jobs_settlement_id_key.
+FIND_JOB_BY_SETTLEMENT: Final = (
+    "SELECT " + JOB_COLUMNS + " FROM payout_jobs WHERE settlement_id = %(settlement_id)s"
+)
+
+# Newest first. Index payout_jobs_created_at_idx.
+LIST_JOBS: Final = (
+    "SELECT " + JOB_COLUMNS + " FROM payout_jobs ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+)
+
+# Of one status, newest first. Index payout_jobs_status_created_at_idx.
+LIST_JOBS_OF_STATUS: Final = (
+    "SELECT "
+    + JOB_COLUMNS
+    + """ FROM payout_jobs WHERE status = %(status)s
+ORDER BY created_at DESC, id DESC LIMIT %(limit)s"""
+)
+
+# Primary key.
+GET_TRANSFER: Final = "SELECT " + TRANSFER_COLUMNS + " FROM payout_transfers WHERE id = %(id)s"
+
+# A job's transfers by user id (byte order: the column's collation is "C").
+# Index payout_transfers_job_user_idx.
+TRANSFERS_OF_JOB: Final = (
+    "SELECT "
+    + TRANSFER_COLUMNS
+    + " FROM payout_transfers WHERE job_id = %(job_id)s ORDER BY user_id"
+)
+
+# Most recently updated first (a sort of the whole table: for status pages).
+LIST_TRANSFERS: Final = (
+    "SELECT "
+    + TRANSFER_COLUMNS
+    + " FROM payout_transfers ORDER BY updated_at DESC, id DESC LIMIT %(limit)s"
+)
+
+# Of one status, most recently updated first. Index payout_transfers_status_updated_at_idx.
+LIST_TRANSFERS_OF_STATUS: Final = (
+    "SELECT "
+    + TRANSFER_COLUMNS
+    + """ FROM payout_transfers WHERE status = %(status)s
+ORDER BY updated_at DESC, id DESC LIMIT %(limit)s"""
+)
+
+# Ledger rows in write order (the identity column).
+LEDGER: Final = "SELECT " + LEDGER_COLUMNS + " FROM payout_ledger ORDER BY id"
+
+# A job's ledger rows in write order. Index payout_ledger_job_idx.
+LEDGER_OF_JOB: Final = (
+    "SELECT " + LEDGER_COLUMNS + " FROM payout_ledger WHERE job_id = %(job_id)s ORDER BY id"
+)
+
+# A transfer's ledger rows in write order. Index payout_ledger_transfer_idx.
+LEDGER_OF_TRANSFER: Final = (
+    "SELECT "
+    + LEDGER_COLUMNS
+    + " FROM payout_ledger WHERE transfer_id = %(transfer_id)s ORDER BY id"
+)
+
+# Both filters (index payout_ledger_transfer_idx).
+LEDGER_OF_JOB_AND_TRANSFER: Final = (
+    "SELECT "
+    + LEDGER_COLUMNS
+    + """ FROM payout_ledger WHERE transfer_id = %(transfer_id)s AND job_id = %(job_id)s
+ORDER BY id"""
+)
+
+# Due and stuck transfers, read from the partial index payout_transfers_claimable_idx.
+QUEUE_DEPTH: Final = """
+SELECT count(*) AS due,
+       count(*) FILTER (WHERE status = 'processing') AS stuck
+FROM payout_transfers
+WHERE status IN ('pending', 'retryable', 'processing')
+  AND claimable_at <= %(now)s
+"""
+
+# One row per status present (a full scan: for status pages, not for the claim path).
+TRANSFER_COUNTS: Final = "SELECT status, count(*) AS n FROM payout_transfers GROUP BY status"
+
+# -- runs -----------------------------------------------------------------------
+
+# Insert or update the run (primary key): a tick records itself at its start and end.
+UPSERT_RUN: Final = (
+    "INSERT INTO payout_scheduler_runs ("
+    + RUN_COLUMNS
+    + """)
+VALUES (%(id)s, %(started_at)s, %(finished_at)s, %(settlements_accepted)s,
+        %(settlements_rejected)s, %(claimed)s, %(completed)s, %(retried)s,
+        %(failed_terminal)s, %(released)s, %(stale)s, %(halted_reason)s, %(error)s)
+ON CONFLICT (id) DO UPDATE SET
+    started_at = EXCLUDED.started_at,
+    finished_at = EXCLUDED.finished_at,
+    settlements_accepted = EXCLUDED.settlements_accepted,
+    settlements_rejected = EXCLUDED.settlements_rejected,
+    claimed = EXCLUDED.claimed,
+    completed = EXCLUDED.completed,
+    retried = EXCLUDED.retried,
+    failed_terminal = EXCLUDED.failed_terminal,
+    released = EXCLUDED.released,
+    stale = EXCLUDED.stale,
+    halted_reason = EXCLUDED.halted_reason,
+    error = EXCLUDED.error"""
+)
+
+# Newest first. Index payout_scheduler_runs_started_at_idx.
+RECENT_RUNS: Final = (
+    "SELECT "
+    + RUN_COLUMNS
+    + " FROM payout_scheduler_runs ORDER BY started_at DESC, id DESC LIMIT %(limit)s"
+)
+
+# -- connected accounts ---------------------------------------------------------
+
+# Primary key.
+ACCOUNT_FOR: Final = """
+SELECT stripe_account_id FROM user_stripe_accounts WHERE user_id = %(user_id)s
+"""
+
+# Connect a user, or move them to another account. The check constraint
+# refuses anything but acct_...
+SET_ACCOUNT: Final = """
+INSERT INTO user_stripe_accounts (user_id, stripe_account_id)
+VALUES (%(user_id)s, %(stripe_account_id)s)
+ON CONFLICT (user_id) DO UPDATE
+SET stripe_account_id = EXCLUDED.stripe_account_id, updated_at = now()
+"""
+
+# -- settlement inbox -----------------------------------------------------------
+
+# Rows not yet taken, oldest first. Partial index payout_settlement_inbox_new_idx.
+INBOX_UNPROCESSED: Final = """
+SELECT id, settlement_id, payload, received_at
+FROM payout_settlement_inbox
+WHERE status = 'new'
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# The row became job %(job_id)s. Only a new row changes: a row another runner
+# already marked keeps its first verdict.
+INBOX_MARK_ACCEPTED: Final = """
+UPDATE payout_settlement_inbox
+SET status = 'accepted', job_id = %(job_id)s, taken_at = %(now)s
+WHERE id = %(id)s AND status = 'new'
+"""
+
+# The row can never become a job; the reason is for the service that sent it.
+INBOX_MARK_REJECTED: Final = """
+UPDATE payout_settlement_inbox
+SET status = 'rejected', rejected_reason = %(reason)s, taken_at = %(now)s
+WHERE id = %(id)s AND status = 'new'
+"""
+
+# -- migrations -----------------------------------------------------------------
+
+# One advisory lock for every migrating process of every host: two `migrate`
+# runs at once apply each file once, in order. Session-level, held across the
+# per-file transactions and released at the end (or when the session ends).
+MIGRATION_LOCK_ID: Final = 7_305_867_011_232_010_573  # fixed; any bigint works
+
+ACQUIRE_MIGRATION_LOCK: Final = "SELECT pg_advisory_lock(%(lock_id)s)"
+
+RELEASE_MIGRATION_LOCK: Final = "SELECT pg_advisory_unlock(%(lock_id)s)"
+
+# The migrations' own bookkeeping, created under the lock before anything else.
+CREATE_MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS payout_schema_migrations (
+    name        text        PRIMARY KEY,
+    checksum    text        NOT NULL CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+# Whether any migration ever ran here (read without the lock, to report, never to apply).
+MIGRATIONS_TABLE_EXISTS: Final = "SELECT to_regclass('payout_schema_migrations') IS NOT NULL"
+
+APPLIED_MIGRATIONS: Final = "SELECT name, checksum FROM payout_schema_migrations ORDER BY name"
+
+# In the same transaction as the file's own statements: applied and recorded together.
+RECORD_MIGRATION: Final = """
+INSERT INTO payout_schema_migrations (name, checksum) VALUES (%(name)s, %(checksum)s)
+"""

@@ -1,0 +1,239 @@
+"""Rows to models and models to parameters: the only place that knows column names.
+
+The core's ids are strings; the columns are ``uuid``. Ids are converted here,
+on the way in and out, so the core never sees a ``uuid.UUID``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from payout_core import models
+
+__all__ = [
+    "as_uuid",
+    "job_from_row",
+    "job_params",
+    "ledger_entry_from_row",
+    "ledger_params",
+    "outcome_params",
+    "run_from_row",
+    "run_params",
+    "transfer_from_row",
+    "transfers_params",
+]
+
+Row = Mapping[str, Any]
+
+
+def as_uuid(value: str) -> uuid.UUID | None:
+    """``value`` as a UUID, or ``None`` when it is not one (then no row can have it)."""
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    parsed = as_uuid(value)
+    if parsed is None:
+        raise ValueError(f"{what} must be a UUID, got {value!r}")
+    return parsed
+
+
+def _text(value: object) -> str:
+    return str(value)
+
+
+def job_from_row(row: Row) -> models.PayoutJob:
+    return models.PayoutJob(
+        id=_text(row["id"]),
+        settlement_id=row["settlement_id"],
+        contest_id=row["contest_id"],
+        currency=row["currency"],
+        status=models.JobStatus(row["status"]),
+        total_transfers=row["total_transfers"],
+        total_amount_cents=row["total_amount_cents"],
+        completed_count=row["completed_count"],
+        failed_count=row["failed_count"],
+        settlement_fingerprint=row["settlement_fingerprint"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+def job_params(job: models.PayoutJob) -> dict[str, Any]:
+    return {
+        "id": _uuid(job.id, "job id"),
+        "settlement_id": job.settlement_id,
+        "contest_id": job.contest_id,
+        "currency": job.currency,
+        "status": job.status.value,
+        "total_transfers": job.total_transfers,
+        "total_amount_cents": job.total_amount_cents,
+        "completed_count": job.completed_count,
+        "failed_count": job.failed_count,
+        "settlement_fingerprint": job.settlement_fingerprint,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "completed_at": job.completed_at,
+    }
+
+
+def transfer_from_row(row: Row) -> models.PayoutTransfer:
+    return models.PayoutTransfer(
+        id=_text(row["id"]),
+        job_id=_text(row["job_id"]),
+        settlement_id=row["settlement_id"],
+        contest_id=row["contest_id"],
+        user_id=row["user_id"],
+        amount_cents=row["amount_cents"],
+        currency=row["currency"],
+        status=models.TransferStatus(row["status"]),
+        attempt_count=row["attempt_count"],
+        max_attempts=row["max_attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        lease_expires_at=row["lease_expires_at"],
+        claim_token=row["claim_token"],
+        claim_counted=row["claim_counted"],
+        destination_account=row["destination_account"],
+        stripe_transfer_id=row["stripe_transfer_id"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        key_generation=row["key_generation"],
+        key_first_sent_at=row["key_first_sent_at"],
+        outcome_uncertain=row["outcome_uncertain"],
+        key_replays_error=row["key_replays_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _column(transfers: Sequence[models.PayoutTransfer], name: str) -> list[Any]:
+    values: list[Any] = [getattr(t, name) for t in transfers]
+    return values
+
+
+def transfers_params(transfers: Sequence[models.PayoutTransfer]) -> dict[str, list[Any]]:
+    """One array per column, for ``INSERT ... SELECT * FROM unnest(...)``.
+
+    Rows go in user order, so that two settlements of one contest that share
+    winners lock them in the same order and wait for each other instead of
+    deadlocking.
+    """
+    transfers = sorted(transfers, key=lambda t: t.user_id)
+    params = {
+        name: _column(transfers, name)
+        for name in (
+            "settlement_id", "contest_id", "user_id", "amount_cents", "currency",
+            "attempt_count", "max_attempts", "next_attempt_at", "lease_expires_at",
+            "claim_token", "claim_counted", "destination_account", "stripe_transfer_id",
+            "failure_code", "failure_message", "key_generation", "key_first_sent_at",
+            "outcome_uncertain", "key_replays_error", "created_at", "updated_at",
+        )
+    }  # fmt: skip
+    params["id"] = [_uuid(t.id, "transfer id") for t in transfers]
+    params["job_id"] = [_uuid(t.job_id, "job id") for t in transfers]
+    params["status"] = [t.status.value for t in transfers]
+    return params
+
+
+def outcome_params(
+    claimed: models.PayoutTransfer, updated: models.PayoutTransfer
+) -> dict[str, Any]:
+    """What RECORD_OUTCOME writes (``updated``) and the claim it must still match."""
+    return {
+        "id": _uuid(claimed.id, "transfer id"),
+        "claimed_token": claimed.claim_token,
+        "claimed_attempt_count": claimed.attempt_count,
+        "status": updated.status.value,
+        "attempt_count": updated.attempt_count,
+        "claim_counted": updated.claim_counted,
+        "claim_token": updated.claim_token,
+        "next_attempt_at": updated.next_attempt_at,
+        "lease_expires_at": updated.lease_expires_at,
+        "destination_account": updated.destination_account,
+        "stripe_transfer_id": updated.stripe_transfer_id,
+        "failure_code": updated.failure_code,
+        "failure_message": updated.failure_message,
+        "key_generation": updated.key_generation,
+        "key_first_sent_at": updated.key_first_sent_at,
+        "outcome_uncertain": updated.outcome_uncertain,
+        "key_replays_error": updated.key_replays_error,
+        "updated_at": updated.updated_at,
+    }
+
+
+def ledger_entry_from_row(row: Row) -> models.LedgerEntry:
+    return models.LedgerEntry(
+        idempotency_key=row["idempotency_key"],
+        entry_type=models.LedgerEntryType(row["entry_type"]),
+        direction=models.LedgerDirection(row["direction"]),
+        amount_cents=row["amount_cents"],
+        currency=row["currency"],
+        transfer_id=_text(row["transfer_id"]),
+        job_id=_text(row["job_id"]),
+        contest_id=row["contest_id"],
+        user_id=row["user_id"],
+        attempt_number=row["attempt_number"],
+        stripe_transfer_id=row["stripe_transfer_id"],
+        failure_code=row["failure_code"],
+        created_at=row["created_at"],
+    )
+
+
+def ledger_params(entry: models.LedgerEntry) -> dict[str, Any]:
+    return {
+        "idempotency_key": entry.idempotency_key,
+        "entry_type": entry.entry_type.value,
+        "direction": entry.direction.value,
+        "amount_cents": entry.amount_cents,
+        "currency": entry.currency,
+        "transfer_id": _uuid(entry.transfer_id, "ledger transfer id"),
+        "job_id": _uuid(entry.job_id, "ledger job id"),
+        "contest_id": entry.contest_id,
+        "user_id": entry.user_id,
+        "attempt_number": entry.attempt_number,
+        "stripe_transfer_id": entry.stripe_transfer_id,
+        "failure_code": entry.failure_code,
+        "created_at": entry.created_at,
+    }
+
+
+def run_from_row(row: Row) -> models.RunReport:
+    return models.RunReport(
+        id=_text(row["id"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        settlements_accepted=row["settlements_accepted"],
+        settlements_rejected=row["settlements_rejected"],
+        claimed=row["claimed"],
+        completed=row["completed"],
+        retried=row["retried"],
+        failed_terminal=row["failed_terminal"],
+        released=row["released"],
+        stale=row["stale"],
+        halted_reason=row["halted_reason"],
+        error=row["error"],
+    )
+
+
+def run_params(report: models.RunReport) -> dict[str, Any]:
+    return {
+        "id": _uuid(report.id, "run id"),
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "settlements_accepted": report.settlements_accepted,
+        "settlements_rejected": report.settlements_rejected,
+        "claimed": report.claimed,
+        "completed": report.completed,
+        "retried": report.retried,
+        "failed_terminal": report.failed_terminal,
+        "released": report.released,
+        "stale": report.stale,
+        "halted_reason": report.halted_reason,
+        "error": report.error,
+    }

@@ -1,0 +1,327 @@
+"""The PostgreSQL store: payout-core's ports on psycopg 3 and a connection pool.
+
+Every method is one short transaction on a connection borrowed from the pool
+and given back before the method returns: no connection, transaction or lock
+is ever held while the gateway is called. The SQL is in
+:mod:`payout_adapters.postgres.queries`; rows become models in
+:mod:`payout_adapters.postgres.rows`.
+
+The adapters take a :class:`psycopg_pool.ConnectionPool` that the caller opened
+(:func:`payout_adapters.postgres.connect_pool`) and never close it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, LiteralString
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import DictRow, dict_row
+
+from payout_adapters.postgres import queries as q
+from payout_adapters.postgres import rows, translate
+from payout_core import errors, models, ports
+
+__all__ = ["PostgresAccountDirectory", "PostgresInbox", "PostgresStore"]
+
+
+class _Database:
+    """Borrow a pooled connection for one transaction."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+        self._pool = pool
+
+    @contextlib.contextmanager
+    def transaction(self, action: str) -> Iterator[psycopg.Cursor[DictRow]]:
+        """A cursor in a transaction that commits when the block ends and rolls
+        back when it raises; database failures become ``StoreUnavailable``."""
+        with (
+            translate.unavailable(action),
+            self._pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cursor,
+        ):
+            yield cursor
+
+    def fetch_all(self, action: str, query: LiteralString, params: dict[str, Any]) -> list[DictRow]:
+        with self.transaction(action) as cursor:
+            return cursor.execute(query, params).fetchall()
+
+    def fetch_one(
+        self, action: str, query: LiteralString, params: dict[str, Any]
+    ) -> DictRow | None:
+        with self.transaction(action) as cursor:
+            return cursor.execute(query, params).fetchone()
+
+
+def _check_totals(job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]) -> None:
+    """A job is written with all its transfers: its totals must be theirs.
+
+    (The row-level rules are the schema's; this one spans tables.)
+    """
+    if not transfers:
+        raise errors.InvalidSettlement(
+            [errors.Problem("transfers", "a job needs at least one transfer")]
+        )
+    totals = (len(transfers), sum(t.amount_cents for t in transfers))
+    if totals != (job.total_transfers, job.total_amount_cents):
+        raise errors.InvalidSettlement(
+            [
+                errors.Problem(
+                    "job",
+                    f"total_transfers and total_amount_cents say {job.total_transfers} and "
+                    f"{job.total_amount_cents}, the transfers {totals[0]} and {totals[1]}",
+                )
+            ]
+        )
+
+
+class PostgresStore:
+    """:class:`payout_core.ports.PayoutStore` on PostgreSQL.
+
+    Safe to share between threads and processes: concurrency is the
+    database's (row locks, ``SKIP LOCKED``, unique indexes), not this object's.
+    """
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+        self._db = _Database(pool)
+
+    # -- writes ---------------------------------------------------------------
+
+    def schedule(
+        self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
+    ) -> ports.ScheduleResult:
+        _check_totals(job, transfers)
+        job_params = rows.job_params(job)
+        transfer_params = rows.transfers_params(transfers)
+        with self._db.transaction("schedule a payout") as cursor:
+            try:
+                if cursor.execute(q.INSERT_JOB, job_params).fetchone() is None:
+                    # Scheduled before, or by a concurrent caller that committed
+                    # first (the insert waited for it): that job, untouched.
+                    row = cursor.execute(
+                        q.FIND_JOB_BY_SETTLEMENT, {"settlement_id": job.settlement_id}
+                    ).fetchone()
+                    if row is None:  # pragma: no cover - the conflicting row is committed
+                        raise errors.StoreUnavailable(
+                            f"settlement {job.settlement_id!r} conflicted with a job "
+                            "that cannot be read; try again"
+                        )
+                    return ports.ScheduleResult(job=rows.job_from_row(row), created=False)
+                inserted = {
+                    r["user_id"] for r in cursor.execute(q.INSERT_TRANSFERS, transfer_params)
+                }
+            except psycopg.IntegrityError as exc:
+                raise errors.InvalidSettlement([translate.constraint_problem(exc)]) from exc
+            already_paid = [t.user_id for t in transfers if t.user_id not in inserted]
+            if already_paid:
+                # Leaving the block by raising rolls the job back: nothing is written.
+                raise errors.DuplicatePayout(job.contest_id, already_paid)
+        return ports.ScheduleResult(job=job, created=True)
+
+    def claim_due(
+        self, *, now: datetime, limit: int, lease: timedelta, token: str
+    ) -> list[models.PayoutTransfer]:
+        if limit < 1:
+            return []
+        params = {"now": now, "limit": limit, "token": token, "lease_expires_at": now + lease}
+        with self._db.transaction("claim due transfers") as cursor:
+            claimed = cursor.execute(q.CLAIM_DUE, params).fetchall()
+            if claimed:
+                job_ids = sorted({row["job_id"] for row in claimed})
+                cursor.execute(q.START_JOBS, {"now": now, "job_ids": job_ids})
+        # RETURNING keeps no order: oldest due first, as the claim chose them.
+        claimed.sort(key=lambda row: (row["due_at"], row["id"]))
+        return [rows.transfer_from_row(row) for row in claimed]
+
+    def record(
+        self,
+        *,
+        claimed: models.PayoutTransfer,
+        updated: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry | None,
+        now: datetime,
+    ) -> bool:
+        if updated.id != claimed.id:
+            raise ValueError(f"cannot record transfer {updated.id} over the claim of {claimed.id}")
+        if claimed.claim_token is None:
+            return False  # not a claim: no stored transfer can match it
+        job = {"job_id": rows.as_uuid(claimed.job_id), "now": now}
+        with self._db.transaction("record an outcome") as cursor:
+            try:
+                params = rows.outcome_params(claimed, updated)
+                if cursor.execute(q.RECORD_OUTCOME, params).fetchone() is None:
+                    return False  # the lease was taken over; the newer claim owns it
+                cursor.execute(q.LOCK_JOB, job)
+                if ledger_entry is not None:
+                    cursor.execute(q.INSERT_LEDGER_ENTRY, rows.ledger_params(ledger_entry))
+                cursor.execute(q.REFRESH_JOB, job)
+            except psycopg.IntegrityError as exc:
+                problem = translate.constraint_problem(exc)
+                raise errors.IllegalTransition(
+                    claimed.id, claimed.status.value, f"record {updated.status.value}: {problem}"
+                ) from exc
+        return True
+
+    def record_run(self, report: models.RunReport) -> None:
+        with self._db.transaction("record a run") as cursor:
+            cursor.execute(q.UPSERT_RUN, rows.run_params(report))
+
+    # -- reads ----------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> models.PayoutJob | None:
+        key = rows.as_uuid(job_id)
+        if key is None:
+            return None
+        row = self._db.fetch_one("read a job", q.GET_JOB, {"id": key})
+        return None if row is None else rows.job_from_row(row)
+
+    def find_job(self, settlement_id: str) -> models.PayoutJob | None:
+        row = self._db.fetch_one(
+            "find a job", q.FIND_JOB_BY_SETTLEMENT, {"settlement_id": settlement_id}
+        )
+        return None if row is None else rows.job_from_row(row)
+
+    def list_jobs(
+        self, *, status: models.JobStatus | None = None, limit: int = 100
+    ) -> list[models.PayoutJob]:
+        if status is None:
+            found = self._db.fetch_all("list jobs", q.LIST_JOBS, {"limit": limit})
+        else:
+            found = self._db.fetch_all(
+                "list jobs", q.LIST_JOBS_OF_STATUS, {"status": status.value, "limit": limit}
+            )
+        return [rows.job_from_row(row) for row in found]
+
+    def get_transfer(self, transfer_id: str) -> models.PayoutTransfer | None:
+        key = rows.as_uuid(transfer_id)
+        if key is None:
+            return None
+        row = self._db.fetch_one("read a transfer", q.GET_TRANSFER, {"id": key})
+        return None if row is None else rows.transfer_from_row(row)
+
+    def transfers_of(self, job_id: str) -> list[models.PayoutTransfer]:
+        key = rows.as_uuid(job_id)
+        if key is None:
+            return []
+        found = self._db.fetch_all("read a job's transfers", q.TRANSFERS_OF_JOB, {"job_id": key})
+        return [rows.transfer_from_row(row) for row in found]
+
+    def list_transfers(
+        self, *, status: models.TransferStatus | None = None, limit: int = 100
+    ) -> list[models.PayoutTransfer]:
+        if status is None:
+            found = self._db.fetch_all("list transfers", q.LIST_TRANSFERS, {"limit": limit})
+        else:
+            found = self._db.fetch_all(
+                "list transfers",
+                q.LIST_TRANSFERS_OF_STATUS,
+                {"status": status.value, "limit": limit},
+            )
+        return [rows.transfer_from_row(row) for row in found]
+
+    def ledger(
+        self, *, job_id: str | None = None, transfer_id: str | None = None
+    ) -> list[models.LedgerEntry]:
+        job_key = None if job_id is None else rows.as_uuid(job_id)
+        transfer_key = None if transfer_id is None else rows.as_uuid(transfer_id)
+        if (job_id is not None and job_key is None) or (
+            transfer_id is not None and transfer_key is None
+        ):
+            return []  # not an id any row can have
+        query: LiteralString
+        if job_key is not None and transfer_key is not None:
+            query = q.LEDGER_OF_JOB_AND_TRANSFER
+        elif job_key is not None:
+            query = q.LEDGER_OF_JOB
+        elif transfer_key is not None:
+            query = q.LEDGER_OF_TRANSFER
+        else:
+            query = q.LEDGER
+        found = self._db.fetch_all(
+            "read the ledger", query, {"job_id": job_key, "transfer_id": transfer_key}
+        )
+        return [rows.ledger_entry_from_row(row) for row in found]
+
+    def queue_depth(self, now: datetime) -> ports.QueueDepth:
+        row = self._db.fetch_one("count due transfers", q.QUEUE_DEPTH, {"now": now})
+        if row is None:  # pragma: no cover - an aggregate always returns a row
+            return ports.QueueDepth(due=0, stuck=0)
+        return ports.QueueDepth(due=row["due"], stuck=row["stuck"])
+
+    def transfer_counts(self) -> dict[models.TransferStatus, int]:
+        counts = dict.fromkeys(models.TransferStatus, 0)
+        for row in self._db.fetch_all("count transfers", q.TRANSFER_COUNTS, {}):
+            counts[models.TransferStatus(row["status"])] = row["n"]
+        return counts
+
+    def recent_runs(self, limit: int = 10) -> list[models.RunReport]:
+        found = self._db.fetch_all("read recent runs", q.RECENT_RUNS, {"limit": limit})
+        return [rows.run_from_row(row) for row in found]
+
+
+class PostgresAccountDirectory:
+    """:class:`payout_core.ports.AccountDirectory` on ``user_stripe_accounts``."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+        self._db = _Database(pool)
+
+    def account_for(self, user_id: str) -> str | None:
+        row = self._db.fetch_one("read a connected account", q.ACCOUNT_FOR, {"user_id": user_id})
+        return None if row is None else str(row["stripe_account_id"])
+
+    def set_account(self, user_id: str, account_id: str) -> None:
+        """Pay ``user_id`` to ``account_id`` from now on (connect, or move).
+
+        Raises:
+            ValueError: ``account_id`` is not an ``acct_...`` id, or ``user_id`` is empty.
+            StoreUnavailable: nothing was written.
+        """
+        params = {"user_id": user_id, "stripe_account_id": account_id}
+        with self._db.transaction("connect an account") as cursor:
+            try:
+                cursor.execute(q.SET_ACCOUNT, params)
+            except psycopg.IntegrityError as exc:
+                raise ValueError(
+                    f"cannot pay user {user_id!r} to {account_id!r}: "
+                    f"{translate.constraint_problem(exc)}"
+                ) from exc
+
+
+class PostgresInbox:
+    """:class:`payout_core.ports.SettlementInbox` on ``payout_settlement_inbox``.
+
+    Other services insert rows themselves, in their own transactions::
+
+        INSERT INTO payout_settlement_inbox (settlement_id, payload) VALUES ($1, $2);
+    """
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+        self._db = _Database(pool)
+
+    def unprocessed(self, *, limit: int) -> list[ports.InboxItem]:
+        found = self._db.fetch_all(
+            "read the settlement inbox", q.INBOX_UNPROCESSED, {"limit": limit}
+        )
+        return [
+            ports.InboxItem(
+                id=row["id"],
+                settlement_id=row["settlement_id"],
+                payload=row["payload"],
+                received_at=row["received_at"],
+            )
+            for row in found
+        ]
+
+    def mark_accepted(self, item_id: int, *, job_id: str, now: datetime) -> None:
+        key = rows.as_uuid(job_id)
+        if key is None:
+            raise ValueError(f"job id must be a UUID, got {job_id!r}")
+        with self._db.transaction("mark an inbox row accepted") as cursor:
+            cursor.execute(q.INBOX_MARK_ACCEPTED, {"id": item_id, "job_id": key, "now": now})
+
+    def mark_rejected(self, item_id: int, *, reason: str, now: datetime) -> None:
+        with self._db.transaction("mark an inbox row rejected") as cursor:
+            cursor.execute(q.INBOX_MARK_REJECTED, {"id": item_id, "reason": reason, "now": now})

@@ -1,0 +1,195 @@
+"""A real PostgreSQL for every integration test, found without asking anyone to set one up.
+
+One fixture, :func:`postgres_server`, picks the server, in this order:
+
+1. ``PAYOUT_TEST_DATABASE_URL``, when set (CI, or your own server). The role
+   needs ``CREATEDB``: the tests make their own databases on that server and
+   drop them afterwards; the database named in the URL is only used to run
+   ``CREATE DATABASE`` and is never written to.
+2. A throwaway PostgreSQL container (testcontainers), when a Docker engine answers.
+3. Otherwise the embedded PostgreSQL (``pgserver``) in a temporary directory,
+   deleted when the session ends: what a fresh laptop gets.
+
+No test is ever skipped for want of a database.
+
+Isolation: the migrations are applied once, to a template database; every test
+that asks for ``database_url`` gets a fresh ``CREATE DATABASE ... TEMPLATE``
+copy of it (tens of milliseconds), dropped after the test. The ledger refuses
+TRUNCATE and DELETE, so dropping the database is also the only honest way to
+empty it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import psycopg
+import psycopg_pool
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from payout_adapters import postgres
+
+log = logging.getLogger(__name__)
+
+ENV_URL = "PAYOUT_TEST_DATABASE_URL"
+_HERE = Path(__file__).parent
+_PREFIX = f"payout_it_{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything in tests/integration needs the database: mark it ``integration``."""
+    for item in items:
+        if _HERE in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@attrs.frozen
+class PostgresServer:
+    """A server the tests may create databases on."""
+
+    admin_url: str = attrs.field(repr=False)  # a database to run CREATE/DROP DATABASE from
+    source: str  # which of the three ways found it
+
+    def url(self, database: str) -> str:
+        return make_conninfo(self.admin_url, dbname=database)
+
+    def create_database(self, name: str, *, template: str = "template0") -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _docker_answers() -> bool:
+    """Whether a Docker engine responds, within a couple of seconds; never raises."""
+    with warnings.catch_warnings():
+        # A failed ping leaves its socket to the garbage collector, which would
+        # warn (an error under filterwarnings=error) in some later test.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker  # type: ignore[import-untyped]  # noqa: PLC0415
+
+            client = docker.from_env(timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:  # no socket, no permission, no engine: no Docker
+            return False
+        finally:
+            gc.collect()
+
+
+@contextlib.contextmanager
+def _container() -> Iterator[PostgresServer]:
+    try:
+        from testcontainers.community.postgres import PostgresContainer  # noqa: PLC0415
+    except ImportError:  # testcontainers < 4.14 kept it here
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+    with PostgresContainer("postgres:16-alpine", driver=None) as container:
+        yield PostgresServer(admin_url=container.get_connection_url(), source="testcontainers")
+
+
+@contextlib.contextmanager
+def _embedded() -> Iterator[PostgresServer]:
+    from payout_adapters import embedded  # noqa: PLC0415
+
+    directory = Path(tempfile.mkdtemp(prefix="payout-it-pg-"))
+    try:
+        # at_exit="delete": the server stops and the directory goes when pytest exits.
+        server = embedded.start(directory, at_exit="delete")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    yield PostgresServer(admin_url=server.url, source=f"embedded ({server.data_dir})")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The one place that decides which PostgreSQL the integration tests use."""
+    url = os.environ.get(ENV_URL)
+    finder: contextlib.AbstractContextManager[PostgresServer]
+    if url:
+        finder = contextlib.nullcontext(PostgresServer(admin_url=url, source=ENV_URL))
+    elif _docker_answers():
+        finder = _container()
+    else:
+        finder = _embedded()
+    with finder as server:
+        log.info("integration tests on PostgreSQL from %s", server.source)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A database with every migration applied, copied for each test."""
+    name = f"{_PREFIX}_template"
+    url = postgres_server.create_database(name)
+    try:
+        postgres.migrate(url)
+        yield name
+    finally:
+        postgres_server.drop_database(name)
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own, dropped afterwards."""
+    name = f"{_PREFIX}_{next(_counter)}"
+    url = postgres_server.create_database(name, template=template_database)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def empty_database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh database with nothing in it (for the migration tests)."""
+    name = f"{_PREFIX}_{next(_counter)}_empty"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[psycopg_pool.ConnectionPool]:
+    pool = postgres.connect_pool(database_url, max_size=8)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def admin(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A plain autocommit connection to the test's database, for raw SQL."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn

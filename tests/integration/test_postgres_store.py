@@ -1,0 +1,275 @@
+"""The PostgreSQL store: the store contract suite, and what only a database can show."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import psycopg
+import psycopg_pool
+import pytest
+
+from payout_adapters import postgres
+from payout_core import errors, models, ports, validation
+from payout_core import state_machine as sm
+from payout_core.services import scheduling
+from tests.contracts.store_contract import StoreContract
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+LEASE = timedelta(minutes=10)
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+class TestPostgresStoreKeepsTheStoreContract(StoreContract):
+    """The contract suite the in-memory store passes, unchanged, on PostgreSQL."""
+
+    @pytest.fixture
+    def store(self, pool: psycopg_pool.ConnectionPool) -> postgres.PostgresStore:
+        return postgres.PostgresStore(pool)
+
+
+# -- what the contract cannot show ---------------------------------------------------
+
+
+@pytest.fixture
+def pg_store(pool: psycopg_pool.ConnectionPool) -> postgres.PostgresStore:
+    return postgres.PostgresStore(pool)
+
+
+def settle(
+    store: ports.PayoutStore,
+    *winners: tuple[str, int],
+    settlement_id: str = "s-1",
+    contest_id: str = "c-1",
+    max_attempts: int = 5,
+) -> models.PayoutJob:
+    settlement = validation.parse_settlement(
+        {
+            "settlement_id": settlement_id,
+            "contest_id": contest_id,
+            "currency": "usd",
+            "winners": [{"user_id": u, "amount_cents": a} for u, a in winners],
+        }
+    )
+    return scheduling.schedule_payout_for_settlement(
+        store=store, settlement=settlement, now=T0, max_attempts=max_attempts
+    ).job
+
+
+def claim_one(store: ports.PayoutStore, now: datetime, token: str) -> models.PayoutTransfer:
+    (claimed,) = store.claim_due(now=now, limit=1, lease=LEASE, token=token)
+    return claimed
+
+
+# -- scheduling ------------------------------------------------------------------
+
+
+def test_the_table_shows_the_stripe_idempotency_key_in_use(
+    pg_store: postgres.PostgresStore, admin: Conn
+) -> None:
+    settle(pg_store, ("u-1", 1500))
+    claimed = claim_one(pg_store, T0, "c-1")
+    first = admin.execute("SELECT idempotency_key FROM payout_transfers").fetchone()
+
+    # A look-up found nothing at Stripe: the next attempt goes out under a new key.
+    moved_on = sm.retry(
+        sm.new_key_generation(claimed, now=T0), next_attempt_at=T0, code="x", message="x", now=T0
+    )
+    assert pg_store.record(claimed=claimed, updated=moved_on, ledger_entry=None, now=T0)
+
+    second = admin.execute("SELECT idempotency_key FROM payout_transfers").fetchone()
+    assert (first, second) == ((f"payout:{claimed.id}",), (f"payout:{claimed.id}:1",))
+
+
+def test_a_refused_write_names_the_constraint(pg_store: postgres.PostgresStore) -> None:
+    job = settle(pg_store, ("u-1", 1500))
+    (transfer,) = pg_store.transfers_of(job.id)
+    too_much = validation.MAX_AMOUNT_CENTS + 1
+    other = attrs.evolve(
+        job, id=str(uuid.uuid4()), settlement_id="s-2", total_amount_cents=too_much
+    )
+    bad = attrs.evolve(
+        transfer,
+        id=str(uuid.uuid4()),
+        job_id=other.id,
+        settlement_id="s-2",
+        user_id="u-2",
+        amount_cents=too_much,
+    )
+
+    with pytest.raises(errors.InvalidSettlement, match="payout_transfers_amount_cents_check"):
+        pg_store.schedule(other, [bad])
+    assert pg_store.find_job("s-2") is None
+
+
+def test_a_job_is_written_only_with_all_its_transfers(pg_store: postgres.PostgresStore) -> None:
+    job = settle(pg_store, ("u-1", 1500), ("u-2", 2500))
+    [one, _] = pg_store.transfers_of(job.id)
+    other = attrs.evolve(job, id=str(uuid.uuid4()), settlement_id="s-2", contest_id="c-2")
+    moved = attrs.evolve(
+        one, id=str(uuid.uuid4()), job_id=other.id, settlement_id="s-2", contest_id="c-2"
+    )
+
+    with pytest.raises(errors.InvalidSettlement, match="total_transfers"):
+        pg_store.schedule(other, [moved])
+    with pytest.raises(errors.InvalidSettlement, match="at least one transfer"):
+        pg_store.schedule(other, [])
+
+    assert pg_store.find_job("s-2") is None
+
+
+# -- claims ----------------------------------------------------------------------
+
+
+def test_a_claim_computes_what_the_state_machine_computes(
+    pg_store: postgres.PostgresStore,
+) -> None:
+    job = settle(pg_store, ("u-1", 1500), max_attempts=2)
+    (pending,) = pg_store.transfers_of(job.id)
+
+    first = claim_one(pg_store, T0, "claim-1")
+    assert first == sm.claim(pending, now=T0, lease=LEASE, token="claim-1")
+
+    # Its worker died: the lease expires and the attempt is re-driven, uncertain.
+    later = T0 + LEASE + timedelta(seconds=1)
+    second = claim_one(pg_store, later, "claim-2")
+    assert second == sm.claim(first, now=later, lease=LEASE, token="claim-2")
+    assert second.outcome_uncertain
+
+    # No attempt left: claimed only to resolve it, not counted.
+    last = later + LEASE + timedelta(seconds=1)
+    third = claim_one(pg_store, last, "claim-3")
+    assert third == sm.claim(second, now=last, lease=LEASE, token="claim-3")
+    assert (third.attempt_count, third.claim_counted) == (2, False)
+    assert pg_store.get_transfer(third.id) == third
+
+
+def test_a_claim_is_committed_before_it_returns(
+    pg_store: postgres.PostgresStore, admin: Conn
+) -> None:
+    job = settle(pg_store, ("u-1", 1500))
+
+    claimed = claim_one(pg_store, T0, "claim-1")
+
+    seen = admin.execute("SELECT status, claim_token FROM payout_transfers").fetchone()
+    assert seen == ("processing", "claim-1")
+    assert claimed.job_id == job.id
+    stored = pg_store.get_job(job.id)
+    assert stored is not None
+    assert stored.status is models.JobStatus.PROCESSING
+
+
+# -- ids, failures -----------------------------------------------------------------
+
+
+def test_ids_that_are_not_uuids_find_nothing(pg_store: postgres.PostgresStore) -> None:
+    assert pg_store.get_job("job-1") is None
+    assert pg_store.get_transfer("not a uuid") is None
+    assert pg_store.transfers_of("job-1") == []
+    assert pg_store.ledger(job_id="job-1") == []
+
+
+def test_a_database_that_cannot_be_reached_is_unavailable() -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1"
+    with pytest.raises(errors.StoreUnavailable, match="connect"):
+        postgres.connect_pool(unreachable, open_timeout=1)
+
+    pool = psycopg_pool.NullConnectionPool(unreachable, timeout=1, open=True)
+    try:
+        with pytest.raises(errors.StoreUnavailable, match="claim"):
+            postgres.PostgresStore(pool).claim_due(now=T0, limit=1, lease=LEASE, token="t")
+    finally:
+        pool.close()
+
+
+def test_connections_the_server_dropped_are_replaced_without_a_failure(
+    pg_store: postgres.PostgresStore, pool: psycopg_pool.ConnectionPool, admin: Conn
+) -> None:
+    job = settle(pg_store, ("u-1", 1500))
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    assert pg_store.get_job(job.id) == job
+    assert not pool.closed
+
+
+def test_a_database_without_the_schema_says_to_migrate(empty_database_url: str) -> None:
+    pool = postgres.connect_pool(empty_database_url, max_size=1)
+    try:
+        with pytest.raises(errors.StoreUnavailable, match="payout-core migrate"):
+            postgres.PostgresStore(pool).find_job("s-1")
+    finally:
+        pool.close()
+
+
+# -- connected accounts and the inbox ---------------------------------------------
+
+
+@pytest.fixture
+def directory(pool: psycopg_pool.ConnectionPool) -> postgres.PostgresAccountDirectory:
+    return postgres.PostgresAccountDirectory(pool)
+
+
+def test_a_user_is_paid_to_the_account_last_connected(
+    directory: postgres.PostgresAccountDirectory,
+) -> None:
+    assert directory.account_for("u-1") is None
+    directory.set_account("u-1", "acct_first")
+    directory.set_account("u-1", "acct_second")
+
+    assert directory.account_for("u-1") == "acct_second"
+
+
+def test_only_an_acct_id_can_be_connected(directory: postgres.PostgresAccountDirectory) -> None:
+    directory.set_account("u-1", "acct_first")
+
+    with pytest.raises(ValueError, match="tr_123"):
+        directory.set_account("u-1", "tr_123")
+
+    assert directory.account_for("u-1") == "acct_first"
+
+
+@pytest.fixture
+def inbox(pool: psycopg_pool.ConnectionPool) -> postgres.PostgresInbox:
+    return postgres.PostgresInbox(pool)
+
+
+def test_the_inbox_gives_new_rows_oldest_first_until_each_has_a_verdict(
+    inbox: postgres.PostgresInbox, pg_store: postgres.PostgresStore, admin: Conn
+) -> None:
+    for settlement_id, payload in [("s-1", {"settlement_id": "s-1"}), ("s-2", ["garbage"])]:
+        admin.execute(
+            "INSERT INTO payout_settlement_inbox (settlement_id, payload) VALUES (%s, %s)",
+            (settlement_id, json.dumps(payload)),
+        )
+    first, second = inbox.unprocessed(limit=10)
+    assert (first.settlement_id, first.payload) == ("s-1", {"settlement_id": "s-1"})
+    assert (second.settlement_id, second.payload) == ("s-2", ["garbage"])
+
+    job = settle(pg_store, ("u-1", 1500))
+    inbox.mark_accepted(first.id, job_id=job.id, now=T0)
+    inbox.mark_rejected(second.id, reason="payload: must be a JSON object", now=T0)
+    inbox.mark_rejected(first.id, reason="too late", now=T0)  # the first verdict stays
+
+    assert inbox.unprocessed(limit=10) == []
+    rows = admin.execute(
+        "SELECT status, job_id::text, rejected_reason, taken_at FROM payout_settlement_inbox "
+        "ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        ("accepted", job.id, None, T0),
+        ("rejected", None, "payload: must be a JSON object", T0),
+    ]
+
+
+def _the_adapters_fit_their_ports(pool: psycopg_pool.ConnectionPool) -> None:
+    """Never run: mypy checks each adapter against the port it implements."""
+    store: ports.PayoutStore = postgres.PostgresStore(pool)
+    directory: ports.AccountDirectory = postgres.PostgresAccountDirectory(pool)
+    inbox: ports.SettlementInbox = postgres.PostgresInbox(pool)
+    del store, directory, inbox
