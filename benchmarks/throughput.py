@@ -1,0 +1,123 @@
+r"""How fast one worker process pays transfers on PostgreSQL. Prints figures; asserts nothing.
+
+    python benchmarks/throughput.py --transfers 5000 --concurrency 8 --latency-ms 0
+    PAYOUT_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \
+        python benchmarks/throughput.py
+
+It creates a scratch database next to the one in PAYOUT_BENCH_DATABASE_URL (the
+embedded PostgreSQL when unset), schedules settlements of 100 winners, then
+runs ticks with the simulated gateway until every transfer is terminal. With
+``--latency-ms`` the gateway sleeps like a real Stripe call, which shows how
+concurrency hides network time. The scratch database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from datetime import timedelta
+
+import psycopg
+import psycopg_pool
+
+from payout_adapters import clock, embedded, postgres
+from payout_adapters.memory import InMemoryAccountDirectory, SimulatedGateway
+from payout_core import models, retry
+from payout_core.services import scheduling, tick
+
+
+def scratch_database(base_url: str) -> tuple[str, str]:
+    name = f"payout_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return psycopg.conninfo.make_conninfo(base_url, dbname=name), name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transfers", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+
+    base = os.environ.get("PAYOUT_BENCH_DATABASE_URL") or embedded.start().url
+    url, name = scratch_database(base)
+    try:
+        postgres.migrate(url)
+        pool = postgres.connect_pool(url, max_size=args.concurrency + 2)
+        try:
+            run(pool, args)
+        finally:
+            pool.close()
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def run(pool: psycopg_pool.ConnectionPool, args: argparse.Namespace) -> None:
+    store = postgres.PostgresStore(pool)
+    system = clock.SystemClock()
+    directory = InMemoryAccountDirectory()
+    latency = args.latency_ms / 1000
+    gateway = SimulatedGateway(clock=system, latency=(latency, latency))
+
+    started = time.perf_counter()
+    for s in range(0, args.transfers, 100):
+        winners = tuple(
+            models.Winner(user_id=f"u{n}", amount_cents=100 + n)
+            for n in range(s, min(s + 100, args.transfers))
+        )
+        for w in winners:
+            directory.set_account(w.user_id, f"acct_{w.user_id}")
+        scheduling.schedule_payout_for_settlement(
+            store=store,
+            settlement=models.Settlement(
+                settlement_id=f"bench-{s}", contest_id="bench", currency="usd", winners=winners
+            ),
+            now=system.now(),
+        )
+    scheduled = time.perf_counter() - started
+
+    settings = tick.WorkerSettings(
+        batch_size=args.batch_size,
+        max_batches=1_000_000,
+        concurrency=args.concurrency,
+        lease=timedelta(minutes=10),
+        retry_policy=retry.RetryPolicy(),
+    )
+    tick_seconds: list[float] = []
+    paid = 0
+    started = time.perf_counter()
+    while paid < args.transfers:
+        t0 = time.perf_counter()
+        report = tick.run_tick(
+            store=store, directory=directory, gateway=gateway, clock=system, settings=settings
+        )
+        tick_seconds.append(time.perf_counter() - t0)
+        if report.claimed == 0:
+            break
+        paid += report.completed
+    elapsed = time.perf_counter() - started
+
+    print(
+        f"scheduled {args.transfers} transfers in {scheduled:.2f} s "
+        f"({args.transfers / scheduled:,.0f}/s)"
+    )
+    print(
+        f"paid {paid} transfers in {elapsed:.2f} s: {paid / elapsed:,.0f} transfers/s "
+        f"(concurrency {args.concurrency}, batch {args.batch_size}, "
+        f"gateway latency {args.latency_ms:g} ms, {len(tick_seconds)} tick(s), "
+        f"median tick {statistics.median(tick_seconds):.2f} s)"
+    )
+    print(
+        f"per transfer: {1000 * elapsed / max(paid, 1):.2f} ms of wall time "
+        "(claim share + gateway call + outcome transaction)"
+    )
+
+
+if __name__ == "__main__":
+    main()
