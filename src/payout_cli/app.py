@@ -224,7 +224,7 @@ def _run_loop(
 ) -> int:
     clock = clock_.SystemClock()
     worker = bootstrap.worker_settings(settings)
-    with bootstrap.open_database(settings, migrate=settings.database_url is None) as db:
+    with bootstrap.open_database(settings) as db:
         bootstrap.require_current_schema(db)
 
         def one_tick(stop: threading.Event) -> models.RunReport:

@@ -67,10 +67,16 @@ def resolve_database_url(settings: settings_.Settings) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def open_database(
-    settings: settings_.Settings, *, migrate: bool = False, max_size: int | None = None
+    settings: settings_.Settings, *, max_size: int | None = None
 ) -> Iterator[Database]:
+    """Open a pool on the configured database and the adapters over it.
+
+    The embedded database (no URL configured) is a laptop's own: it is brought
+    up to date here, so a newcomer never has to run ``migrate``. A configured
+    database is migrated only by ``payout-core migrate``, a deploy step.
+    """
     url, shown_as = resolve_database_url(settings)
-    if migrate:
+    if settings.database_url is None:
         postgres.migrate(url)
     size = max_size or settings.concurrency + 2
     pool = postgres.connect_pool(url, max_size=size)

@@ -70,7 +70,7 @@ def run_demo(*, seed: int | None = None) -> int:
     output.note("payout-core demo: simulated Stripe (NO MONEY MOVES), embedded PostgreSQL")
     # Always the embedded server, whatever PAYOUT_DATABASE_URL says: a demo
     # must never write its fake winners into a real database.
-    with bootstrap.open_database(settings_.Settings(), migrate=True, max_size=10) as db:
+    with bootstrap.open_database(settings_.Settings(), max_size=10) as db:
         output.note(f"database: {db.shown_as}")
         settlement = _seed(db, run)
         job = scheduling.schedule_payout_for_settlement(
