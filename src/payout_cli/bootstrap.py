@@ -79,7 +79,7 @@ def open_database(
     if settings.database_url is None:
         postgres.migrate(url)
     size = max_size or settings.concurrency + 2
-    pool = postgres.connect_pool(url, max_size=size)
+    pool = postgres.connect_pool(url, max_size=size, timeout=settings.database_timeout_seconds)
     try:
         yield Database(
             url=url,

@@ -64,6 +64,10 @@ class Settings:
     retry_max_seconds: float = 3600.0
     stripe_timeout_seconds: float = 30.0
     stripe_rate_limit: float = 20.0
+    # How long a command waits for a database connection before the operation
+    # fails. Short, so that a tick during an outage fails (and SIGTERM is
+    # honoured) within seconds rather than after the pool's default 30 s per call.
+    database_timeout_seconds: float = 5.0
 
     @classmethod
     def from_sources(
@@ -176,6 +180,7 @@ _SPECS = (
     _Spec("retry_max_seconds", "PAYOUT_RETRY_MAX_SECONDS", _positive_seconds),
     _Spec("stripe_timeout_seconds", "PAYOUT_STRIPE_TIMEOUT_SECONDS", _positive_seconds),
     _Spec("stripe_rate_limit", "PAYOUT_STRIPE_RATE_LIMIT", _positive_seconds),
+    _Spec("database_timeout_seconds", "PAYOUT_DATABASE_TIMEOUT_SECONDS", _positive_seconds),
 )
 _BY_FIELD = {spec.field: spec for spec in _SPECS}
 ENVIRONMENT_VARIABLES = tuple(spec.env for spec in _SPECS)

@@ -22,6 +22,7 @@ def test_defaults_follow_the_design() -> None:
     assert got.admin_addr == s.AdminAddress("127.0.0.1", 9108)
     assert (got.lease_seconds, got.retry_base_seconds, got.retry_max_seconds) == (600, 30, 3600)
     assert (got.stripe_timeout_seconds, got.stripe_rate_limit) == (30, 20)
+    assert got.database_timeout_seconds == 5
 
 
 def test_every_variable_is_read() -> None:
