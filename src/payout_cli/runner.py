@@ -96,7 +96,8 @@ class Runner:
         started = time.perf_counter()
         report = self.tick(self.stop)
         self.metrics.observe_tick(report, time.perf_counter() - started)
-        if self.observe_queue is not None:
+        # After a failed tick the database is likely away: do not wait on it again.
+        if self.observe_queue is not None and report.error is None:
             try:
                 self.observe_queue()
             except Exception:
