@@ -24,7 +24,7 @@ from payout_adapters import postgres
 from payout_cli import admin, bootstrap, logs, output, runner
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
-from payout_core import errors, models, reconcile, validation
+from payout_core import errors, models, ports, reconcile, validation
 from payout_core.services import intake, scheduling, tick
 
 __all__ = ["app", "main"]
@@ -217,7 +217,7 @@ def loop(
 
 def _run_loop(
     settings: settings_.Settings,
-    gateway: Any,
+    gateway: ports.PaymentGateway,
     metrics: metrics_.Metrics,
     *,
     once: bool,
