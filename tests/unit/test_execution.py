@@ -552,9 +552,10 @@ def test_a_worker_whose_lease_was_taken_over_cannot_record() -> None:
     assert stale.disposition is execution.Disposition.STALE
     assert p.get(first.id) == second  # untouched by worker-a
     assert p.rows(first.id) == []
+    assert p.keys_sent() == []  # past its lease, worker-a sends nothing at all
     done = p.execute(second)
     assert done.disposition is execution.Disposition.COMPLETED
-    [record] = p.gateway.created_transfers()  # worker-a's request was replayed, not repeated
+    [record] = p.gateway.created_transfers()
     assert p.get(first.id).stripe_transfer_id == record.id
     assert p.rows(first.id) == [(2, Entry.PAYOUT_COMPLETED, None)]
 
@@ -719,3 +720,22 @@ def test_an_outcome_the_store_failed_to_record_is_replayed_after_the_lease_expir
     assert done.stripe_transfer_id == record.id
     assert p.keys_sent() == [f"payout:{t.id}", f"payout:{t.id}"]
     assert p.rows(t.id) == [(2, Entry.PAYOUT_COMPLETED, None)]
+
+
+def test_a_worker_past_its_lease_never_sends_even_after_the_claim_moved_to_a_new_key() -> None:
+    # worker-a stalls; its claim is taken over; a 500 moves the transfer to key
+    # generation 1 and it is paid; a day later Stripe has forgotten key 0. Were
+    # worker-a to send key 0 now, Stripe would create a second transfer.
+    p = payouts(on_creates(Fault.server_error(created=False)))
+    p.schedule("u1")
+    [stalled] = p.claim("worker-a")
+    p.clock.advance(LEASE)
+    [taken] = p.claim("worker-b")
+    assert p.execute(taken).disposition is execution.Disposition.RETRIED
+    p.until_due(taken.id)
+    [again] = p.claim("worker-c")
+    assert p.execute(again).disposition is execution.Disposition.COMPLETED
+    p.clock.advance(timedelta(hours=25))
+    assert p.execute(stalled).disposition is execution.Disposition.STALE
+    assert len(p.gateway.created_transfers()) == 1
+    assert p.keys_sent() == [f"payout:{taken.id}", f"payout:{taken.id}:1"]
