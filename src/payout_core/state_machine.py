@@ -37,6 +37,7 @@ __all__ = [
     "TRANSITIONS",
     "claim",
     "complete",
+    "due_at",
     "fail",
     "is_due",
     "new_key_generation",
@@ -68,13 +69,21 @@ def _guard(transfer: models.PayoutTransfer, event: str) -> None:
         raise errors.IllegalTransition(transfer.id, transfer.status.value, event)
 
 
+def due_at(transfer: models.PayoutTransfer) -> datetime | None:
+    """When :func:`claim` may take the transfer (the schema's ``claimable_at``):
+    a held claim when its lease expires, otherwise at ``next_attempt_at``, and
+    never before the transfer exists. ``None`` once terminal."""
+    if transfer.status is S.PROCESSING:
+        return transfer.lease_expires_at
+    if transfer.status in (S.PENDING, S.RETRYABLE):
+        return transfer.next_attempt_at or transfer.created_at
+    return None
+
+
 def is_due(transfer: models.PayoutTransfer, now: datetime) -> bool:
     """Whether :func:`claim` may take this transfer now."""
-    if transfer.status in (S.PENDING, S.RETRYABLE):
-        return transfer.next_attempt_at is None or transfer.next_attempt_at <= now
-    if transfer.status is S.PROCESSING:
-        return transfer.lease_expires_at is not None and transfer.lease_expires_at <= now
-    return False
+    due = due_at(transfer)
+    return due is not None and due <= now
 
 
 def claim(

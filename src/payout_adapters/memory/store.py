@@ -85,25 +85,9 @@ _OUTCOME_FIELDS: Final = (
 _ACCOUNT_ID = re.compile(r"acct_\S+")
 
 
-def _due_at(transfer: models.PayoutTransfer) -> datetime | None:
-    """When the transfer may be claimed (the schema's ``claimable_at``); None once terminal."""
-    if transfer.status is S.PROCESSING:
-        return transfer.lease_expires_at
-    if transfer.status in (S.PENDING, S.RETRYABLE):
-        return transfer.next_attempt_at or transfer.created_at
-    return None
-
-
-def _is_due(transfer: models.PayoutTransfer, now: datetime) -> bool:
-    # The state machine's rule, and, as in PostgreSQL, not before the transfer
-    # exists (a pending transfer created after ``now`` waits until then).
-    due_at = _due_at(transfer)
-    return due_at is not None and due_at <= now and sm.is_due(transfer, now)
-
-
 def _due_order(transfer: models.PayoutTransfer) -> tuple[datetime, str]:
     """Oldest due first, then by id: the claim index's order."""
-    return (_due_at(transfer) or transfer.created_at, transfer.id)
+    return (sm.due_at(transfer) or transfer.created_at, transfer.id)
 
 
 def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
@@ -314,7 +298,7 @@ class InMemoryStore:
             if limit < 1:
                 return []
             due = sorted(
-                (t for t in map(self._transfers.__getitem__, self._open) if _is_due(t, now)),
+                (t for t in map(self._transfers.__getitem__, self._open) if sm.is_due(t, now)),
                 key=_due_order,
             )[:limit]
             claimed = [sm.claim(t, now=now, lease=lease, token=token) for t in due]
@@ -443,7 +427,7 @@ class InMemoryStore:
 
     def queue_depth(self, now: datetime) -> ports.QueueDepth:
         with self._operation("queue_depth"):
-            due = [t for t in map(self._transfers.__getitem__, self._open) if _is_due(t, now)]
+            due = [t for t in map(self._transfers.__getitem__, self._open) if sm.is_due(t, now)]
             stuck = sum(1 for t in due if t.status is S.PROCESSING)
             return ports.QueueDepth(due=len(due), stuck=stuck)
 
