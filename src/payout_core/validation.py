@@ -8,12 +8,15 @@ from typing import Any, cast
 
 from payout_core import errors, models
 
-__all__ = ["MAX_AMOUNT_CENTS", "MAX_ID_LENGTH", "parse_settlement", "problems_in"]
+__all__ = ["ACCOUNT_ID", "MAX_AMOUNT_CENTS", "MAX_ID_LENGTH", "parse_settlement", "problems_in"]
 
 # Stripe refuses amounts of more than eight digits in minor units.
 MAX_AMOUNT_CENTS = 99_999_999
 # Ids end up in idempotency keys (255 characters at most at Stripe) and metadata values (500).
 MAX_ID_LENGTH = 200
+# A Stripe connected account id, as user_stripe_accounts and payout_transfers
+# check it in PostgreSQL: acct_ and no white space (match with fullmatch).
+ACCOUNT_ID = re.compile(r"acct_\S+")
 _CURRENCY = re.compile(r"[a-z]{3}")
 _FIELDS = ("settlement_id", "contest_id", "currency", "winners")
 _WINNER_FIELDS = ("user_id", "amount_cents")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import threading
 
-__all__ = ["InMemoryAccountDirectory"]
+from payout_core import validation
 
-# The rule user_stripe_accounts enforces in PostgreSQL: acct_ and no white space.
-_ACCOUNT_ID = re.compile(r"acct_\S+")
+__all__ = ["InMemoryAccountDirectory"]
 
 
 class InMemoryAccountDirectory:
@@ -35,7 +33,7 @@ class InMemoryAccountDirectory:
         """
         if not user_id:
             raise ValueError("user_id must not be empty")
-        if not _ACCOUNT_ID.fullmatch(account_id):
+        if not validation.ACCOUNT_ID.fullmatch(account_id):
             raise ValueError(
                 f"cannot pay user {user_id!r} to {account_id!r}: "
                 "a connected account id is 'acct_' and more, without white space"

@@ -27,7 +27,6 @@ For tests of what happens when the database goes away, see
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from typing import Final
 
 import attrs
 
-from payout_core import completion, errors, models, ports
+from payout_core import completion, errors, models, ports, validation
 from payout_core import state_machine as sm
 
 __all__ = ["OPERATIONS", "InMemoryStore"]
@@ -82,8 +81,6 @@ _OUTCOME_FIELDS: Final = (
     "updated_at",
 )
 
-_ACCOUNT_ID = re.compile(r"acct_\S+")
-
 
 def _due_order(transfer: models.PayoutTransfer) -> tuple[datetime, str]:
     """Oldest due first, then by id: the claim index's order."""
@@ -105,12 +102,14 @@ def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
         problems.append("a processing transfer needs a lease and a claim token")
     if transfer.status is S.FAILED_TERMINAL and transfer.failure_code is None:
         problems.append("a failed transfer needs a failure_code")
-    if transfer.destination_account is not None and not _ACCOUNT_ID.fullmatch(
+    if transfer.destination_account is not None and not validation.ACCOUNT_ID.fullmatch(
         transfer.destination_account
     ):
         problems.append(f"destination_account {transfer.destination_account!r} is not acct_...")
-    if not 0 < transfer.amount_cents <= 99_999_999:
-        problems.append(f"amount_cents {transfer.amount_cents} is outside 1..99999999")
+    if not 0 < transfer.amount_cents <= validation.MAX_AMOUNT_CENTS:
+        problems.append(
+            f"amount_cents {transfer.amount_cents} is outside 1..{validation.MAX_AMOUNT_CENTS}"
+        )
     if transfer.key_generation < 0:
         problems.append("key_generation must be >= 0")
     return problems
