@@ -11,20 +11,21 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import attrs
 import psycopg_pool
-import stripe
 
 from payout_adapters import clock as clock_
 from payout_adapters import postgres
 from payout_adapters.memory import gateway as simulated
-from payout_adapters.stripe import gateway as stripe_adapter
-from payout_adapters.stripe import reconcile as stripe_reconcile
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
 from payout_core import models, ports, retry
 from payout_core.services import tick
+
+if TYPE_CHECKING:
+    from payout_adapters.stripe import gateway as stripe_adapter
 
 __all__ = [
     "Database",
@@ -134,6 +135,12 @@ def worker_settings(settings: settings_.Settings) -> tick.WorkerSettings:
 
 
 def _stripe_gateway(settings: settings_.Settings) -> stripe_adapter.StripeGateway:
+    # The SDK takes a third of a command's start-up; only commands that talk to
+    # Stripe load it.
+    import stripe  # noqa: PLC0415
+
+    from payout_adapters.stripe import gateway as stripe_adapter  # noqa: PLC0415
+
     # The SDK reports request latencies to Stripe and writes a telemetry id
     # under ~/.config by default; a payout worker keeps to its own traffic.
     stripe.enable_telemetry = False
@@ -151,6 +158,8 @@ def build_stripe_checker(
     settings: settings_.Settings,
 ) -> Callable[[models.PayoutTransfer], list[str]]:
     """For ``reconcile``: compare a completed transfer with Stripe's record of it."""
+    from payout_adapters.stripe import reconcile as stripe_reconcile  # noqa: PLC0415
+
     gateway = _stripe_gateway(settings)
     return lambda transfer: stripe_reconcile.check_completed(gateway, transfer)
 
