@@ -9,13 +9,22 @@ winner into a crashed worker.
 outcome    examples                                                  what it means
 =========  ========================================================  ===================
 Succeeded  ``tr_...`` returned, also on an idempotent replay          paid
-Transient  429, 409 ``idempotency_key_in_use``, connection refused   retry later
-Unknown    timeout or reset after sending, 5xx                       may exist at Stripe
+Transient  429, connection refused                                   this request made
+                                                                     nothing; retry later
+Unknown    timeout or reset after sending, 5xx, 409                  may exist at Stripe
+           ``idempotency_key_in_use``, ``idempotency_error``
 Permanent  no such destination, ``amount_too_small``, ...            the winner's or the
                                                                      request's fault
 Systemic   401, 403, ``balance_insufficient``                        the platform's fault:
                                                                      stop, fail no one
 =========  ========================================================  ===================
+
+Which answers are *conclusive* for an idempotency key (DESIGN 3, "Exactly
+once", rule 4): a success, a ``Permanent`` (a 400/402/404 that Stripe saved
+under the key: the key created nothing), and a ``Systemic`` with
+``conclusive=True`` (``balance_insufficient``, saved the same way). Every other
+answer ends nothing: an earlier request with the key may still create a
+transfer.
 """
 
 from __future__ import annotations
@@ -75,10 +84,13 @@ class Transient:
 
 @attrs.frozen(kw_only=True)
 class Unknown:
-    """The request may have created a transfer.
+    """The request may have created a transfer, or one sent earlier with the
+    same key may still create one.
 
-    ``key_replays_error`` is true after a 5xx: Stripe saved that response under
-    the idempotency key, so the key is useless for the next attempt.
+    ``key_replays_error`` is true when the key can only ever answer this error
+    again: a 5xx Stripe saved under it, or ``idempotency_error`` (the key was
+    first used with other parameters). Sending it again proves nothing; only a
+    look-up can decide.
     """
 
     code: str
@@ -99,10 +111,16 @@ class Systemic:
     """The platform's fault (bad key, no permission, empty balance).
 
     It would fail every winner alike, so it spends nobody's attempt.
+    ``conclusive`` is true when Stripe executed the request and saved this
+    refusal under the idempotency key (``balance_insufficient``): the key
+    created nothing and would replay the refusal for a day, so the transfer
+    moves to its next key. A 401 or 403 is refused before execution and
+    concludes nothing.
     """
 
     code: str
     message: str
+    conclusive: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -9,7 +9,12 @@ It behaves as Stripe documents API v1 (https://docs.stripe.com/api/idempotent_re
 * the same key with other parameters is a 400 ``idempotency_error``;
 * a request whose key is still in flight is a 409 ``idempotency_key_in_use``;
 * requests refused before execution (authentication, rate limit, parameter
-  validation) save nothing.
+  validation) save nothing; refusals of the endpoint itself (a closed
+  account, ``balance_insufficient``) are saved and replayed like any answer;
+* keys are forgotten ``key_window`` (24 hours) after their first use, by the
+  fake's own ``clock``: after that the same key executes again;
+* a list filtered by a destination Stripe does not know is a 400
+  ``resource_missing``, as Stripe answers a list filtered by an unknown object.
 
 Everything here is guarded by one lock, so the HTTP server may call
 :meth:`FakeStripe.handle` from any number of threads.
@@ -23,6 +28,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -30,9 +36,34 @@ import attrs
 from tests.fake_stripe import faults
 from tests.fake_stripe.forms import FormValue
 
-__all__ = ["DEFAULT_API_KEY", "AccountState", "FakeStripe", "RecordedRequest", "Reply", "Request"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "AccountState",
+    "FakeStripe",
+    "ManualTime",
+    "RecordedRequest",
+    "Reply",
+    "Request",
+]
 
 DEFAULT_API_KEY = "sk_test_FAKEfakeFAKE0123456789secretPART"
+
+
+@attrs.define
+class ManualTime:
+    """A clock for :class:`FakeStripe` (seconds since the epoch) that moves only
+    when the test moves it: a day passes at Stripe in no time."""
+
+    now: float = 1_800_000_000.0  # 2027-01-15, any fixed moment will do
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, by: timedelta) -> None:
+        with self._lock:
+            self.now += by.total_seconds()
 
 
 class AccountState(enum.Enum):
@@ -93,6 +124,7 @@ class _Script:
 class _SavedKey:
     fingerprint: str
     request_id: str
+    first_used: float  # by the fake's clock: the key is forgotten a window after this
     reply: Reply | None = None  # None while the first request is in flight
 
 
@@ -138,11 +170,13 @@ class FakeStripe:
         *,
         api_key: str = DEFAULT_API_KEY,
         clock: Callable[[], float] = time.time,
+        key_window: timedelta = timedelta(hours=24),
         min_amount: int = 1,
         max_amount: int = 99_999_999,
     ) -> None:
         self.api_key = api_key
         self._clock = clock
+        self._key_window = key_window.total_seconds()
         self._min_amount = min_amount
         self._max_amount = max_amount
         self._lock = threading.Lock()
@@ -169,6 +203,12 @@ class FakeStripe:
     def add_account(self, account_id: str, state: AccountState = AccountState.ACTIVE) -> None:
         with self._lock:
             self._accounts[account_id] = state
+
+    def delete_account(self, account_id: str) -> None:
+        """Stripe no longer knows ``account_id``: creates to it and lists filtered
+        by it answer 400 ``resource_missing``."""
+        with self._lock:
+            self._accounts.pop(account_id, None)
 
     def add_api_key(self, key: str, *, can_write: bool) -> None:
         """Another key for this account; ``can_write=False`` is a restricted key that
@@ -233,7 +273,8 @@ class FakeStripe:
             ]
 
     def prune_idempotency_keys(self) -> None:
-        """What Stripe does to keys older than about 24 hours."""
+        """Forget every key not in flight, whatever its age: what Stripe does to
+        keys older than about 24 hours (those are forgotten anyway, by the clock)."""
         with self._lock:
             self._saved = {k: v for k, v in self._saved.items() if v.reply is None}
 
@@ -298,6 +339,14 @@ class FakeStripe:
         fingerprint = json.dumps([request.method, request.path, request.params], sort_keys=True)
         with self._lock:
             saved = self._saved.get(scope)
+            now = self._clock()
+            if (
+                saved is not None
+                and saved.reply is not None
+                and now - saved.first_used >= self._key_window
+            ):
+                del self._saved[scope]  # pruned: the request executes as if new
+                saved = None
             if saved is not None:
                 if saved.fingerprint != fingerprint:
                     return _error(
@@ -322,7 +371,7 @@ class FakeStripe:
                         ("Original-Request", saved.request_id),
                     ),
                 )
-            self._saved[scope] = _SavedKey(fingerprint, request_id)
+            self._saved[scope] = _SavedKey(fingerprint, request_id, first_used=now)
         sent, to_save = self._execute(request, fault_name)
         with self._lock:
             if to_save is not None:
@@ -550,6 +599,13 @@ class FakeStripe:
         destination = params.get("destination")
         group = params.get("transfer_group")
         with self._lock:
+            if destination is not None and destination not in self._accounts:
+                return _error(
+                    400,
+                    f"No such destination: '{destination}'",
+                    code="resource_missing",
+                    param="destination",
+                )
             matching = [
                 t
                 for t in reversed(self._transfers)  # newest first, as Stripe lists

@@ -7,6 +7,7 @@ import http.client
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -175,6 +176,75 @@ def test_a_pruned_key_executes_again(fake: fake_stripe.FakeStripe) -> None:
     assert len(fake.transfers_for("t-1")) == 2
 
 
+def test_a_key_is_forgotten_24_hours_after_its_first_use_by_the_fakes_clock() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock)
+    fake.add_account("acct_1")
+    first = post(fake)
+
+    clock.advance(timedelta(hours=23))
+    replayed = post(fake)  # a replay does not make the key younger
+    clock.advance(timedelta(hours=1))
+    executed = post(fake)
+
+    assert ("Idempotent-Replayed", "true") in replayed.headers
+    assert replayed.body == first.body
+    assert ("Idempotent-Replayed", "true") not in executed.headers
+    assert body(executed)["id"] != body(first)["id"]
+    assert len(fake.transfers_for("t-1")) == 2
+
+
+def test_the_key_window_can_be_shortened() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock, key_window=timedelta(minutes=5))
+    fake.add_account("acct_1")
+    post(fake)
+
+    clock.advance(timedelta(minutes=5))
+    post(fake)
+
+    assert len(fake.transfers_for("t-1")) == 2
+
+
+@pytest.mark.parametrize(
+    ("refuse", "fix", "code"),
+    [
+        (
+            lambda f: f.add_account("acct_1", fake_stripe.AccountState.CLOSED),
+            lambda f: f.add_account("acct_1"),
+            "account_invalid",
+        ),
+        (lambda f: f.set_balance(1000), lambda f: f.set_balance(None), "balance_insufficient"),
+    ],
+    ids=["account fixed", "balance topped up"],
+)  # fmt: skip
+def test_a_refusal_of_the_endpoint_is_saved_and_replayed_after_its_cause_is_fixed(
+    fake: fake_stripe.FakeStripe, refuse: Any, fix: Any, code: str
+) -> None:
+    refuse(fake)
+    first = post(fake)
+    fix(fake)
+
+    again = post(fake)
+    new_key = post(fake, key="k-2")
+
+    assert (first.status, body(first)["error"]["code"]) == (400, code)
+    assert (again.status, again.body) == (400, first.body)
+    assert ("Idempotent-Replayed", "true") in again.headers
+    assert new_key.status == 200
+
+
+def test_a_deleted_account_is_no_such_destination(fake: fake_stripe.FakeStripe) -> None:
+    fake.delete_account("acct_1")
+
+    reply = post(fake)
+
+    assert (body(reply)["error"]["code"], body(reply)["error"]["param"]) == (
+        "resource_missing",
+        "destination",
+    )
+
+
 @pytest.mark.parametrize(
     ("set_up", "code", "param"),
     [
@@ -257,6 +327,18 @@ def test_lists_filter_newest_first_and_page_with_starting_after(
     assert [[t["id"] for t in p["data"]] for p in pages] == [ids[4:2:-1], ids[2:0:-1], ids[:1]]
     assert [p["has_more"] for p in pages] == [True, True, False]
     assert first["object"] == "list"
+
+
+def test_a_list_filtered_by_an_unknown_destination_is_refused_not_empty(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    reply = get(fake, "/v1/transfers", {"destination": "acct_unknown", "transfer_group": "g"})
+
+    assert reply.status == 400
+    assert (body(reply)["error"]["code"], body(reply)["error"]["param"]) == (
+        "resource_missing",
+        "destination",
+    )
 
 
 def test_lists_refuse_a_limit_outside_1_to_100(fake: fake_stripe.FakeStripe) -> None:

@@ -170,6 +170,13 @@ def _empty_balance(env: Env) -> outcomes.GatewayOutcome:
     return env.create()  # 1500 > 1000
 
 
+def _empty_balance_replayed_after_a_top_up(env: Env) -> outcomes.GatewayOutcome:
+    env.fake.set_balance(1000)
+    assert isinstance(env.create(), outcomes.Systemic)
+    env.fake.set_balance(None)
+    return env.create()  # the same key: Stripe replays the refusal it saved
+
+
 def _invalid(code: str, status: int = 400) -> Callable[[Env], outcomes.GatewayOutcome]:
     return _scripted(
         faults.Respond(status=status, error_type="invalid_request_error", code=code, saved=True)
@@ -179,6 +186,13 @@ def _invalid(code: str, status: int = 400) -> Callable[[Env], outcomes.GatewayOu
 def _same_key_other_amount(env: Env) -> outcomes.GatewayOutcome:
     assert isinstance(env.create(), outcomes.Succeeded)
     return env.create(attrs.evolve(REQUEST, amount_cents=2000))
+
+
+def _same_key_other_destination(env: Env) -> outcomes.GatewayOutcome:
+    """What a take-over sent after the winner reconnected another account would meet."""
+    env.fake.add_account("acct_2Reconnected")
+    assert isinstance(env.create(), outcomes.Succeeded)
+    return env.create(attrs.evolve(REQUEST, destination="acct_2Reconnected"))
 
 
 def _to(destination: str) -> Callable[[Env], outcomes.GatewayOutcome]:
@@ -226,6 +240,7 @@ class Case:
     expect: type[outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic]
     code: str
     key_replays_error: bool = False
+    conclusive: bool = False  # for a Systemic: saved under the key
 
 
 T, U, P, S = outcomes.Transient, outcomes.Unknown, outcomes.Permanent, outcomes.Systemic
@@ -281,19 +296,36 @@ CASES = [
     Case(
         "429 lock_timeout", _scripted(faults.lock_timeout()), row("lock_timeout"), T, "lock_timeout"
     ),
+    # Stripe is still working on the key, or the key cannot tell
     Case(
         "409 idempotency_key_in_use",
         _key_in_use,
         row("idempotency_key_in_use"),
-        T,
+        U,
         "idempotency_key_in_use",
     ),
     Case(
         "409 without a code",
         _scripted(faults.Respond(status=409, error_type="invalid_request_error")),
         row("conflict"),
-        T,
+        U,
         "conflict",
+    ),
+    Case(
+        "idempotency_error (same key, other amount)",
+        _same_key_other_amount,
+        row("idempotency_error"),
+        U,
+        "idempotency_error",
+        key_replays_error=True,
+    ),
+    Case(
+        "idempotency_error (same key, other destination)",
+        _same_key_other_destination,
+        row("idempotency_error"),
+        U,
+        "idempotency_error",
+        key_replays_error=True,
     ),
     # the platform's fault
     Case("401 wrong API key", _wrong_key, row("authentication_failed"), S, "authentication_failed"),
@@ -310,6 +342,15 @@ CASES = [
         row("balance_insufficient"),
         S,
         "balance_insufficient",
+        conclusive=True,
+    ),
+    Case(
+        "balance_insufficient replayed after a top-up",
+        _empty_balance_replayed_after_a_top_up,
+        row("balance_insufficient"),
+        S,
+        "balance_insufficient",
+        conclusive=True,
     ),
     *[
         Case(code, _invalid(code), row(code), S, code)
@@ -322,13 +363,6 @@ CASES = [
         )
     ],
     # the winner's or the request's fault
-    Case(
-        "idempotency_error (same key, other amount)",
-        _same_key_other_amount,
-        row("idempotency_error"),
-        P,
-        "idempotency_error",
-    ),
     Case(
         "unknown destination",
         _to("acct_unknown"),
@@ -449,6 +483,8 @@ def test_each_stripe_failure_is_classified_by_its_row(env: Env, case: Case) -> N
     assert case.rule.explain in outcome.message
     if isinstance(outcome, outcomes.Unknown):
         assert outcome.key_replays_error is case.key_replays_error
+    if isinstance(outcome, outcomes.Systemic):
+        assert outcome.conclusive is case.conclusive
 
 
 def test_every_row_of_the_table_has_a_case() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -10,19 +11,13 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 
+from payout_adapters.memory import ManualClock
 from payout_adapters.memory import gateway as simulated
 from payout_core import outcomes, ports
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 Fault = simulated.Fault
-
-
-@attrs.define
-class StepClock:
-    at: datetime = T0
-
-    def now(self) -> datetime:
-        return self.at
+Lookup = outcomes.TransferLookup
 
 
 def transfer_request(
@@ -70,10 +65,10 @@ def never_sleep(seconds: float) -> None:
 
 
 def gateway(
-    handler: simulated.Handler | None = None, clock: StepClock | None = None
+    handler: simulated.Handler | None = None, clock: ManualClock | None = None
 ) -> simulated.SimulatedGateway:
     return simulated.SimulatedGateway(
-        handler=handler, clock=clock or StepClock(), sleep=never_sleep, seed=1
+        handler=handler, clock=clock or ManualClock(T0), sleep=never_sleep, seed=1
     )
 
 
@@ -83,7 +78,7 @@ def test_it_fits_the_payment_gateway_port() -> None:
 
 
 def test_a_created_transfer_is_recorded_with_what_was_sent() -> None:
-    clock = StepClock()
+    clock = ManualClock(T0)
     gw = gateway(clock=clock)
     sent = transfer_request(amount_cents=2500, destination="acct_9")
     result = gw.create_transfer(sent)
@@ -109,12 +104,15 @@ def test_the_same_key_and_parameters_replay_the_first_transfer() -> None:
     assert len(gw.requests) == 2
 
 
-def test_the_same_key_with_other_parameters_is_an_idempotency_error() -> None:
+def test_the_same_key_with_other_parameters_is_an_idempotency_error_that_proves_nothing() -> None:
     gw = gateway()
     gw.create_transfer(transfer_request(amount_cents=1500))
     changed = gw.create_transfer(transfer_request(amount_cents=1600))
-    assert isinstance(changed, outcomes.Permanent)
+    moved = gw.create_transfer(transfer_request(destination="acct_2"))
+    assert isinstance(changed, outcomes.Unknown)
     assert changed.code == "idempotency_error"
+    assert changed.key_replays_error  # the key may have created a transfer: look it up
+    assert moved == changed
     assert len(gw.created_transfers()) == 1
 
 
@@ -161,14 +159,16 @@ def test_a_server_error_after_creating_is_found_by_a_lookup() -> None:
     assert gw.find_transfer(lookup()) == outcomes.Found(stripe_transfer_id=record.id)
 
 
-def test_keys_are_forgotten_after_the_window() -> None:
-    clock = StepClock()
+def test_keys_are_forgotten_a_window_after_their_first_use_not_their_last_replay() -> None:
+    clock = ManualClock(T0)
     gw = gateway(clock=clock)
     first = gw.create_transfer(transfer_request())
     assert isinstance(first, outcomes.Succeeded)
-    clock.at = T0 + timedelta(hours=24) - timedelta(seconds=1)
+    clock.set(T0 + timedelta(hours=23))
     assert gw.create_transfer(transfer_request()) == attrs.evolve(first, replayed=True)
-    clock.at = T0 + timedelta(hours=24)
+    clock.set(T0 + timedelta(hours=24) - timedelta(seconds=1))
+    assert gw.create_transfer(transfer_request()) == attrs.evolve(first, replayed=True)
+    clock.set(T0 + timedelta(hours=24))
     pruned = gw.create_transfer(transfer_request())
     assert isinstance(pruned, outcomes.Succeeded)
     assert not pruned.replayed
@@ -177,12 +177,12 @@ def test_keys_are_forgotten_after_the_window() -> None:
 
 
 def test_a_saved_server_error_is_forgotten_after_the_window_too() -> None:
-    clock = StepClock()
+    clock = ManualClock(T0)
     gw = simulated.SimulatedGateway(
         handler=on_first_create(Fault.server_error()), clock=clock, key_window=timedelta(hours=1)
     )
     assert isinstance(gw.create_transfer(transfer_request()), outcomes.Unknown)
-    clock.at = T0 + timedelta(hours=1)
+    clock.set(T0 + timedelta(hours=1))
     assert isinstance(gw.create_transfer(transfer_request()), outcomes.Succeeded)
 
 
@@ -234,8 +234,9 @@ def test_fault_constructors_answer_the_outcomes_stripe_would() -> None:
         return gateway(lambda _r, _c: fault).create_transfer(transfer_request())
 
     key_in_use = answer(Fault.key_in_use())
-    assert isinstance(key_in_use, outcomes.Transient)
+    assert isinstance(key_in_use, outcomes.Unknown)  # the earlier request may still create it
     assert key_in_use.code == "idempotency_key_in_use"
+    assert not key_in_use.key_replays_error
     permanent = answer(Fault.permanent("account_invalid"))
     assert isinstance(permanent, outcomes.Permanent)
     assert permanent.code == "account_invalid"
@@ -309,6 +310,216 @@ def test_a_declined_destination_or_user_is_refused_for_good() -> None:
     assert [r.payout_transfer_id for r in gw.created_transfers()] == ["t3"]
 
 
+def test_a_decline_is_saved_under_the_key_and_replayed_after_it_ends() -> None:
+    gw = gateway()
+    gw.decline("acct_1")
+    refused = gw.create_transfer(transfer_request())
+    gw.end_decline("acct_1")
+
+    assert isinstance(refused, outcomes.Permanent)
+    assert gw.create_transfer(transfer_request()) == refused  # Stripe replays the 400
+    retried = gw.create_transfer(transfer_request(key="payout:t1:1"))
+    assert isinstance(retried, outcomes.Succeeded)
+    assert [r.idempotency_key for r in gw.created_transfers()] == ["payout:t1:1"]
+
+
+def test_a_scripted_permanent_answer_is_not_saved_under_the_key() -> None:
+    gw = gateway(on_first_create(Fault.permanent("account_invalid")))
+    refused = gw.create_transfer(transfer_request())
+    again = gw.create_transfer(transfer_request())
+    assert isinstance(refused, outcomes.Permanent)
+    assert isinstance(again, outcomes.Succeeded)
+    assert not again.replayed
+
+
+def test_edge_faults_come_before_a_decline_and_a_lost_response_hides_it() -> None:
+    faults = iter([Fault.rate_limited(), Fault.lost_response()])
+    gw = gateway(lambda _r, _c: next(faults, None))
+    gw.decline("acct_1")
+    limited = gw.create_transfer(transfer_request())
+    lost = gw.create_transfer(transfer_request())
+    replayed = gw.create_transfer(transfer_request())
+    assert isinstance(limited, outcomes.Transient)
+    assert isinstance(lost, outcomes.Unknown)
+    assert lost.code == "timeout"
+    assert isinstance(replayed, outcomes.Permanent)
+    assert replayed.code == "account_invalid"
+
+
+def test_transfers_draw_on_the_balance_until_it_runs_out() -> None:
+    gw = gateway()
+    gw.set_balance(2000)
+    paid = gw.create_transfer(transfer_request("t1", amount_cents=1500))
+    refused = gw.create_transfer(transfer_request("t2", amount_cents=1500))
+    assert isinstance(paid, outcomes.Succeeded)
+    assert refused == outcomes.Systemic(
+        code="balance_insufficient",
+        message="simulated 400: insufficient available funds (1500 asked, 500 available)",
+        conclusive=True,
+    )
+    assert gw.balance == 500
+    assert [r.payout_transfer_id for r in gw.created_transfers()] == ["t1"]
+
+
+def test_balance_insufficient_is_replayed_after_a_top_up_and_a_new_key_is_paid() -> None:
+    gw = gateway()
+    gw.set_balance(1000)
+    refused = gw.create_transfer(transfer_request())
+    gw.set_balance(None)
+    replayed = gw.create_transfer(transfer_request())
+    paid = gw.create_transfer(transfer_request(key="payout:t1:1"))
+    assert isinstance(refused, outcomes.Systemic)
+    assert refused.conclusive
+    assert replayed == refused
+    assert isinstance(paid, outcomes.Succeeded)
+    assert gw.balance is None
+
+
+def test_a_negative_balance_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        gateway().set_balance(-1)
+
+
+def test_a_500_after_creating_draws_on_the_balance_and_one_without_does_not() -> None:
+    faults = iter([Fault.server_error(created=True), Fault.server_error(created=False)])
+    gw = gateway(lambda _r, _c: next(faults, None))
+    gw.set_balance(5000)
+    gw.create_transfer(transfer_request("t1", amount_cents=1000))
+    gw.create_transfer(transfer_request("t2", amount_cents=1000))
+    assert gw.balance == 4000
+    assert [r.payout_transfer_id for r in gw.created_transfers()] == ["t1"]
+
+
+def test_a_deleted_account_refuses_creates_and_lookups_filtered_by_it() -> None:
+    gw = gateway()
+    gw.create_transfer(transfer_request("t1", destination="acct_gone"))
+    gw.delete_account("acct_gone")
+    refused = gw.create_transfer(transfer_request("t2", destination="acct_gone"))
+    by_destination = gw.find_transfer(lookup("t1", destination="acct_gone"))
+    by_group = gw.find_transfer(lookup("t1", destination=None))
+    assert isinstance(refused, outcomes.Permanent)
+    assert refused.code == "resource_missing"
+    assert by_destination == outcomes.Permanent(
+        code="resource_missing", message="simulated 400: no such destination: 'acct_gone'"
+    )
+    assert by_group == outcomes.Found(stripe_transfer_id=gw.transfers_for("t1")[0].id)
+
+
+# -- requests Stripe finishes after the caller gave up -----------------------------------------
+
+
+def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(on_first_create(Fault.finishes_later(60)), clock=clock)
+    gave_up = gw.create_transfer(transfer_request())
+    assert isinstance(gave_up, outcomes.Unknown)
+    assert gave_up.code == "timeout"
+    assert (gw.in_flight, gw.next_finish_at) == (1, T0 + timedelta(seconds=60))
+
+    clock.advance(59)
+    while_running = gw.create_transfer(transfer_request())
+    looked_up = gw.find_transfer(lookup())
+
+    assert isinstance(while_running, outcomes.Unknown)
+    assert while_running.code == "idempotency_key_in_use"
+    assert looked_up == outcomes.NotFound()
+    assert gw.created_transfers() == []
+
+
+def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(on_first_create(Fault.finishes_later(60)), clock=clock)
+    gw.create_transfer(transfer_request())
+
+    clock.advance(60)
+
+    [record] = gw.created_transfers()  # an inspection is enough to let it finish
+    assert record.created_at == T0 + timedelta(seconds=60)
+    assert (gw.in_flight, gw.next_finish_at) == (0, None)
+    assert gw.find_transfer(lookup()) == outcomes.Found(stripe_transfer_id=record.id)
+    assert gw.create_transfer(transfer_request()) == outcomes.Succeeded(
+        stripe_transfer_id=record.id, replayed=True
+    )
+
+
+def test_a_request_that_finishes_later_meets_stripes_state_at_its_finish() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(on_first_create(Fault.finishes_later(60)), clock=clock)
+    gw.create_transfer(transfer_request())
+    gw.set_balance(1000)
+
+    clock.advance(61)
+    gw.set_balance(None)
+    refused = gw.create_transfer(transfer_request())
+
+    assert isinstance(refused, outcomes.Systemic)
+    assert refused.code == "balance_insufficient"
+    assert gw.created_transfers() == []
+
+
+def test_finish_in_flight_runs_every_pending_request_in_finish_order_whatever_the_clock() -> None:
+    durations = iter([300.0, 100.0, 200.0])
+    gw = gateway(lambda _r, _c: Fault.finishes_later(next(durations, 0.0)))
+    for n in range(3):
+        gw.create_transfer(transfer_request(f"t{n}"))
+    assert gw.in_flight == 3
+
+    gw.finish_in_flight()
+
+    assert gw.in_flight == 0
+    created = gw.created_transfers()
+    assert [r.payout_transfer_id for r in created] == ["t1", "t2", "t0"]
+    assert [r.created_at - T0 for r in created] == [timedelta(seconds=s) for s in (100, 200, 300)]
+
+
+def test_a_key_that_stripe_already_answered_replays_even_when_the_call_is_slow() -> None:
+    faults = iter([None, Fault.finishes_later(60)])
+    gw = gateway(lambda _r, _c: next(faults, None))
+    first = gw.create_transfer(transfer_request())
+    again = gw.create_transfer(transfer_request())
+    assert isinstance(first, outcomes.Succeeded)
+    assert again == attrs.evolve(first, replayed=True)
+    assert gw.in_flight == 0
+
+
+def test_a_lookup_that_is_slow_is_only_a_timeout() -> None:
+    gw = gateway(lambda r, _c: Fault.finishes_later(5) if isinstance(r, Lookup) else None)
+    gw.create_transfer(transfer_request())
+    slow = gw.find_transfer(lookup())
+    assert isinstance(slow, outcomes.Unknown)
+    assert slow.code == "timeout"
+
+
+def test_a_negative_duration_is_refused() -> None:
+    with pytest.raises(ValueError, match="seconds"):
+        Fault.finishes_later(-1)
+
+
+def test_a_call_that_dies_before_stripe_runs_it_leaves_its_key_free() -> None:
+    deaths = iter([RuntimeError("the worker died")])
+
+    def sleep(_seconds: float) -> None:
+        error = next(deaths, None)
+        if error is not None:
+            raise error
+
+    gw = simulated.SimulatedGateway(latency=(0.01, 0.01), sleep=sleep, seed=1)
+    with pytest.raises(RuntimeError):
+        gw.create_transfer(transfer_request())
+    assert gw.in_flight == 0
+    retried = gw.create_transfer(transfer_request())
+    assert isinstance(retried, outcomes.Succeeded)
+    assert not retried.replayed
+
+
+def test_reset_forgets_requests_in_flight() -> None:
+    gw = gateway(on_first_create(Fault.finishes_later(60)))
+    gw.create_transfer(transfer_request())
+    gw.reset()
+    gw.finish_in_flight()
+    assert (gw.in_flight, gw.created_transfers()) == (0, [])
+
+
 def test_a_systemic_outage_answers_every_call_until_it_ends() -> None:
     gw = gateway()
     gw.systemic_outage()
@@ -326,9 +537,14 @@ def test_reset_forgets_transfers_keys_requests_and_scripts() -> None:
     gw = gateway()
     gw.create_transfer(transfer_request("t1"))
     gw.decline("acct_2")
+    gw.delete_account("acct_3")
+    gw.set_balance(0)
     gw.systemic_outage()
     gw.reset()
-    assert (gw.created_transfers(), gw.requests, gw.lookups) == ([], (), ())
+    assert (gw.created_transfers(), gw.requests, gw.lookups, gw.balance) == ([], (), (), None)
+    assert isinstance(
+        gw.create_transfer(transfer_request("t3", destination="acct_3")), outcomes.Succeeded
+    )
     result = gw.create_transfer(transfer_request("t1"))
     assert isinstance(result, outcomes.Succeeded)
     assert not result.replayed
@@ -361,9 +577,10 @@ def test_a_concurrent_request_with_the_same_key_is_refused_as_in_use() -> None:
         second = gw.create_transfer(transfer_request())
         release.set()
         assert isinstance(first.result(timeout=10), outcomes.Succeeded)
-    assert isinstance(second, outcomes.Transient)
+    assert isinstance(second, outcomes.Unknown)
     assert second.code == "idempotency_key_in_use"
     assert len(gw.created_transfers()) == 1
+    assert gw.in_flight == 0
 
 
 def test_many_threads_with_one_key_create_one_transfer() -> None:
@@ -385,7 +602,7 @@ def test_many_threads_with_one_key_create_one_transfer() -> None:
     assert sum(not r.replayed for r in succeeded) == 1
     others = [r for r in results if not isinstance(r, outcomes.Succeeded)]
     assert all(
-        isinstance(r, outcomes.Transient) and r.code == "idempotency_key_in_use" for r in others
+        isinstance(r, outcomes.Unknown) and r.code == "idempotency_key_in_use" for r in others
     )
 
 
@@ -410,7 +627,7 @@ def test_random_faults_are_reproducible_with_the_same_seed() -> None:
     def run(seed: int) -> tuple[list[object], list[simulated.TransferRecord]]:
         slept: list[float] = []
         gw = simulated.SimulatedGateway.with_random_faults(
-            seed=seed, rates=RATES, latency=(0.0, 0.1), clock=StepClock(), sleep=slept.append
+            seed=seed, rates=RATES, latency=(0.0, 0.1), clock=ManualClock(T0), sleep=slept.append
         )
         return [*drive(gw), *slept], gw.created_transfers()
 
@@ -424,11 +641,39 @@ def test_random_faults_are_reproducible_with_the_same_seed() -> None:
 
 
 def test_random_faults_never_create_two_transfers_under_one_key() -> None:
-    gw = simulated.SimulatedGateway.with_random_faults(seed=5, rates=RATES, clock=StepClock())
+    gw = simulated.SimulatedGateway.with_random_faults(seed=5, rates=RATES, clock=ManualClock(T0))
     drive(gw)
     keys = Counter(r.idempotency_key for r in gw.created_transfers())
     assert keys
     assert max(keys.values()) == 1
+
+
+def test_a_seeded_single_threaded_run_with_a_manual_clock_is_reproducible() -> None:
+    def run(seed: int) -> tuple[list[object], list[simulated.TransferRecord]]:
+        draw = random.Random(seed)
+        menu = [None, None, Fault.lost_response(), Fault.server_error(created=True)]
+        menu += [Fault.finishes_later(30), Fault.finishes_later(90), Fault.key_in_use()]
+
+        def handler(_r: object, _c: simulated.Call) -> simulated.Fault | None:
+            return draw.choice(menu)
+
+        clock = ManualClock(T0)
+        gw = simulated.SimulatedGateway(handler=handler, clock=clock, sleep=never_sleep, seed=seed)
+        answers: list[object] = []
+        for step in range(300):
+            answers.append(gw.create_transfer(transfer_request(f"t{step % 40}")))
+            answers.append(gw.find_transfer(lookup(f"t{step % 40}")))
+            clock.advance(draw.choice([0, 10, 45]))
+            if step == 200:
+                gw.set_balance(draw.randrange(0, 20_000))
+        gw.finish_in_flight()
+        return answers, gw.created_transfers()
+
+    answers, created = run(11)
+    assert run(11) == (answers, created)
+    assert run(12) != (answers, created)
+    keys = Counter(r.idempotency_key for r in created)
+    assert max(keys.values()) == 1  # within the window, one key never pays twice
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,12 @@
 """A simulated Stripe for tests and the demo: Create Transfer and List Transfers, in memory.
 
-It implements :class:`payout_core.ports.PaymentGateway` with the idempotency
-rules of Stripe's API v1 that payout-core depends on:
+It implements :class:`payout_core.ports.PaymentGateway`. Two halves:
 
-* the same idempotency key with the same parameters replays the first result
-  (``Succeeded(replayed=True)`` with the same ``tr_...``), never a second transfer;
-* the same key with other parameters is ``Permanent(code="idempotency_error")``;
-* a 500 is saved under its key and replayed for as long as the key is kept;
-* keys are forgotten after a window (24 hours by default, by the injected clock);
-  after that the same key creates a new transfer, as at Stripe.
+* :mod:`payout_adapters.memory.stripe_model` is Stripe: transfers, idempotency
+  keys (replays, 409 while in flight, ``idempotency_error``, saved refusals
+  and 500s, keys forgotten 24 hours after first use), the balance, accounts
+  that refuse transfers, requests that finish after their caller gave up;
+* this module scripts what happens on the way to it: faults, latency, threads.
 
 Failures are scripted with a *handler*, as ``httpx.MockTransport`` scripts HTTP:
 a callable that gets each request and a :class:`Call` (which attempt of this
@@ -27,23 +25,31 @@ Or seeded random faults, reproducible for the same seed and sequence of calls::
         seed=7, rates=FaultRates(lost_response=0.05, server_error=0.03, rate_limited=0.05)
     )
 
-Two conveniences cover what downstream tests ask most:
-``gateway.decline("acct_x" or "user-1")`` and ``gateway.systemic_outage()``.
+Stripe's own state is set with methods: ``gateway.decline("acct_x" or "user-1")``
+(a refusal Stripe saves under the key), ``gateway.set_balance(cents)``,
+``gateway.delete_account("acct_x")``, and ``gateway.systemic_outage()``.
+
+The gateway's clock is Stripe's clock: key ages, finish times of slow requests
+and ``created_at`` all follow it. Driven from one thread with a
+:class:`~payout_adapters.memory.ManualClock`, a seed and no latency, every
+answer, id and record is reproducible, and nothing sleeps or reads the wall clock.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-import string
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TypeAlias
 
 import attrs
 
+from payout_adapters import clock as clock_
+from payout_adapters.memory import stripe_model
+from payout_adapters.memory.stripe_model import TransferRecord
 from payout_core import outcomes, ports
 
 __all__ = [
@@ -56,8 +62,6 @@ __all__ = [
     "SimulatedGateway",
     "TransferRecord",
 ]
-
-_ID_ALPHABET = string.ascii_letters + string.digits
 
 
 class Operation(enum.StrEnum):
@@ -80,32 +84,46 @@ class FaultKind(enum.Enum):
     RESPOND = "respond"
     LOST_RESPONSE = "lost_response"
     SERVER_ERROR = "server_error"
+    FINISHES_LATER = "finishes_later"
 
 
 _AnyOutcome: TypeAlias = outcomes.GatewayOutcome | outcomes.LookupOutcome
+
+
+def _not_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value}")
 
 
 @attrs.frozen(kw_only=True)
 class Fault:
     """What a handler asks the gateway to do instead of answering normally.
 
-    Build one with the class methods; there are three behaviours underneath:
+    Build one with the class methods; there are four behaviours underneath:
 
-    * ``respond``: answer with an outcome; nothing is created and nothing is
-      saved under the key (Stripe saves no result for a request its endpoint
+    * ``respond``: answer with an outcome *in front of* Stripe's API; nothing
+      is created and nothing is saved under the key, so the next request with
+      the key runs normally (Stripe saves no result for a request its endpoint
       never began executing: rate limits, authentication, a key in use);
     * ``lost_response``: do the work normally, then answer ``Unknown("timeout")``,
       as when the response is lost on its way back (a look-up has no effect to
       do, so it only answers the timeout);
     * ``server_error``: a 500 is saved under the key, after creating the
       transfer or not (``created``); this call and every later one with the key
-      answer ``Unknown("api_error", key_replays_error=True)``. A key already
-      known replays its saved result instead: its endpoint does not run again.
+      answer ``Unknown("api_error", key_replays_error=True)``;
+    * ``finishes_later``: Stripe takes ``seconds`` (by the gateway's clock) to
+      execute the request and the caller gives up at once with
+      ``Unknown("timeout")``; see :meth:`finishes_later`.
+
+    A key Stripe already knows is answered by its idempotency layer instead
+    (replay, 409, ``idempotency_error``): the last three do not run its
+    endpoint again, though a lost response still loses that answer.
     """
 
     kind: FaultKind
     outcome: _AnyOutcome | None = None
     created: bool = False
+    seconds: float = attrs.field(default=0.0, validator=_not_negative)
 
     @classmethod
     def respond(cls, outcome: _AnyOutcome) -> Fault:
@@ -121,6 +139,21 @@ class Fault:
         return cls(kind=FaultKind.SERVER_ERROR, created=created)
 
     @classmethod
+    def finishes_later(cls, seconds: float) -> Fault:
+        """A request Stripe completes after the client gave up.
+
+        The caller gets ``Unknown("timeout")`` at once. At Stripe the key is in
+        flight until the gateway's clock reaches ``seconds`` later: a create
+        with the same key meanwhile answers 409 ``idempotency_key_in_use``, and
+        a look-up finds nothing. Then it executes as any create would at that
+        time (balance, declines) and its answer is saved under the key. It runs
+        at the first call or inspection once the clock has passed its finish
+        time, or at :meth:`SimulatedGateway.finish_in_flight`. On a look-up it
+        is a timeout and nothing more.
+        """
+        return cls(kind=FaultKind.FINISHES_LATER, seconds=seconds)
+
+    @classmethod
     def rate_limited(cls) -> Fault:
         """A 429: nothing created, nothing saved."""
         return cls.respond(
@@ -129,19 +162,25 @@ class Fault:
 
     @classmethod
     def key_in_use(cls) -> Fault:
-        """A 409: another request with this key is still running."""
-        return cls.respond(_key_in_use())
+        """A 409: another request with this key is still running (nothing created,
+        nothing saved; the earlier request may still create a transfer)."""
+        return cls.respond(stripe_model.KEY_IN_USE)
 
     @classmethod
     def permanent(cls, code: str, message: str | None = None) -> Fault:
-        """A decline (``account_invalid``, ``amount_too_small``, ...)."""
+        """A refusal (``account_invalid``, ``amount_too_small``, ...) answered in
+        front of the API: **not** saved under the key, so the next request with
+        the key executes normally. Stripe saves its own refusals under the key
+        and replays them; :meth:`SimulatedGateway.decline` does that."""
         return cls.respond(
             outcomes.Permanent(code=code, message=message or f"simulated decline: {code}")
         )
 
     @classmethod
     def systemic(cls, code: str = "authentication_error", message: str | None = None) -> Fault:
-        """The platform's fault (401, 403, ``balance_insufficient``)."""
+        """The platform's fault as answered in front of the API (401, 403): not
+        saved under the key. A ``balance_insufficient`` as Stripe answers it
+        (saved, ``conclusive``) comes from :meth:`SimulatedGateway.set_balance`."""
         return cls.respond(
             outcomes.Systemic(code=code, message=message or f"simulated platform failure: {code}")
         )
@@ -177,53 +216,11 @@ class FaultRates:
             raise ValueError(f"fault rates add up to {total}, more than 1")
 
 
-@attrs.frozen(kw_only=True)
-class TransferRecord:
-    """A transfer the simulated Stripe holds, as Create Transfer made it."""
-
-    id: str
-    amount_cents: int
-    currency: str
-    destination: str
-    transfer_group: str
-    metadata: tuple[tuple[str, str], ...]
-    idempotency_key: str
-    created_at: datetime
-    sequence: int  # creation order, from 1
-
-    @property
-    def payout_transfer_id(self) -> str | None:
-        return dict(self.metadata).get("payout_transfer_id")
-
-
-@attrs.frozen
-class _Saved:
-    """A result saved under an idempotency key, with the parameters it answered."""
-
-    params: outcomes.TransferRequest  # with the key blanked, for comparison
-    saved_at: datetime
-    response: outcomes.Succeeded | outcomes.Unknown
-
-
-class _SystemClock:
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(time.time(), UTC)
-
-
-def _key_in_use() -> outcomes.Transient:
-    return outcomes.Transient(
-        code="idempotency_key_in_use",
-        message="simulated 409: another request with this idempotency key is in progress",
-    )
-
-
 _LOST = outcomes.Unknown(
     code="timeout", message="simulated: the request was sent and its response was lost"
 )
-_SERVER_ERROR = outcomes.Unknown(
-    code="api_error",
-    message="simulated 500, saved under the idempotency key",
-    key_replays_error=True,
+_GAVE_UP = outcomes.Unknown(
+    code="timeout", message="simulated: the caller gave up while Stripe was still executing"
 )
 _LOOKUP_SERVER_ERROR = outcomes.Unknown(code="api_error", message="simulated 500 on list")
 
@@ -235,16 +232,18 @@ class SimulatedGateway:
     Public API for downstream tests and the demo. Safe to share between
     threads (one lock; handlers and latency run outside it, so a handler may
     block, for instance on a ``threading.Barrier``). Two calls with the same key
-    at the same moment: the second answers ``idempotency_key_in_use``, as Stripe
-    does.
+    at the same moment: the second answers 409 ``idempotency_key_in_use``
+    (``Unknown``), as Stripe does.
 
     Args:
         handler: scripts faults (see :class:`Fault`); called for every call
             with the request and a :class:`Call`, outside the lock, so it must
             be thread-safe when the gateway is shared. An exception it raises
             propagates to the caller (a simulated adapter bug).
-        clock: the time of records and of key pruning; the system clock by default.
-        key_window: how long idempotency keys are kept (Stripe: about 24 hours).
+        clock: Stripe's clock: records, key ages, slow requests' finish times;
+            the system clock by default.
+        key_window: how long idempotency keys are kept after their first use
+            (Stripe: about 24 hours).
         latency: each call sleeps a uniform draw in ``[min_s, max_s]`` seconds;
             ``(0, 0)`` by default: no call ever sleeps unless asked to.
         sleep: how to sleep (inject a fake to record latencies without waiting).
@@ -267,7 +266,7 @@ class SimulatedGateway:
         if key_window <= timedelta(0):
             raise ValueError(f"key_window must be positive, got {key_window}")
         self._handler = handler
-        self._clock: ports.Clock = clock or _SystemClock()
+        self._clock: ports.Clock = clock or clock_.SystemClock()
         self._key_window = key_window
         self._latency = (low, high)
         self._sleep = sleep
@@ -276,14 +275,13 @@ class SimulatedGateway:
         self._init_state()
 
     def _init_state(self) -> None:
-        self._records: list[TransferRecord] = []
-        self._keys: dict[str, _Saved] = {}
-        self._in_flight: set[str] = set()
+        self._stripe = stripe_model.StripeModel(
+            clock=self._clock, key_window=self._key_window, rng=self._random
+        )
         self._attempts: dict[tuple[Operation, str], int] = {}
         self._calls = 0
         self._requests: list[outcomes.TransferRequest] = []
         self._lookups: list[outcomes.TransferLookup] = []
-        self._declines: dict[str, Fault] = {}
         self._outage: Fault | None = None
 
     @classmethod
@@ -309,22 +307,58 @@ class SimulatedGateway:
             seed=seed,
         )
 
-    # -- scripted behaviour -------------------------------------------------
+    # -- Stripe's state -----------------------------------------------------------------------
 
     def decline(
         self, who: str, *, code: str = "account_invalid", message: str | None = None
     ) -> None:
-        """Decline every transfer to ``who`` (a destination ``acct_...`` or a
-        ``user_id`` in the metadata) with ``Permanent(code)``, until :meth:`reset`.
-        Look-ups are not affected. Takes precedence over the handler."""
+        """Refuse every transfer to ``who`` (a destination ``acct_...`` or a
+        ``user_id`` in the metadata) with ``Permanent(code)``, until
+        :meth:`end_decline` or :meth:`reset`.
+
+        As at Stripe, the refusal comes from executing the request, so it is
+        saved under the key: that key answers it again even after the decline
+        ends (a new key is needed). Faults a handler answers in front of the
+        API (:meth:`Fault.respond`) come first. Look-ups are not affected.
+        """
+        refusal = outcomes.Permanent(code=code, message=message or f"simulated decline: {code}")
         with self._lock:
-            self._declines[who] = Fault.permanent(code, message)
+            self._stripe.refuse(who, refusal)
+
+    def end_decline(self, who: str) -> None:
+        """Stop declining ``who``; keys that were refused still replay their refusal."""
+        with self._lock:
+            self._stripe.stop_refusing(who)
+
+    def delete_account(self, account_id: str) -> None:
+        """Stripe no longer knows ``account_id`` (every other account exists):
+        creates to it are refused with ``Permanent("resource_missing")``, saved
+        under their key, and look-ups filtered by it answer the same refusal.
+        Until :meth:`reset`."""
+        with self._lock:
+            self._stripe.delete_account(account_id)
+
+    def set_balance(self, cents: int | None) -> None:
+        """The platform's available balance in cents; ``None`` (the default)
+        never runs out. Each transfer created draws on it; a create for more
+        than is left answers ``Systemic("balance_insufficient", conclusive=True)``,
+        saved under its key and replayed to it even after a top-up."""
+        if cents is not None and cents < 0:
+            raise ValueError(f"a balance cannot be negative, got {cents}")
+        with self._lock:
+            self._stripe.set_balance(cents)
+
+    @property
+    def balance(self) -> int | None:
+        with self._lock:
+            return self._stripe.balance
 
     def systemic_outage(
         self, code: str = "authentication_error", message: str | None = None
     ) -> None:
         """Answer every call, creates and look-ups, with ``Systemic(code)`` until
-        :meth:`end_outage`. Takes precedence over declines and the handler."""
+        :meth:`end_outage`, in front of the API (nothing saved). Takes
+        precedence over the handler."""
         with self._lock:
             self._outage = Fault.systemic(code, message)
 
@@ -332,9 +366,30 @@ class SimulatedGateway:
         with self._lock:
             self._outage = None
 
+    def finish_in_flight(self) -> None:
+        """Let Stripe finish every request it is still executing (see
+        :meth:`Fault.finishes_later`), whatever the clock says: the end of a
+        simulation. A request held by a sleeping thread finishes with its thread."""
+        with self._lock:
+            self._stripe.finish_all()
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests Stripe is still executing."""
+        with self._lock:
+            return self._stripe.in_flight
+
+    @property
+    def next_finish_at(self) -> datetime | None:
+        """When the next request Stripe is still executing finishes, by the
+        gateway's clock; ``None`` when none is scheduled."""
+        with self._lock:
+            return self._stripe.next_finish_at
+
     def reset(self) -> None:
-        """Forget every transfer, key, logged request, decline and outage.
-        The handler, clock, window and latency stay."""
+        """Forget every transfer, key, logged request, decline, deleted account,
+        balance, request in flight and outage. The handler, clock, window and
+        latency stay."""
         with self._lock:
             self._init_state()
 
@@ -343,77 +398,80 @@ class SimulatedGateway:
     def created_transfers(self) -> list[TransferRecord]:
         """Every transfer created, in creation order."""
         with self._lock:
-            return list(self._records)
+            return self._stripe.records()
 
     def transfers_for(self, payout_transfer_id: str) -> list[TransferRecord]:
         """The transfers created for one payout transfer (more than one is a double payment)."""
         with self._lock:
-            return [r for r in self._records if r.payout_transfer_id == payout_transfer_id]
+            return self._stripe.records_for(payout_transfer_id)
 
     @property
     def requests(self) -> tuple[outcomes.TransferRequest, ...]:
         """Every Create Transfer call received, in order, whatever it answered."""
         with self._lock:
+            self._stripe.catch_up()
             return tuple(self._requests)
 
     @property
     def lookups(self) -> tuple[outcomes.TransferLookup, ...]:
         """Every look-up received, in order."""
         with self._lock:
+            self._stripe.catch_up()
             return tuple(self._lookups)
 
     # -- the port -------------------------------------------------------------
 
     def create_transfer(self, request: outcomes.TransferRequest) -> outcomes.GatewayOutcome:
-        key = request.idempotency_key
+        # Stripe's side catches up with its clock in receive(), before it answers.
         with self._lock:
             self._requests.append(request)
-            call = self._next_call(Operation.CREATE, key)
-            scripted = self._scripted(request)
-        fault = scripted or self._ask_handler(request, call)
-        if fault is not None and fault.kind is FaultKind.RESPOND:
+            call = self._next_call(Operation.CREATE, request.idempotency_key)
+            outage = self._outage
+        fault = outage or self._ask_handler(request, call)
+        kind = fault.kind if fault is not None else None
+        if fault is not None and kind is FaultKind.RESPOND:
             self._pause()
             return _as_create_outcome(fault)
         with self._lock:
-            if key in self._in_flight:
-                conflict = True
-            else:
-                conflict = False
-                self._in_flight.add(key)
-        self._pause()
-        if conflict:
-            return _key_in_use()
-        try:
+            stripe = self._stripe  # after a reset(), this request still ends where it began
+            answer = stripe.receive(request)
+            if answer is None and fault is not None and kind is FaultKind.FINISHES_LATER:
+                stripe.execute_later(request, timedelta(seconds=fault.seconds))
+                return _GAVE_UP
+        if answer is None:
+            try:
+                self._pause()  # with the key in flight: a concurrent request meets a 409
+            except BaseException:
+                with self._lock:
+                    stripe.abandon(request)
+                raise
             with self._lock:
-                return self._execute(request, fault)
-        finally:
-            with self._lock:
-                self._in_flight.discard(key)
+                answer = stripe.execute(
+                    request,
+                    server_error=kind is FaultKind.SERVER_ERROR,
+                    created=fault is not None and fault.created,
+                )
+        else:
+            self._pause()
+        return _LOST if kind is FaultKind.LOST_RESPONSE else answer
 
     def find_transfer(self, lookup: outcomes.TransferLookup) -> outcomes.LookupOutcome:
         with self._lock:
             self._lookups.append(lookup)
             call = self._next_call(Operation.FIND, lookup.payout_transfer_id)
-            scripted = self._outage
-        fault = scripted or self._ask_handler(lookup, call)
+            outage = self._outage
+        fault = outage or self._ask_handler(lookup, call)
         self._pause()
         if fault is not None:
             match fault.kind:
                 case FaultKind.RESPOND:
                     return _as_lookup_outcome(fault)
-                case FaultKind.LOST_RESPONSE:
+                case FaultKind.LOST_RESPONSE | FaultKind.FINISHES_LATER:
                     return _LOST
                 case FaultKind.SERVER_ERROR:
                     return _LOOKUP_SERVER_ERROR
         with self._lock:
-            for record in self._records:
-                if (
-                    record.transfer_group == lookup.transfer_group
-                    and lookup.destination in (None, record.destination)
-                    and record.payout_transfer_id == lookup.payout_transfer_id
-                ):
-                    return outcomes.Found(stripe_transfer_id=record.id)
-        return outcomes.NotFound()
+            return self._stripe.find(lookup)
 
     # -- inside ---------------------------------------------------------------
 
@@ -422,14 +480,6 @@ class SimulatedGateway:
         attempt = self._attempts.get((operation, subject), 0) + 1
         self._attempts[operation, subject] = attempt
         return Call(operation=operation, attempt=attempt, number=self._calls)
-
-    def _scripted(self, request: outcomes.TransferRequest) -> Fault | None:
-        if self._outage is not None:
-            return self._outage
-        user_id = dict(request.metadata).get("user_id")
-        return self._declines.get(request.destination) or (
-            self._declines.get(user_id) if user_id is not None else None
-        )
 
     def _ask_handler(
         self, request: outcomes.TransferRequest | outcomes.TransferLookup, call: Call
@@ -443,57 +493,6 @@ class SimulatedGateway:
         with self._lock:
             seconds = self._random.uniform(low, high)
         self._sleep(seconds)
-
-    def _execute(
-        self, request: outcomes.TransferRequest, fault: Fault | None
-    ) -> outcomes.GatewayOutcome:
-        """The endpoint itself, under the lock: replay, refuse or create."""
-        now = self._clock.now()
-        key = request.idempotency_key
-        params = attrs.evolve(request, idempotency_key="")
-        saved = self._keys.get(key)
-        if saved is not None and now - saved.saved_at >= self._key_window:
-            del self._keys[key]  # pruned: Stripe no longer knows this key
-            saved = None
-        result: outcomes.GatewayOutcome
-        if saved is None:
-            first: outcomes.Succeeded | outcomes.Unknown
-            if fault is not None and fault.kind is FaultKind.SERVER_ERROR:
-                if fault.created:
-                    self._create(request, now)
-                first = _SERVER_ERROR
-            else:
-                first = outcomes.Succeeded(stripe_transfer_id=self._create(request, now).id)
-            self._keys[key] = _Saved(params, now, first)
-            result = first
-        elif saved.params != params:
-            result = outcomes.Permanent(
-                code="idempotency_error",
-                message="simulated 400: keys for idempotent requests can only be used "
-                "with the same parameters they were first used with",
-            )
-        elif isinstance(saved.response, outcomes.Succeeded):
-            result = attrs.evolve(saved.response, replayed=True)
-        else:
-            result = saved.response
-        if fault is not None and fault.kind is FaultKind.LOST_RESPONSE:
-            return _LOST
-        return result
-
-    def _create(self, request: outcomes.TransferRequest, now: datetime) -> TransferRecord:
-        record = TransferRecord(
-            id="tr_" + "".join(self._random.choices(_ID_ALPHABET, k=24)),
-            amount_cents=request.amount_cents,
-            currency=request.currency,
-            destination=request.destination,
-            transfer_group=request.transfer_group,
-            metadata=request.metadata,
-            idempotency_key=request.idempotency_key,
-            created_at=now,
-            sequence=len(self._records) + 1,
-        )
-        self._records.append(record)
-        return record
 
 
 def _as_create_outcome(fault: Fault) -> outcomes.GatewayOutcome:

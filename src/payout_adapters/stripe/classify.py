@@ -9,15 +9,21 @@ and ``requests``/``urllib3`` leave behind, so the same table covers it.
 The verdicts (see :class:`Verdict`):
 
 * ``TRANSIENT``: nothing was created by this request; retry later.
-* ``UNKNOWN``: the request may have created a transfer; send the same key
-  again, and Stripe replays what happened (409 while it is still running).
-* ``UNKNOWN_KEY_SPENT``: the request may have created a transfer *and* Stripe
-  saved an error under the key (a 500, or any 5xx it replays), so the same key
-  would only replay that error: look the transfer up first
-  (``Unknown(key_replays_error=True)``).
+* ``UNKNOWN``: a transfer may exist or still be created (a timeout, a 5xx Stripe
+  did not save, a 409 while an earlier request with the key still runs); send
+  the same key again, and Stripe replays what happened (409 while it is still
+  running). Never decided on.
+* ``UNKNOWN_KEY_SPENT``: a transfer may exist *and* the key can only ever answer
+  this error again: Stripe saved a 500 (or any 5xx it replays) under it, or the
+  key was first used with other parameters (``idempotency_error``). Only a
+  look-up decides (``Unknown(key_replays_error=True)``).
 * ``PERMANENT``: the winner's or the request's fault; retrying cannot help.
-* ``SYSTEMIC``: the platform's fault (bad key, no permission, empty balance);
-  it would fail every winner alike, so nobody's attempt is spent.
+* ``SYSTEMIC``: the platform's fault (bad key, no permission); it would fail
+  every winner alike, so nobody's attempt is spent.
+* ``SYSTEMIC_SAVED``: as ``SYSTEMIC``, but Stripe executed the request and
+  saved the refusal under the key (``balance_insufficient``): the key created
+  nothing and would replay the refusal for a day, so the transfer's next
+  request needs its next key (``Systemic(conclusive=True)``).
 
 Why 502/503/504 are ``UNKNOWN`` and not ``UNKNOWN_KEY_SPENT``: Stripe saves a
 result only once the endpoint has begun executing, and a gateway timeout in
@@ -67,6 +73,7 @@ class Verdict(enum.Enum):
     UNKNOWN_KEY_SPENT = "unknown, key spent"
     PERMANENT = "permanent"
     SYSTEMIC = "systemic"
+    SYSTEMIC_SAVED = "systemic, saved under the key"
 
 
 @attrs.frozen(kw_only=True)
@@ -119,13 +126,14 @@ class Rule:
 
 
 # Short names keep each row on a few lines: T transient, U unknown, K unknown with
-# the key spent, P permanent, S systemic.
-T, U, K, P, S = (
+# the key spent, P permanent, S systemic, SK systemic saved under the key.
+T, U, K, P, S, SK = (
     Verdict.TRANSIENT,
     Verdict.UNKNOWN,
     Verdict.UNKNOWN_KEY_SPENT,
     Verdict.PERMANENT,
     Verdict.SYSTEMIC,
+    Verdict.SYSTEMIC_SAVED,
 )
 Net, Api = stripe.APIConnectionError, stripe.StripeError
 Invalid = stripe.InvalidRequestError
@@ -156,21 +164,29 @@ RULES: Final[tuple[Rule, ...]] = (
          explain="Stripe was busy with another request on the same object (429 lock_timeout)"),
     Rule(exception=stripe.RateLimitError, verdict=T, name="rate_limit",
          explain="Stripe's rate limit was hit (429); this process slows down"),
-    Rule(exception=Api, status=409, code="idempotency_key_in_use", verdict=T,
+    # -- Stripe is still working on the key, or the key cannot tell ----------------------------
+    Rule(exception=Api, status=409, code="idempotency_key_in_use", verdict=U,
          name="idempotency_key_in_use",
          explain="an earlier request with this idempotency key is still running at Stripe "
-         "(409); its result is fetched on the next attempt"),
-    Rule(exception=Api, status=409, verdict=T, name="conflict",
-         explain="the request conflicted with another one at Stripe (409)"),
+         "(409) and may still create the transfer; the same key is sent again later, and "
+         "Stripe replays that request's result once it is done"),
+    Rule(exception=Api, status=409, verdict=U, name="conflict",
+         explain="the request conflicted with another one at Stripe (409); the transfer may "
+         "exist, the same idempotency key is sent again"),
+    Rule(exception=stripe.IdempotencyError, verdict=K, name="idempotency_error",
+         explain="the idempotency key was first used with other parameters, so it may have "
+         "created a transfer and can only answer this error again; the transfer is looked up "
+         "before a new key is used"),
     # -- the platform's fault: stop, fail no one -----------------------------------------------
     Rule(exception=stripe.AuthenticationError, verdict=S, name="authentication_failed",
          explain="Stripe refused the API key (401): check STRIPE_API_KEY"),
     Rule(exception=stripe.PermissionError, verdict=S, name="permission_denied",
          explain="Stripe refused the API key's permissions (403): STRIPE_API_KEY must be a "
          "secret key, or a restricted key with write access to Transfers"),
-    Rule(exception=Invalid, code="balance_insufficient", verdict=S, name="balance_insufficient",
+    Rule(exception=Invalid, code="balance_insufficient", verdict=SK, name="balance_insufficient",
          explain="the platform's Stripe balance is too low for this transfer: top up the "
-         "balance; payouts resume by themselves"),
+         "balance; payouts resume by themselves, each transfer under its next idempotency key "
+         "(Stripe saved this refusal under the old one and would replay it for a day)"),
     Rule(exception=Invalid, code="api_key_expired", verdict=S, name="api_key_expired",
          explain="the Stripe API key has expired: roll STRIPE_API_KEY"),
     Rule(exception=Invalid, code="platform_api_key_expired", verdict=S,
@@ -185,9 +201,6 @@ RULES: Final[tuple[Rule, ...]] = (
          name="platform_account_required",
          explain="STRIPE_API_KEY does not belong to a Stripe Connect platform"),
     # -- the winner's or the request's fault ---------------------------------------------------
-    Rule(exception=stripe.IdempotencyError, verdict=P, name="idempotency_error",
-         explain="the idempotency key was sent before with other parameters (a bug: a "
-         "transfer's parameters must never change between attempts)"),
     Rule(exception=Invalid, code="resource_missing", param="destination", verdict=P,
          name="resource_missing", explain="Stripe does not know the destination account"),
     Rule(exception=Invalid, code="resource_missing", verdict=P, name="resource_missing",
@@ -252,6 +265,8 @@ def classify(failure: Failure) -> Failed:
             return outcomes.Permanent(code=code, message=message)
         case Verdict.SYSTEMIC:
             return outcomes.Systemic(code=code, message=message)
+        case Verdict.SYSTEMIC_SAVED:
+            return outcomes.Systemic(code=code, message=message, conclusive=True)
 
 
 def classify_error(exc: stripe.StripeError) -> Failed:

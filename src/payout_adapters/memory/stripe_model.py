@@ -1,0 +1,367 @@
+"""The simulated Stripe itself: transfers, idempotency keys, the balance and accounts.
+
+:class:`StripeModel` is what Stripe (API v1) does with Create Transfer and List
+Transfers, with no faults and no threads: :class:`~payout_adapters.memory.gateway.SimulatedGateway`
+wraps it with fault scripting, latency and a lock. The rules it keeps are the
+ones payout-core's exactly-once rules rely on (DESIGN.md section 3), each
+pinned against the fake Stripe server too by ``tests/contracts/gateway_contract.py``:
+
+* **Keys are saved once the endpoint runs.** The first request with a key saves
+  its answer, whatever it is: a success, a refusal (a decline,
+  ``balance_insufficient``), a 500. Later requests with the key and the same
+  parameters get it back (a success marked ``replayed``); with other parameters
+  they get ``idempotency_error``; while the first request still executes, 409
+  ``idempotency_key_in_use``. Neither of those two creates anything.
+* **Keys are forgotten** ``key_window`` after their *first* use (replays do not
+  extend it), by the model's clock, which is Stripe's own clock. After that the
+  same key executes again: a second transfer.
+* **A request can finish after its caller gave up** (:meth:`StripeModel.execute_later`):
+  its key stays in flight until the clock reaches the finish time, and it runs
+  then, as any request would at that moment. Due executions run lazily, at the
+  start of every method, so a driver that only moves a
+  :class:`~payout_adapters.memory.ManualClock` sees them happen in order.
+* **Look-ups** list by transfer group and, when given, destination, and match
+  ``metadata.payout_transfer_id``; a destination Stripe does not know is a
+  ``resource_missing`` refusal, not an empty list.
+
+Nothing here reads the wall clock or sleeps: driven from one thread with a
+manual clock and a seeded generator, it is deterministic.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import random
+import string
+from datetime import datetime, timedelta
+
+import attrs
+
+from payout_core import outcomes, ports
+
+__all__ = ["KEY_IN_USE", "SERVER_ERROR", "Answer", "StripeModel", "TransferRecord"]
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+Answer = outcomes.Succeeded | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic
+"""What Create Transfer answers once its endpoint ran, and what is saved under the key."""
+
+
+@attrs.frozen(kw_only=True)
+class TransferRecord:
+    """A transfer the simulated Stripe holds, as Create Transfer made it."""
+
+    id: str
+    amount_cents: int
+    currency: str
+    destination: str
+    transfer_group: str
+    metadata: tuple[tuple[str, str], ...]
+    idempotency_key: str
+    created_at: datetime
+    sequence: int  # creation order, from 1
+
+    @property
+    def payout_transfer_id(self) -> str | None:
+        return dict(self.metadata).get("payout_transfer_id")
+
+
+@attrs.define
+class _Key:
+    """What Stripe remembers about one idempotency key."""
+
+    params: outcomes.TransferRequest  # the first request's, key blanked, for comparison
+    first_used_at: datetime
+    answer: Answer | None = None  # None while the first request is still executing
+
+
+@attrs.frozen(order=True)
+class _Scheduled:
+    finishes_at: datetime
+    sequence: int  # ties run in the order they were scheduled
+    request: outcomes.TransferRequest = attrs.field(order=False)
+
+
+SERVER_ERROR = outcomes.Unknown(
+    code="api_error",
+    message="simulated 500, saved under the idempotency key",
+    key_replays_error=True,
+)
+
+
+KEY_IN_USE = outcomes.Unknown(
+    code="idempotency_key_in_use",
+    message="simulated 409: another request with this idempotency key is in progress",
+)
+
+
+def _idempotency_error() -> outcomes.Unknown:
+    return outcomes.Unknown(
+        code="idempotency_error",
+        message="simulated 400: keys for idempotent requests can only be used with the same "
+        "parameters they were first used with",
+        key_replays_error=True,
+    )
+
+
+def _no_such_destination(account_id: str) -> outcomes.Permanent:
+    return outcomes.Permanent(
+        code="resource_missing", message=f"simulated 400: no such destination: '{account_id}'"
+    )
+
+
+def _balance_insufficient(amount_cents: int, balance: int) -> outcomes.Systemic:
+    return outcomes.Systemic(
+        code="balance_insufficient",
+        message=f"simulated 400: insufficient available funds ({amount_cents} asked, "
+        f"{balance} available)",
+        conclusive=True,
+    )
+
+
+class StripeModel:
+    """One platform account at the simulated Stripe. Not thread-safe: its owner
+    serialises every call (``SimulatedGateway`` holds its lock around each).
+
+    Args:
+        clock: Stripe's clock: key ages, finish times, ``created_at``.
+        key_window: how long after its first use a key is kept.
+        rng: draws the ``tr_...`` ids (seeded: reproducible ids).
+    """
+
+    def __init__(self, *, clock: ports.Clock, key_window: timedelta, rng: random.Random) -> None:
+        if key_window <= timedelta(0):
+            raise ValueError(f"key_window must be positive, got {key_window}")
+        self._clock = clock
+        self._key_window = key_window
+        self._rng = rng
+        self._records: list[TransferRecord] = []
+        self._by_payout: dict[str, list[TransferRecord]] = {}
+        self._keys: dict[str, _Key] = {}
+        # Keys with a saved answer, oldest first use (nearly) first, so that
+        # forgetting them costs nothing per call; see _forget_old_keys.
+        self._saved_order: collections.deque[tuple[datetime, str]] = collections.deque()
+        self._scheduled: list[_Scheduled] = []  # a heap
+        self._scheduled_count = 0
+        self._executing = 0
+        self._balance: int | None = None
+        self._refusals: dict[str, outcomes.Permanent] = {}
+        self._deleted: set[str] = set()
+
+    # -- the platform's state ------------------------------------------------------------------
+
+    @property
+    def balance(self) -> int | None:
+        self.catch_up()
+        return self._balance
+
+    def set_balance(self, cents: int | None) -> None:
+        """The available balance in cents; ``None`` never runs out."""
+        self.catch_up()  # what finished before now drew on the old balance
+        self._balance = cents
+
+    def refuse(self, who: str, refusal: outcomes.Permanent) -> None:
+        """Refuse transfers to ``who`` (a destination, or a ``user_id`` in the metadata)."""
+        self.catch_up()
+        self._refusals[who] = refusal
+
+    def stop_refusing(self, who: str) -> None:
+        self.catch_up()
+        self._refusals.pop(who, None)
+
+    def delete_account(self, account_id: str) -> None:
+        """Stripe no longer knows ``account_id``: creates to it and look-ups
+        filtered by it answer ``resource_missing``. There is no way back."""
+        self.catch_up()
+        self._deleted.add(account_id)
+
+    # -- Create Transfer -----------------------------------------------------------------------
+
+    def receive(self, request: outcomes.TransferRequest) -> Answer | None:
+        """The idempotency layer, in front of the endpoint.
+
+        Returns the answer Stripe gives without running the endpoint (a replay,
+        409 ``idempotency_key_in_use``, ``idempotency_error``), or ``None``: the
+        endpoint will run, and the key is in flight until :meth:`execute`,
+        :meth:`execute_later` or :meth:`abandon` is called for this request.
+        """
+        now = self._catch_up()
+        key = request.idempotency_key
+        params = attrs.evolve(request, idempotency_key="")
+        known = self._keys.get(key)
+        if known is not None and known.answer is not None and self._expired(known, now):
+            del self._keys[key]  # pruned: Stripe no longer knows this key
+            known = None
+        if known is None:
+            self._keys[key] = _Key(params=params, first_used_at=now)
+            self._executing += 1
+            return None
+        if known.params != params:
+            return _idempotency_error()
+        if known.answer is None:
+            return KEY_IN_USE
+        if isinstance(known.answer, outcomes.Succeeded):
+            return attrs.evolve(known.answer, replayed=True)
+        return known.answer
+
+    def execute(
+        self,
+        request: outcomes.TransferRequest,
+        *,
+        server_error: bool = False,
+        created: bool = False,
+    ) -> Answer:
+        """Run the endpoint now for a request :meth:`receive` let in, and save its
+        answer under the key.
+
+        ``server_error``: the endpoint fails with a 500, after creating the
+        transfer when ``created`` (and Stripe would otherwise have created it).
+        """
+        return self._run(request, self._catch_up(), server_error=server_error, created=created)
+
+    def execute_later(self, request: outcomes.TransferRequest, after: timedelta) -> datetime:
+        """Run the endpoint of a request :meth:`receive` let in once the clock
+        is ``after`` later; until then its key is in flight. Returns the finish time."""
+        if after < timedelta(0):
+            raise ValueError(f"a request cannot finish before it started ({after})")
+        finishes_at = self._clock.now() + after
+        self._scheduled_count += 1
+        heapq.heappush(self._scheduled, _Scheduled(finishes_at, self._scheduled_count, request))
+        return finishes_at
+
+    def abandon(self, request: outcomes.TransferRequest) -> None:
+        """The request let in never reached the endpoint: its key is free again."""
+        key = self._keys.get(request.idempotency_key)
+        if key is not None and key.answer is None:
+            del self._keys[request.idempotency_key]
+            self._executing -= 1
+
+    def catch_up(self) -> None:
+        """Run every execution the clock has reached, in finish order, and forget
+        keys past their window."""
+        self._catch_up()
+
+    def finish_all(self) -> None:
+        """Run every scheduled execution now, whatever the clock says, each at
+        its own finish time (the end of a simulation)."""
+        while self._scheduled:
+            due = heapq.heappop(self._scheduled)
+            self._run(due.request, due.finishes_at)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests whose endpoint is still executing (scheduled or not)."""
+        self.catch_up()
+        return self._executing
+
+    @property
+    def next_finish_at(self) -> datetime | None:
+        """When the next scheduled execution finishes; ``None`` when none is."""
+        self.catch_up()
+        return self._scheduled[0].finishes_at if self._scheduled else None
+
+    # -- List Transfers ------------------------------------------------------------------------
+
+    def find(
+        self, lookup: outcomes.TransferLookup
+    ) -> outcomes.Found | outcomes.NotFound | outcomes.Permanent:
+        """The oldest transfer of the group (to the destination, when given) made
+        for ``lookup.payout_transfer_id``, as a paged list filtered by Stripe
+        and matched on metadata would find it."""
+        self.catch_up()
+        if lookup.destination is not None and lookup.destination in self._deleted:
+            return _no_such_destination(lookup.destination)
+        for record in self._by_payout.get(lookup.payout_transfer_id, ()):
+            if record.transfer_group == lookup.transfer_group and lookup.destination in (
+                None,
+                record.destination,
+            ):
+                return outcomes.Found(stripe_transfer_id=record.id)
+        return outcomes.NotFound()
+
+    def records(self) -> list[TransferRecord]:
+        self.catch_up()
+        return list(self._records)
+
+    def records_for(self, payout_transfer_id: str) -> list[TransferRecord]:
+        self.catch_up()
+        return list(self._by_payout.get(payout_transfer_id, ()))
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _catch_up(self) -> datetime:
+        now = self._clock.now()
+        while self._scheduled and self._scheduled[0].finishes_at <= now:
+            due = heapq.heappop(self._scheduled)
+            self._run(due.request, due.finishes_at)
+        self._forget_old_keys(now)
+        return now
+
+    def _expired(self, key: _Key, now: datetime) -> bool:
+        return now - key.first_used_at >= self._key_window
+
+    def _forget_old_keys(self, now: datetime) -> None:
+        # Only memory is at stake here: receive() checks a key's age itself, so
+        # a key left behind (the clock was set back, or it finished out of
+        # order) is still forgotten on time.
+        while self._saved_order and now - self._saved_order[0][0] >= self._key_window:
+            first_used_at, key = self._saved_order.popleft()
+            known = self._keys.get(key)
+            if (
+                known is not None
+                and known.answer is not None
+                and known.first_used_at == first_used_at
+            ):
+                del self._keys[key]
+
+    def _run(
+        self,
+        request: outcomes.TransferRequest,
+        at: datetime,
+        *,
+        server_error: bool = False,
+        created: bool = False,
+    ) -> Answer:
+        if server_error:
+            if created:
+                self._endpoint(request, at)  # what it did is lost behind the 500
+            saved: Answer = SERVER_ERROR
+        else:
+            saved = self._endpoint(request, at)
+        key = self._keys.get(request.idempotency_key)
+        if key is not None and key.answer is None:
+            key.answer = saved
+            self._executing -= 1
+            self._saved_order.append((key.first_used_at, request.idempotency_key))
+        return saved
+
+    def _endpoint(self, request: outcomes.TransferRequest, at: datetime) -> Answer:
+        """Create Transfer itself: refuse, or move the money."""
+        if request.destination in self._deleted:
+            return _no_such_destination(request.destination)
+        user_id = dict(request.metadata).get("user_id")
+        refusal = self._refusals.get(request.destination) or (
+            self._refusals.get(user_id) if user_id is not None else None
+        )
+        if refusal is not None:
+            return refusal
+        if self._balance is not None:
+            if request.amount_cents > self._balance:
+                return _balance_insufficient(request.amount_cents, self._balance)
+            self._balance -= request.amount_cents
+        record = TransferRecord(
+            id="tr_" + "".join(self._rng.choices(_ID_ALPHABET, k=24)),
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            destination=request.destination,
+            transfer_group=request.transfer_group,
+            metadata=request.metadata,
+            idempotency_key=request.idempotency_key,
+            created_at=at,
+            sequence=len(self._records) + 1,
+        )
+        self._records.append(record)
+        if record.payout_transfer_id is not None:
+            self._by_payout.setdefault(record.payout_transfer_id, []).append(record)
+        return outcomes.Succeeded(stripe_transfer_id=record.id)
