@@ -93,6 +93,8 @@ def _transfer_dict(t: models.PayoutTransfer) -> dict[str, Any]:
         "id", "job_id", "contest_id", "user_id", "amount_cents", "currency", "status",
         "attempt_count", "max_attempts", "next_attempt_at", "lease_expires_at",
         "destination_account", "stripe_transfer_id", "failure_code", "failure_message",
+        "key_generation", "key_first_sent_at", "last_send_at", "outcome_uncertain",
+        "needs_operator",
     )  # fmt: skip
     fields = attrs.asdict(t)
     return {k: fields[k] for k in keep}
@@ -252,8 +254,7 @@ def _run_loop(
             )
 
         def observe_queue() -> None:
-            depth = db.store.queue_depth(clock.now())
-            metrics.observe_queue(db.store.transfer_counts(), due=depth.due, stuck=depth.stuck)
+            metrics.observe_queue(db.store.transfer_counts(), db.store.queue_depth())
 
         registry = runner.Registry(interval_seconds=settings.interval_seconds)
         loop_runner = runner.Runner(
@@ -311,10 +312,15 @@ def status(
         now = clock_.SystemClock().now()
         with bootstrap.open_database(settings, max_size=2) as db:
             counts = db.store.transfer_counts()
-            depth = db.store.queue_depth(now)
+            depth = db.store.queue_depth()
+            waiting = db.store.needing_operator(limit=50)
             jobs = db.store.list_jobs(limit=20)
             failed = db.store.list_transfers(status=models.TransferStatus.FAILED_TERMINAL, limit=50)
-            retrying = db.store.list_transfers(status=models.TransferStatus.RETRYABLE, limit=50)
+            retrying = [
+                t
+                for t in db.store.list_transfers(status=models.TransferStatus.RETRYABLE, limit=50)
+                if t.needs_operator is None  # listed with those that need an operator
+            ]
             processing = db.store.list_transfers(status=models.TransferStatus.PROCESSING, limit=200)
             runs = db.store.recent_runs(5)
             shown_as = db.shown_as
@@ -324,7 +330,9 @@ def status(
             "transfers_by_status": {s.value: n for s, n in counts.items()},
             "due": depth.due,
             "stuck": depth.stuck,
+            "needs_operator": depth.needs_operator,
             "jobs": [_job_dict(j) for j in jobs],
+            "needs_operator_transfers": [_transfer_dict(t) for t in waiting],
             "failed_transfers": [_transfer_dict(t) for t in failed],
             "retrying_transfers": [_transfer_dict(t) for t in retrying],
             "stuck_transfers": [_transfer_dict(t) for t in stuck],
@@ -343,8 +351,8 @@ def _print_status(data: dict[str, Any]) -> None:
     con.print(
         output.table(
             "Transfers",
-            [*by_status, "due now", "stuck"],
-            [[*by_status.values(), data["due"], data["stuck"]]],
+            [*by_status, "due now", "stuck", "needs operator"],
+            [[*by_status.values(), data["due"], data["stuck"], data["needs_operator"]]],
         )
     )
     con.print(
@@ -361,6 +369,22 @@ def _print_status(data: dict[str, Any]) -> None:
             ],
         )
     )  # fmt: skip
+    waiting = data["needs_operator_transfers"]
+    if waiting:
+        con.print(
+            output.table(
+                "Transfers that need an operator (no worker touches them; see the runbook)",
+                ["transfer", "user", "amount", "destination", "uncertain", "why"],
+                [
+                    [
+                        t["id"], t["user_id"], f"{t['amount_cents']} {t['currency']}",
+                        t["destination_account"], "yes" if t["outcome_uncertain"] else "no",
+                        t["needs_operator"],
+                    ]
+                    for t in waiting
+                ],
+            )
+        )  # fmt: skip
     for title, key in (
         ("Failed transfers (see the runbook in the README)", "failed_transfers"),
         ("Retrying transfers", "retrying_transfers"),

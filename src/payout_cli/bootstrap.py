@@ -126,6 +126,7 @@ def worker_settings(settings: settings_.Settings) -> tick.WorkerSettings:
         batch_size=settings.batch_size,
         concurrency=settings.concurrency,
         lease=timedelta(seconds=settings.lease_seconds),
+        stripe_timeout=timedelta(seconds=settings.stripe_timeout_seconds),
         retry_policy=retry.RetryPolicy(
             base_seconds=settings.retry_base_seconds,
             max_seconds=settings.retry_max_seconds,

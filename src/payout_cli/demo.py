@@ -63,9 +63,12 @@ def run_demo(*, seed: int | None = None) -> int:
     worker = tick.WorkerSettings(
         batch_size=25,
         concurrency=8,
-        lease=timedelta(seconds=30),
-        # Seconds instead of minutes, so the retries happen while you watch.
-        retry_policy=retry.RetryPolicy(base_seconds=0.2, max_seconds=1.0),
+        # Seconds instead of minutes, so the retries and the look-ups after a
+        # simulated 500 happen while you watch. Safe only because no money moves.
+        lease=timedelta(seconds=10),
+        stripe_timeout=timedelta(seconds=1),
+        send_start_limit=timedelta(seconds=1),
+        retry_policy=retry.RetryPolicy(base_seconds=0.2, max_seconds=2.0),
     )
     output.note("payout-core demo: simulated Stripe (NO MONEY MOVES), embedded PostgreSQL")
     # Always the embedded server, whatever PAYOUT_DATABASE_URL says: a demo

@@ -28,6 +28,7 @@ class Metrics:
     settlements: prom.Counter = attrs.field(init=False)
     due: prom.Gauge = attrs.field(init=False)
     stuck: prom.Gauge = attrs.field(init=False)
+    needs_operator: prom.Gauge = attrs.field(init=False)
     by_status: prom.Gauge = attrs.field(init=False)
     halted: prom.Gauge = attrs.field(init=False)
 
@@ -69,6 +70,13 @@ class Metrics:
             "Transfers held by a claim whose lease has expired (their worker died).",
             registry=r,
         )
+        self.needs_operator = prom.Gauge(
+            "payout_transfers_needs_operator",
+            "Transfers no worker will touch until an operator resolves them: look-ups at "
+            "Stripe kept failing, or claims kept expiring without an outcome. See "
+            "`payout-core status`.",
+            registry=r,
+        )
         self.by_status = prom.Gauge(
             "payout_transfers", "Transfers in the database, by status.", ["status"], registry=r
         )
@@ -93,12 +101,13 @@ class Metrics:
             self.settlements.labels(result="rejected").inc(report.settlements_rejected)
 
     def observe_queue(
-        self, counts: dict[models.TransferStatus, int], *, due: int, stuck: int
+        self, counts: dict[models.TransferStatus, int], depth: ports.QueueDepth
     ) -> None:
         for status, n in counts.items():
             self.by_status.labels(status=status.value).set(n)
-        self.due.set(due)
-        self.stuck.set(stuck)
+        self.due.set(depth.due)
+        self.stuck.set(depth.stuck)
+        self.needs_operator.set(depth.needs_operator)
 
     def exposition(self) -> bytes:
         return prom.generate_latest(self.registry)

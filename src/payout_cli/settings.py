@@ -12,9 +12,12 @@ import enum
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import attrs
+
+from payout_core.services import tick
 
 __all__ = ["AdminAddress", "ConfigError", "GatewayKind", "Settings", "redact_url"]
 
@@ -92,7 +95,26 @@ class Settings:
             values[field] = spec.parse(spec.flag or spec.env, str(value))
         if values.get("retry_max_seconds", 3600.0) < values.get("retry_base_seconds", 30.0):
             raise ConfigError("PAYOUT_RETRY_MAX_SECONDS must be at least PAYOUT_RETRY_BASE_SECONDS")
-        return cls(**values)
+        settings = cls(**values)
+        settings.check_safety()
+        return settings
+
+    def check_safety(self) -> None:
+        """Refuse settings that would break the exactly-once rules (DESIGN 3, rule 8).
+
+        Raises:
+            ConfigError: naming the variables and the least safe values.
+        """
+        problems = tick.unsafe_timing(
+            lease=timedelta(seconds=self.lease_seconds),
+            stripe_timeout=timedelta(seconds=self.stripe_timeout_seconds),
+            retry_max=timedelta(seconds=self.retry_max_seconds),
+        )
+        if problems:
+            raise ConfigError(
+                "unsafe settings (PAYOUT_LEASE_SECONDS, PAYOUT_STRIPE_TIMEOUT_SECONDS, "
+                "PAYOUT_RETRY_MAX_SECONDS): " + "; ".join(problems)
+            )
 
 
 def _positive_int(name: str, raw: str) -> int:

@@ -120,21 +120,29 @@ class PayoutJob:
 class PayoutTransfer:
     """One winner's payout and where it stands.
 
-    Besides the fields of DESIGN 3 it carries what the state machine needs to
-    never pay twice:
+    Besides the fields of DESIGN 3 it carries what the exactly-once rules need
+    (DESIGN 3, "Exactly once, under every interleaving"; docs/exactly-once.md):
 
+    * ``destination_account``: pinned by the first send intent, never changed.
     * ``key_generation``: which idempotency key is current (0 is ``payout:<id>``);
-      it only moves on after a look-up confirmed no transfer exists at Stripe.
-    * ``outcome_uncertain``: an earlier attempt may have created a transfer at
-      Stripe (timeout, dropped connection, 5xx, abandoned claim). While set, the
-      transfer is looked up at Stripe before it can ever fail terminally.
-    * ``key_replays_error``: the current key has a 5xx saved under it at Stripe,
-      so sending it again would only replay that error; look up first.
-    * ``key_first_sent_at``: when the current key was first sent; Stripe prunes
-      keys after about 24 hours, after which a look-up must come first.
-    * ``claim_token`` / ``claim_counted``: identify the current claim (a worker
-      whose lease was taken over cannot record over the newer one) and whether
-      it spent an attempt (so a systemic halt can give it back).
+      it moves on only once the current key is known to have created nothing.
+    * ``key_first_sent_at`` / ``last_send_at`` / ``key_sends``: from the send
+      intents, in the database's time: when the current key was first sent
+      (Stripe forgets keys about 24 hours later), when the latest send began,
+      and how many sends the current key has had.
+    * ``outcome_uncertain``: a request with the current key may have created a
+      transfer at Stripe. Set by every send intent, cleared only by a
+      conclusive answer for that key. While set, the transfer never fails.
+    * ``key_replays_error``: the current key can only replay an error (a saved
+      5xx, ``idempotency_error``): only a look-up can decide.
+    * ``platform_refused``: the latest answer under the current key was the
+      platform's fault (401, 403); if a look-up then finds nothing, the
+      attempt is given back, not counted against the winner.
+    * ``claim_token``: the current claim (a worker whose lease was taken over
+      cannot record over the newer one).
+    * ``lookup_failures`` / ``abandoned_claims``: look-ups that failed in a row,
+      and claims in a row that expired without an outcome; past a bound the
+      transfer ``needs_operator`` (the reason), and no claim takes it.
     """
 
     id: str
@@ -150,15 +158,20 @@ class PayoutTransfer:
     next_attempt_at: datetime | None = attrs.field(default=None, validator=_aware)
     lease_expires_at: datetime | None = attrs.field(default=None, validator=_aware)
     claim_token: str | None = None
-    claim_counted: bool = False
     destination_account: str | None = None
     stripe_transfer_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
     key_generation: int = 0
     key_first_sent_at: datetime | None = attrs.field(default=None, validator=_aware)
+    last_send_at: datetime | None = attrs.field(default=None, validator=_aware)
+    key_sends: int = 0
     outcome_uncertain: bool = False
     key_replays_error: bool = False
+    platform_refused: bool = False
+    lookup_failures: int = 0
+    abandoned_claims: int = 0
+    needs_operator: str | None = None
     created_at: datetime = attrs.field(validator=_aware)
     updated_at: datetime = attrs.field(validator=_aware)
 

@@ -15,6 +15,7 @@ from typing import Protocol
 import attrs
 
 from payout_core import models, outcomes
+from payout_core import state_machine as sm
 
 __all__ = [
     "AccountDirectory",
@@ -38,6 +39,14 @@ class AccountDirectory(Protocol):
     def account_for(self, user_id: str) -> str | None:
         """The Stripe connected account (``acct_...``) that pays ``user_id``, or
         ``None`` when the user has connected none.
+
+        Raises:
+            StoreUnavailable: the directory could not be read.
+        """
+        ...
+
+    def accounts_for(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """:meth:`account_for` of many users at once: the connected ones only.
 
         Raises:
             StoreUnavailable: the directory could not be read.
@@ -79,6 +88,7 @@ class ScheduleResult:
 class QueueDepth:
     due: int  # claimable now: pending, retryable and due, or stuck
     stuck: int  # processing with an expired lease
+    needs_operator: int = 0  # never claimed again until an operator decides (rule 7)
 
 
 class PayoutStore(Protocol):
@@ -98,17 +108,38 @@ class PayoutStore(Protocol):
         """
         ...
 
-    def claim_due(
-        self, *, now: datetime, limit: int, lease: timedelta, token: str
-    ) -> list[models.PayoutTransfer]:
-        """Claim up to ``limit`` due transfers (pending, retryable with
-        ``next_attempt_at <= now``, processing with an expired lease), applying
-        :func:`payout_core.state_machine.claim` with ``token``, oldest due first.
-        Transfers claimed by a concurrent caller are skipped, never waited on.
-        Their jobs move from pending to processing. Committed before returning.
+    def claim_due(self, *, limit: int, lease: timedelta, token: str) -> list[models.PayoutTransfer]:
+        """Claim up to ``limit`` due transfers, at the store's own time (the
+        database's clock, never the caller's: rule 1), oldest due first,
+        applying :func:`payout_core.state_machine.claim` with ``token``.
+
+        Due means pending, retryable with ``next_attempt_at <= now``, or
+        processing with an expired lease. An expired claim that is one too many
+        in a row (:func:`~payout_core.state_machine.abandoned_too_often`) is
+        escalated to an operator instead of claimed. Transfers claimed by a
+        concurrent caller are skipped, never waited on. Their jobs move from
+        pending to processing. Committed before returning. Each claimed
+        transfer's ``updated_at`` is the store's time of the claim.
 
         Raises:
             StoreUnavailable: nothing was claimed.
+        """
+        ...
+
+    def write_intent(
+        self, *, claimed: models.PayoutTransfer, destination: str, margin: timedelta
+    ) -> models.PayoutTransfer | sm.IntentRefusal:
+        """The write-ahead send intent (rule 2): apply
+        :func:`payout_core.state_machine.send` at the store's own time, only
+        while the stored transfer is still the claim ``claimed`` describes and
+        :func:`~payout_core.state_machine.refuse_send` finds nothing against
+        it; durable before it returns. Nothing may be sent without it.
+
+        Returns the transfer as the intent left it (``last_send_at`` is the
+        store's time of the intent), or why it was refused (nothing written).
+
+        Raises:
+            StoreUnavailable: nothing was written.
         """
         ...
 
@@ -161,9 +192,14 @@ class PayoutStore(Protocol):
         """Transfers, optionally of one status, most recently updated first."""
         ...
 
-    def queue_depth(self, now: datetime) -> QueueDepth:
-        """How many transfers are due now, and how many are stuck (processing
-        with an expired lease: their worker died)."""
+    def queue_depth(self) -> QueueDepth:
+        """At the store's own time: how many transfers are due, how many are
+        stuck (processing with an expired lease: their worker died), and how
+        many need an operator."""
+        ...
+
+    def needing_operator(self, limit: int = 100) -> list[models.PayoutTransfer]:
+        """The transfers that need an operator, longest waiting first."""
         ...
 
     def transfer_counts(self) -> dict[models.TransferStatus, int]:

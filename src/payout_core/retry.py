@@ -28,10 +28,6 @@ class RetryPolicy:
 
     base_seconds: float = attrs.field(default=30.0, validator=_positive)
     max_seconds: float = attrs.field(default=3600.0, validator=_positive)
-    # After an unknown outcome, Stripe may still be finishing the request (a
-    # timeout or a 5xx says nothing about when it ends): the next attempt, and
-    # its look-up, waits at least this long so it does not race it.
-    uncertain_floor_seconds: float = attrs.field(default=60.0, validator=_positive)
     # A float in [0, 1); random.random by default, a seeded Random's in tests.
     uniform: Callable[[], float] = attrs.field(default=random.random, eq=False, repr=False)
 
@@ -43,10 +39,8 @@ class RetryPolicy:
         exponent = min(attempt - 1, 64)
         return min(self.max_seconds, self.base_seconds * float(2**exponent))
 
-    def delay(self, attempt: int, *, uncertain: bool = False) -> timedelta:
-        """The wait after failed attempt ``attempt``; never below the floor
-        when the attempt may have created a transfer."""
-        seconds = self.uniform() * self.ceiling(attempt)
-        if uncertain:
-            seconds = max(seconds, min(self.uncertain_floor_seconds, self.max_seconds))
-        return timedelta(seconds=seconds)
+    def delay(self, attempt: int) -> timedelta:
+        """The wait after failed try number ``attempt``. (A look-up after an
+        uncertain send has a floor of its own: the send margin, see
+        :mod:`payout_core.attempt`.)"""
+        return timedelta(seconds=self.uniform() * self.ceiling(attempt))

@@ -9,6 +9,7 @@ class name and give it the fixtures it asks for::
             return MyStore()
 """
 
+from tests.contracts.gateway_contract import GatewayContract, StripeHarness
 from tests.contracts.store_contract import StoreContract
 
-__all__ = ["StoreContract"]
+__all__ = ["GatewayContract", "StoreContract", "StripeHarness"]

@@ -16,8 +16,10 @@ from payout_core import state_machine as sm
 
 __all__ = [
     "LEASE",
+    "MARGIN",
     "T0",
     "completed",
+    "destination_of",
     "failed",
     "make_job",
     "make_transfers",
@@ -26,6 +28,7 @@ __all__ = [
     "released",
     "retried",
     "schedule",
+    "sent",
     "settlement",
 ]
 
@@ -121,16 +124,32 @@ def schedule(
 
 # -- outcomes of a claimed transfer, as the execution service makes them ---------
 
+#: The send margin of the default timing (Stripe timeout 30 s + 30 s).
+MARGIN = timedelta(seconds=60)
+
+
+def destination_of(transfer: models.PayoutTransfer) -> str:
+    return transfer.destination_account or f"acct_{transfer.user_id.replace('-', '')}"
+
+
+def sent(claimed: models.PayoutTransfer, *, now: datetime) -> models.PayoutTransfer:
+    """``claimed`` after its send intent, as a store's ``write_intent`` makes it
+    right after the claim (at ``now`` if the claim was written before then)."""
+    when = min(now, claimed.updated_at) if claimed.lease_expires_at else now
+    return sm.send(claimed, destination=destination_of(claimed), now=when, margin=MARGIN)
+
 
 def completed(claimed: models.PayoutTransfer, *, now: datetime) -> models.PayoutTransfer:
-    sent = sm.send(claimed, destination=f"acct_{claimed.user_id}", now=now)
-    return sm.complete(sent, stripe_transfer_id=f"tr_{claimed.id[:8]}", now=now)
+    """Sent, and paid."""
+    return sm.complete(sent(claimed, now=now), stripe_transfer_id=f"tr_{claimed.id[:8]}", now=now)
 
 
 def failed(
     claimed: models.PayoutTransfer, *, now: datetime, code: str = "account_invalid"
 ) -> models.PayoutTransfer:
-    return sm.fail(claimed, code=code, message=f"declined: {code}", now=now)
+    """Sent, and declined: Stripe saved the refusal under the key."""
+    refused = sm.key_refused(sent(claimed, now=now), now=now)
+    return sm.fail(refused, code=code, message=f"declined: {code}", now=now)
 
 
 def retried(
@@ -140,17 +159,18 @@ def retried(
     after: timedelta = timedelta(seconds=30),
     uncertain: bool = False,
 ) -> models.PayoutTransfer:
+    """Sent, and to be tried again: ``uncertain``, the answer was lost; otherwise a
+    look-up found that the key created nothing (the attempt ended, its key moved on)."""
+    attempt = sent(claimed, now=now)
+    if not uncertain:
+        attempt = sm.new_key_generation(attempt, now=now)
     return sm.retry(
-        claimed,
-        next_attempt_at=now + after,
-        code="rate_limit",
-        message="too many requests",
-        uncertain=uncertain,
-        now=now,
+        attempt, next_attempt_at=now + after, code="timeout", message="no answer", now=now
     )
 
 
 def released(claimed: models.PayoutTransfer, *, now: datetime) -> models.PayoutTransfer:
+    """Given back unsent (a systemic halt before the send)."""
     return sm.release(claimed, now=now, reason="authentication_error")
 
 

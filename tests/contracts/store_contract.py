@@ -21,8 +21,9 @@ import pytest
 
 from payout_adapters.memory import ManualClock
 from payout_core import errors, ledger, models, ports
+from payout_core import state_machine as sm
 from tests.contracts import builders as b
-from tests.contracts.builders import LEASE
+from tests.contracts.builders import LEASE, T0
 
 S = models.TransferStatus
 J = models.JobStatus
@@ -103,17 +104,18 @@ class StoreContract:
 
     # -- claiming -----------------------------------------------------------------
 
-    def test_a_claim_takes_pending_transfers_spending_an_attempt_under_a_lease(
+    def test_a_claim_takes_pending_transfers_under_a_lease_by_the_stores_clock_spending_nothing(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         _, [t] = b.schedule(store, b.settlement("u-1"), now=clock.now())
         clock.advance(5)
 
-        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-1")
 
         assert claimed.id == t.id
         assert claimed.status is S.PROCESSING
-        assert (claimed.attempt_count, claimed.claim_counted) == (1, True)
+        # The send intent spends the attempt, not the claim.
+        assert claimed.attempt_count == 0
         assert claimed.claim_token == "w-1"
         assert claimed.lease_expires_at == clock.now() + LEASE
         assert claimed.updated_at == clock.now()
@@ -127,11 +129,10 @@ class StoreContract:
         _, newer = b.schedule(store, later, now=clock.now() + timedelta(minutes=1))
         _, older = b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
         clock.advance(timedelta(minutes=2))
-        now = clock.now()
 
-        assert store.claim_due(now=now, limit=0, lease=LEASE, token="w-0") == []
-        first = store.claim_due(now=now, limit=2, lease=LEASE, token="w-1")
-        rest = store.claim_due(now=now, limit=10, lease=LEASE, token="w-2")
+        assert store.claim_due(limit=0, lease=LEASE, token="w-0") == []
+        first = store.claim_due(limit=2, lease=LEASE, token="w-1")
+        rest = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
         # Same due time: by id.
         assert [t.id for t in first] == sorted(t.id for t in older)[:2]
@@ -139,76 +140,77 @@ class StoreContract:
             sorted(t.id for t in older)[2],
             *sorted(t.id for t in newer),
         ]
-        assert store.claim_due(now=now, limit=10, lease=LEASE, token="w-3") == []
+        assert store.claim_due(limit=10, lease=LEASE, token="w-3") == []
 
     def test_a_transfer_under_a_running_lease_is_not_claimed_again(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         clock.advance(LEASE - timedelta(seconds=1))
 
-        assert store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2") == []
+        assert store.claim_due(limit=10, lease=LEASE, token="w-2") == []
         assert store.get_transfer(claimed.id) == claimed
 
     def test_a_retryable_transfer_is_claimed_only_once_it_is_due(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [first] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [first] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         later = b.retried(first, now=clock.now(), after=timedelta(seconds=30))
         assert b.record_outcome(store, first, later, now=clock.now())
 
         clock.advance(29)
-        assert store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2") == []
+        assert store.claim_due(limit=10, lease=LEASE, token="w-2") == []
         clock.advance(1)
-        [second] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        [second] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
-        assert (second.id, second.attempt_count, second.claim_token) == (first.id, 2, "w-2")
+        assert (second.id, second.attempt_count, second.claim_token) == (first.id, 1, "w-2")
 
-    def test_an_expired_lease_is_taken_over_as_an_uncertain_counted_attempt(
+    def test_an_expired_claim_that_wrote_no_intent_is_taken_over_spending_nothing(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [abandoned] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [abandoned] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         clock.advance(LEASE)
 
-        [taken] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        [taken] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
         assert taken.id == abandoned.id
-        assert (taken.attempt_count, taken.claim_counted) == (2, True)
+        assert taken.attempt_count == 0
         assert taken.claim_token == "w-2"
         assert taken.lease_expires_at == clock.now() + LEASE
-        # The dead worker may have reached Stripe.
+        assert taken.abandoned_claims == 1
+        # It sent nothing: there is no doubt to resolve.
+        assert taken.outcome_uncertain is False
+
+    def test_an_expired_claim_that_wrote_an_intent_is_taken_over_uncertain(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [abandoned] = store.claim_due(limit=10, lease=LEASE, token="w-1")
+        intent = store.write_intent(claimed=abandoned, destination="acct_1", margin=b.MARGIN)
+        assert isinstance(intent, models.PayoutTransfer)
+        clock.advance(LEASE)
+
+        [taken] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+
+        # The dead worker may have reached Stripe: the stored row says so.
         assert taken.outcome_uncertain is True
+        assert (taken.attempt_count, taken.destination_account) == (1, "acct_1")
+        assert taken.key_first_sent_at == intent.key_first_sent_at
 
     def test_terminal_transfers_are_never_claimed(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1", "u-2"), now=clock.now())
-        one, two = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        one, two = store.claim_due(limit=10, lease=LEASE, token="w-1")
         assert b.record_outcome(store, one, b.completed(one, now=clock.now()), now=clock.now())
         assert b.record_outcome(store, two, b.failed(two, now=clock.now()), now=clock.now())
         clock.advance(timedelta(days=30))
 
-        assert store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2") == []
-        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=0, stuck=0)
-
-    def test_a_claim_with_no_attempt_left_does_not_spend_one(
-        self, store: ports.PayoutStore, clock: ManualClock
-    ) -> None:
-        b.schedule(store, b.settlement("u-1"), now=clock.now(), max_attempts=1)
-        [last] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
-        # Its only attempt ended unknown: parked for a look-up, not failed.
-        parked = b.retried(last, now=clock.now(), uncertain=True)
-        assert b.record_outcome(store, last, parked, now=clock.now(), book=False)
-        clock.advance(timedelta(minutes=1))
-
-        [resolving] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
-
-        assert (resolving.attempt_count, resolving.max_attempts) == (1, 1)
-        assert resolving.claim_counted is False
-        assert resolving.outcome_uncertain is True
+        assert store.claim_due(limit=10, lease=LEASE, token="w-2") == []
+        assert store.queue_depth() == ports.QueueDepth(due=0, stuck=0)
 
     def test_the_first_claim_moves_the_job_from_pending_to_processing(
         self, store: ports.PayoutStore, clock: ManualClock
@@ -217,7 +219,7 @@ class StoreContract:
         assert store.list_jobs(status=J.PENDING) == [job]
         clock.advance(5)
 
-        store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-1")
+        store.claim_due(limit=1, lease=LEASE, token="w-1")
 
         started = store.get_job(job.id)
         assert started is not None
@@ -232,7 +234,6 @@ class StoreContract:
     ) -> None:
         winners = [f"u-{n:03d}" for n in range(60)]
         _, transfers = b.schedule(store, b.settlement(*winners), now=clock.now())
-        now = clock.now()
         start = threading.Barrier(8)
         claims: dict[str, list[str]] = {}
         failures: list[BaseException] = []
@@ -241,7 +242,7 @@ class StoreContract:
             mine: list[str] = []
             try:
                 start.wait()
-                while batch := store.claim_due(now=now, limit=3, lease=LEASE, token=token):
+                while batch := store.claim_due(limit=3, lease=LEASE, token=token):
                     mine.extend(t.id for t in batch)
             except BaseException as exc:  # reported below, not lost in the thread
                 failures.append(exc)
@@ -261,7 +262,182 @@ class StoreContract:
             for transfer_id in ids:
                 stored = store.get_transfer(transfer_id)
                 assert stored is not None
-                assert (stored.claim_token, stored.attempt_count) == (token, 1)
+                assert (stored.claim_token, stored.attempt_count) == (token, 0)
+
+    # -- send intents (DESIGN 3, rule 2) ---------------------------------------------
+
+    def _claimed(
+        self, store: ports.PayoutStore, clock: ManualClock, *, max_attempts: int = 5
+    ) -> models.PayoutTransfer:
+        b.schedule(store, b.settlement("u-1"), now=clock.now(), max_attempts=max_attempts)
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-1")
+        return claimed
+
+    def _in_doubt(
+        self, store: ports.PayoutStore, clock: ManualClock, *, key_replays_error: bool = False
+    ) -> models.PayoutTransfer:
+        """A claimed transfer sent once to acct_1, whose answer was lost (or was a
+        saved 500), recorded as retryable: uncertain."""
+        claimed = self._claimed(store, clock)
+        first = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        assert isinstance(first, models.PayoutTransfer)
+        lost = sm.retry(
+            first,
+            next_attempt_at=clock.now(),
+            code="api_error" if key_replays_error else "timeout",
+            message="no conclusive answer",
+            key_replays_error=key_replays_error,
+            now=clock.now(),
+        )
+        assert store.record(claimed=first, updated=lost, ledger_entry=None, now=clock.now())
+        return first
+
+    def test_an_intent_pins_the_destination_spends_the_attempt_and_starts_the_doubt(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        claimed = self._claimed(store, clock)
+        clock.advance(3)
+
+        intent = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+
+        assert isinstance(intent, models.PayoutTransfer)
+        assert intent.destination_account == "acct_1"
+        assert (intent.attempt_count, intent.key_sends) == (1, 1)
+        assert intent.outcome_uncertain is True
+        # The store's time, not the caller's.
+        assert intent.key_first_sent_at == intent.last_send_at == clock.now()
+        assert store.get_transfer(claimed.id) == intent
+
+    def test_a_resend_of_an_uncertain_key_spends_nothing_and_keeps_its_first_use(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        first = self._in_doubt(store, clock)
+        clock.advance(timedelta(hours=22))
+        [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+
+        resend = store.write_intent(claimed=again, destination="acct_1", margin=b.MARGIN)
+
+        assert isinstance(resend, models.PayoutTransfer)
+        assert (resend.attempt_count, resend.key_sends, resend.key_generation) == (1, 2, 0)
+        assert resend.key_first_sent_at == first.key_first_sent_at
+        assert resend.last_send_at == clock.now()
+
+    def test_no_intent_for_a_claim_that_was_taken_over(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        claimed = self._claimed(store, clock)
+        clock.advance(LEASE)
+        [newer] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+
+        refused = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+
+        assert refused is sm.IntentRefusal.STALE_CLAIM
+        assert store.get_transfer(claimed.id) == newer
+
+    def test_no_intent_without_the_send_margin_left_on_the_lease_by_the_stores_clock(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        claimed = self._claimed(store, clock)
+        clock.advance(LEASE - b.MARGIN + timedelta(seconds=1))
+
+        refused = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+
+        assert refused is sm.IntentRefusal.LEASE_TOO_SHORT
+        assert store.get_transfer(claimed.id) == claimed
+
+    def test_no_intent_to_another_destination_than_the_pinned_one(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        claimed = self._claimed(store, clock)
+        first = store.write_intent(claimed=claimed, destination="acct_old", margin=b.MARGIN)
+        assert isinstance(first, models.PayoutTransfer)
+
+        refused = store.write_intent(claimed=first, destination="acct_new", margin=b.MARGIN)
+
+        assert refused is sm.IntentRefusal.DESTINATION_CHANGED
+        assert store.get_transfer(claimed.id) == first
+
+    def test_no_resend_of_a_key_stripe_may_have_forgotten(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        first = self._in_doubt(store, clock)
+        clock.advance(sm.KEY_TRUST_WINDOW)
+        [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+
+        refused = store.write_intent(claimed=again, destination="acct_1", margin=b.MARGIN)
+
+        assert refused is sm.IntentRefusal.KEY_UNTRUSTED
+        assert store.get_transfer(first.id) == again
+
+    def test_no_resend_of_a_key_that_replays_an_error(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        self._in_doubt(store, clock, key_replays_error=True)
+        [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+
+        refused = store.write_intent(claimed=again, destination="acct_1", margin=b.MARGIN)
+
+        assert refused is sm.IntentRefusal.KEY_UNTRUSTED
+
+    def test_a_pinned_destination_cannot_be_changed_by_an_outcome(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        claimed = self._claimed(store, clock)
+        first = store.write_intent(claimed=claimed, destination="acct_old", margin=b.MARGIN)
+        assert isinstance(first, models.PayoutTransfer)
+        moved = attrs.evolve(
+            sm.complete(first, stripe_transfer_id="tr_1", now=T0), destination_account="acct_new"
+        )
+
+        with pytest.raises(errors.IllegalTransition):
+            store.record(claimed=first, updated=moved, ledger_entry=None, now=clock.now())
+
+        assert store.get_transfer(claimed.id) == first
+
+    # -- nothing waits forever without a name (rule 7) -------------------------------
+
+    def test_a_claim_that_expires_too_often_in_a_row_goes_to_an_operator(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, [t] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        for n in range(sm.ABANDONED_CLAIMS_LIMIT):
+            assert [c.id for c in store.claim_due(limit=10, lease=LEASE, token=f"w-{n}")] == [t.id]
+            clock.advance(LEASE)
+
+        assert store.claim_due(limit=10, lease=LEASE, token="w-last") == []
+
+        [waiting] = store.needing_operator()
+        assert waiting.id == t.id
+        assert waiting.needs_operator is not None
+        assert "claims in a row expired" in waiting.needs_operator
+        assert (waiting.status, waiting.claim_token, waiting.lease_expires_at) == (
+            S.PENDING,
+            None,
+            None,
+        )
+        assert store.queue_depth() == ports.QueueDepth(due=0, stuck=0, needs_operator=1)
+        clock.advance(timedelta(days=7))
+        assert store.claim_due(limit=10, lease=LEASE, token="w-later") == []
+        stored_job = store.get_job(job.id)
+        assert stored_job is not None
+        assert stored_job.status is J.PROCESSING  # open until an operator decides
+
+    def test_an_outcome_ends_the_run_of_abandoned_claims(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1"), now=clock.now())
+        for n in range(sm.ABANDONED_CLAIMS_LIMIT - 1):
+            store.claim_due(limit=10, lease=LEASE, token=f"w-{n}")
+            clock.advance(LEASE)
+        [survivor] = store.claim_due(limit=10, lease=LEASE, token="w-survivor")
+        assert survivor.abandoned_claims == sm.ABANDONED_CLAIMS_LIMIT - 1
+        back = b.released(survivor, now=clock.now())
+        assert b.record_outcome(store, survivor, back, now=clock.now(), book=False)
+
+        [again] = store.claim_due(limit=10, lease=LEASE, token="w-next")
+
+        assert again.abandoned_claims == 0
+        assert store.needing_operator() == []
 
     # -- recording outcomes -------------------------------------------------------
 
@@ -269,9 +445,9 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         job, _ = b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [old] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [old] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         clock.advance(LEASE)
-        [new] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        [new] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
         recorded = b.record_outcome(store, old, b.completed(old, now=clock.now()), now=clock.now())
 
@@ -286,7 +462,7 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         outcome = b.completed(claimed, now=clock.now())
 
         other_token = attrs.evolve(claimed, claim_token="w-9")
@@ -301,7 +477,7 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         done = b.completed(claimed, now=clock.now())
 
         assert b.record_outcome(store, claimed, done, now=clock.now()) is True
@@ -314,7 +490,7 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [claimed] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         back = b.released(claimed, now=clock.now())
 
         assert b.record_outcome(store, claimed, back, now=clock.now(), book=False)
@@ -324,14 +500,14 @@ class StoreContract:
         assert stored is not None
         assert (stored.status, stored.attempt_count, stored.claim_token) == (S.PENDING, 0, None)
         assert store.ledger() == []
-        [again] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
-        assert again.attempt_count == 1
+        [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+        assert again.attempt_count == 0
 
     def test_the_last_outcome_completes_the_job_with_its_counts(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         job, _ = b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
-        paid, declined, late = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w")
+        paid, declined, late = store.claim_due(limit=10, lease=LEASE, token="w")
         clock.advance(1)
         b.record_outcome(store, paid, b.completed(paid, now=clock.now()), now=clock.now())
         b.record_outcome(store, declined, b.failed(declined, now=clock.now()), now=clock.now())
@@ -363,8 +539,7 @@ class StoreContract:
         other = b.settlement("u-1", settlement_id="s-b", contest_id="c-b")
         job_b, _ = b.schedule(store, other, now=b.T0)
         claimed = {
-            (t.job_id, t.user_id): t
-            for t in store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+            (t.job_id, t.user_id): t for t in store.claim_due(limit=10, lease=LEASE, token="w-1")
         }
         a1, a2, b1 = claimed[job_a.id, "u-1"], claimed[job_a.id, "u-2"], claimed[job_b.id, "u-1"]
         written: list[models.LedgerEntry] = []
@@ -375,7 +550,7 @@ class StoreContract:
             assert store.record(claimed=t, updated=updated, ledger_entry=entry, now=clock.now())
             written.append(entry)
         clock.advance(timedelta(minutes=1))
-        [a2_again] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        [a2_again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
         last = b.completed(a2_again, now=clock.now())
         entry = ledger.entry_for(last, now=clock.now())
         assert store.record(claimed=a2_again, updated=last, ledger_entry=entry, now=clock.now())
@@ -395,11 +570,11 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         job, _ = b.schedule(store, b.settlement("u-1"), now=clock.now())
-        [first] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-1")
+        [first] = store.claim_due(limit=10, lease=LEASE, token="w-1")
         assert b.record_outcome(store, first, b.retried(first, now=clock.now()), now=clock.now())
         [booked] = store.ledger()
         clock.advance(timedelta(minutes=1))
-        [second] = store.claim_due(now=clock.now(), limit=10, lease=LEASE, token="w-2")
+        [second] = store.claim_due(limit=10, lease=LEASE, token="w-2")
         done = b.completed(second, now=clock.now())
         # A bug: the second attempt booked under the first attempt's key.
         reused = attrs.evolve(
@@ -434,7 +609,7 @@ class StoreContract:
             stl = b.settlement("u-1", settlement_id=f"s-{n}", contest_id=f"c-{n}")
             jobs.append(b.schedule(store, stl, now=clock.now())[0])
             clock.advance(60)
-        store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-1")  # the oldest job's
+        store.claim_due(limit=1, lease=LEASE, token="w-1")  # the oldest job's
         started = store.get_job(jobs[0].id)
 
         assert store.list_jobs() == [jobs[2], jobs[1], started]
@@ -448,9 +623,9 @@ class StoreContract:
     ) -> None:
         _, [t1, t2, t3] = b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
         clock.advance(1)
-        [c1] = store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-1")
+        [c1] = store.claim_due(limit=1, lease=LEASE, token="w-1")
         clock.advance(1)
-        [c2] = store.claim_due(now=clock.now(), limit=1, lease=LEASE, token="w-2")
+        [c2] = store.claim_due(limit=1, lease=LEASE, token="w-2")
         clock.advance(1)
         done = b.completed(c1, now=clock.now())
         b.record_outcome(store, c1, done, now=clock.now())
@@ -468,7 +643,7 @@ class StoreContract:
     ) -> None:
         assert store.transfer_counts() == dict.fromkeys(models.TransferStatus, 0)
         b.schedule(store, b.settlement("u-1", "u-2", "u-3", "u-4"), now=clock.now())
-        one, two, three = store.claim_due(now=clock.now(), limit=3, lease=LEASE, token="w-1")
+        one, two, three = store.claim_due(limit=3, lease=LEASE, token="w-1")
         b.record_outcome(store, one, b.completed(one, now=clock.now()), now=clock.now())
         b.record_outcome(store, two, b.retried(two, now=clock.now()), now=clock.now())
         del three  # still processing
@@ -485,15 +660,15 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         b.schedule(store, b.settlement("u-1", "u-2", "u-3"), now=clock.now())
-        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=3, stuck=0)
-        one, two = store.claim_due(now=clock.now(), limit=2, lease=LEASE, token="w-1")
+        assert store.queue_depth() == ports.QueueDepth(due=3, stuck=0)
+        one, two = store.claim_due(limit=2, lease=LEASE, token="w-1")
         b.record_outcome(store, two, b.retried(two, now=clock.now()), now=clock.now())
         del one  # its worker dies holding it
 
-        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=1, stuck=0)
+        assert store.queue_depth() == ports.QueueDepth(due=1, stuck=0)
         clock.advance(LEASE)
         # The retry (30 s) is due, the pending one still is, and the lease expired.
-        assert store.queue_depth(clock.now()) == ports.QueueDepth(due=3, stuck=1)
+        assert store.queue_depth() == ports.QueueDepth(due=3, stuck=1)
 
     def test_a_run_is_inserted_then_updated_and_recent_runs_are_newest_first(
         self, store: ports.PayoutStore, clock: ManualClock

@@ -13,6 +13,7 @@ import psycopg_pool
 import pytest
 
 from payout_adapters import postgres
+from payout_adapters.memory import ManualClock
 from payout_core import errors, models, ports, validation
 from payout_core import state_machine as sm
 from payout_core.services import scheduling
@@ -27,16 +28,26 @@ class TestPostgresStoreKeepsTheStoreContract(StoreContract):
     """The contract suite the in-memory store passes, unchanged, on PostgreSQL."""
 
     @pytest.fixture
-    def store(self, pool: psycopg_pool.ConnectionPool) -> postgres.PostgresStore:
-        return postgres.PostgresStore(pool)
+    def store(
+        self, pool: psycopg_pool.ConnectionPool, clock: ManualClock
+    ) -> postgres.PostgresStore:
+        # The test clock stands for the database's: the suite moves time on both stores.
+        return postgres.PostgresStore(pool, clock=clock)
 
 
 # -- what the contract cannot show ---------------------------------------------------
 
 
 @pytest.fixture
-def pg_store(pool: psycopg_pool.ConnectionPool) -> postgres.PostgresStore:
-    return postgres.PostgresStore(pool)
+def database_clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def pg_store(
+    pool: psycopg_pool.ConnectionPool, database_clock: ManualClock
+) -> postgres.PostgresStore:
+    return postgres.PostgresStore(pool, clock=database_clock)
 
 
 def settle(
@@ -59,8 +70,8 @@ def settle(
     ).job
 
 
-def claim_one(store: ports.PayoutStore, now: datetime, token: str) -> models.PayoutTransfer:
-    (claimed,) = store.claim_due(now=now, limit=1, lease=LEASE, token=token)
+def claim_one(store: ports.PayoutStore, token: str) -> models.PayoutTransfer:
+    (claimed,) = store.claim_due(limit=1, lease=LEASE, token=token)
     return claimed
 
 
@@ -71,14 +82,16 @@ def test_the_table_shows_the_stripe_idempotency_key_in_use(
     pg_store: postgres.PostgresStore, admin: Conn
 ) -> None:
     settle(pg_store, ("u-1", 1500))
-    claimed = claim_one(pg_store, T0, "c-1")
+    claimed = claim_one(pg_store, "c-1")
+    sent = pg_store.write_intent(claimed=claimed, destination="acct_1", margin=LEASE / 10)
+    assert isinstance(sent, models.PayoutTransfer)
     first = admin.execute("SELECT idempotency_key FROM payout_transfers").fetchone()
 
     # A look-up found nothing at Stripe: the next attempt goes out under a new key.
     moved_on = sm.retry(
-        sm.new_key_generation(claimed, now=T0), next_attempt_at=T0, code="x", message="x", now=T0
+        sm.new_key_generation(sent, now=T0), next_attempt_at=T0, code="x", message="x", now=T0
     )
-    assert pg_store.record(claimed=claimed, updated=moved_on, ledger_entry=None, now=T0)
+    assert pg_store.record(claimed=sent, updated=moved_on, ledger_entry=None, now=T0)
 
     second = admin.execute("SELECT idempotency_key FROM payout_transfers").fetchone()
     assert (first, second) == ((f"payout:{claimed.id}",), (f"payout:{claimed.id}:1",))
@@ -124,27 +137,67 @@ def test_a_job_is_written_only_with_all_its_transfers(pg_store: postgres.Postgre
 # -- claims ----------------------------------------------------------------------
 
 
-def test_a_claim_computes_what_the_state_machine_computes(
-    pg_store: postgres.PostgresStore,
+def test_claims_and_intents_compute_what_the_state_machine_computes(
+    pg_store: postgres.PostgresStore, database_clock: ManualClock
 ) -> None:
     job = settle(pg_store, ("u-1", 1500), max_attempts=2)
     (pending,) = pg_store.transfers_of(job.id)
+    margin = timedelta(seconds=60)
 
-    first = claim_one(pg_store, T0, "claim-1")
+    first = claim_one(pg_store, "claim-1")
     assert first == sm.claim(pending, now=T0, lease=LEASE, token="claim-1")
+    database_clock.advance(2)
+    intent = pg_store.write_intent(claimed=first, destination="acct_1", margin=margin)
+    assert intent == sm.send(first, destination="acct_1", now=database_clock.now(), margin=margin)
 
-    # Its worker died: the lease expires and the attempt is re-driven, uncertain.
-    later = T0 + LEASE + timedelta(seconds=1)
-    second = claim_one(pg_store, later, "claim-2")
-    assert second == sm.claim(first, now=later, lease=LEASE, token="claim-2")
-    assert second.outcome_uncertain
+    # Its worker died after the intent: the take-over knows, from the row alone.
+    database_clock.advance(LEASE)
+    second = claim_one(pg_store, "claim-2")
+    assert isinstance(intent, models.PayoutTransfer)
+    assert second == sm.claim(intent, now=database_clock.now(), lease=LEASE, token="claim-2")
+    assert (second.outcome_uncertain, second.attempt_count) == (True, 1)
 
-    # No attempt left: claimed only to resolve it, not counted.
-    last = later + LEASE + timedelta(seconds=1)
-    third = claim_one(pg_store, last, "claim-3")
-    assert third == sm.claim(second, now=last, lease=LEASE, token="claim-3")
-    assert (third.attempt_count, third.claim_counted) == (2, False)
-    assert pg_store.get_transfer(third.id) == third
+    # The resend of the uncertain key spends nothing.
+    resend = pg_store.write_intent(claimed=second, destination="acct_1", margin=margin)
+    assert resend == sm.send(second, destination="acct_1", now=database_clock.now(), margin=margin)
+    assert isinstance(resend, models.PayoutTransfer)
+    assert (resend.attempt_count, resend.key_sends) == (1, 2)
+    assert pg_store.get_transfer(resend.id) == resend
+
+
+def test_the_intent_guard_in_sql_is_the_state_machines(
+    pg_store: postgres.PostgresStore, database_clock: ManualClock
+) -> None:
+    """The SQL repeats sm.refuse_send; whatever it refuses, the refusal named
+    is the one the state machine gives for the stored row."""
+    settle(pg_store, ("u-1", 1500))
+    claimed = claim_one(pg_store, "claim-1")
+    margin = timedelta(seconds=60)
+    database_clock.advance(LEASE - margin + timedelta(seconds=1))
+
+    refused = pg_store.write_intent(claimed=claimed, destination="acct_1", margin=margin)
+
+    assert refused is sm.IntentRefusal.LEASE_TOO_SHORT
+    assert refused == sm.refuse_send(
+        claimed, token="claim-1", destination="acct_1", now=database_clock.now(), margin=margin
+    )
+    assert pg_store.get_transfer(claimed.id) == claimed
+
+
+def test_without_a_test_clock_the_database_decides_the_time(
+    pool: psycopg_pool.ConnectionPool, admin: Conn
+) -> None:
+    store = postgres.PostgresStore(pool)
+    settle(store, ("u-1", 1500))  # created at T0, in the past
+
+    (claimed,) = store.claim_due(limit=1, lease=LEASE, token="claim-1")
+
+    row = admin.execute("SELECT now(), lease_expires_at FROM payout_transfers").fetchone()
+    assert row is not None
+    database_now, lease_expires_at = row
+    assert claimed.lease_expires_at == lease_expires_at
+    # The claim's transaction ran before this one: its now() is a little earlier.
+    assert timedelta(0) <= database_now + LEASE - lease_expires_at < timedelta(seconds=30)
 
 
 def test_a_claim_is_committed_before_it_returns(
@@ -152,7 +205,7 @@ def test_a_claim_is_committed_before_it_returns(
 ) -> None:
     job = settle(pg_store, ("u-1", 1500))
 
-    claimed = claim_one(pg_store, T0, "claim-1")
+    claimed = claim_one(pg_store, "claim-1")
 
     seen = admin.execute("SELECT status, claim_token FROM payout_transfers").fetchone()
     assert seen == ("processing", "claim-1")
@@ -180,7 +233,7 @@ def test_a_database_that_cannot_be_reached_is_unavailable() -> None:
     pool = psycopg_pool.NullConnectionPool(unreachable, timeout=1, open=True)
     try:
         with pytest.raises(errors.StoreUnavailable, match="claim"):
-            postgres.PostgresStore(pool).claim_due(now=T0, limit=1, lease=LEASE, token="t")
+            postgres.PostgresStore(pool).claim_due(limit=1, lease=LEASE, token="t")
     finally:
         pool.close()
 

@@ -290,7 +290,7 @@ def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Co
         "now": "2100-01-01T00:00:00Z",
         "limit": 100,
         "token": "t",
-        "lease_expires_at": "2100-01-01T00:10:00Z",
+        "lease": "10 minutes",
     }
 
     with admin.transaction(force_rollback=True):

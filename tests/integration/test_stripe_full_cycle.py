@@ -110,15 +110,19 @@ def world(pool: psycopg_pool.ConnectionPool) -> Iterator[World]:
             timeout_seconds=1.0,
             bucket=TokenBucket(rate=20, clock=wait.clock, sleep=wait.sleep),
         ) as gateway:
+            clock = Clock()  # the workers' and, standing in for it, the database's
             yield World(
-                store=postgres.PostgresStore(pool),
+                store=postgres.PostgresStore(pool, clock=clock),
                 directory=directory,
                 server=server,
                 gateway=gateway,
-                clock=Clock(),
+                clock=clock,
                 settings=tick.WorkerSettings(
                     batch_size=6,  # several batches per tick
                     concurrency=4,
+                    # A send margin of 2 s, so that look-ups come within a few ticks.
+                    stripe_timeout=timedelta(seconds=1),
+                    send_start_limit=timedelta(seconds=1),
                     retry_policy=retry.RetryPolicy(
                         base_seconds=1, max_seconds=10, uniform=random.Random(7).random
                     ),
@@ -255,11 +259,15 @@ def test_with_faults_every_winner_with_an_account_is_paid_exactly_once(world: Wo
     faulted = [r for r in fake.requests("POST") if r.fault is not None]
     assert len(faulted) == 11  # every scripted fault happened
     check_the_books(world, job)
+    # An attempt is booked as failed only once Stripe is known to hold nothing for its key,
+    # and then its key moves on: at least the two 500s without a transfer. The other faults
+    # were resolved by resending the same key.
     retried = [
         r for r in world.store.ledger(job_id=job.id) if r.entry_type is E.PAYOUT_ATTEMPT_FAILED
     ]
-    assert len(retried) >= 10
+    moved = sum(t.key_generation for t in world.store.transfers_of(job.id))
+    assert len(retried) == moved >= 2
     # After each 500 the transfer was looked up; where nothing existed, a new key paid it.
     assert len(fake.requests("GET", "/v1/transfers")) >= 3
     keys = {r.idempotency_key or "" for r in fake.requests("POST")}
-    assert len([k for k in keys if k.endswith(":1")]) == 2  # one per 500 without a transfer
+    assert len([k for k in keys if k.endswith(":1")]) >= 1  # a new key after a 500

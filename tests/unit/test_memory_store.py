@@ -16,6 +16,7 @@ import payout_adapters.memory
 from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, ManualClock
 from payout_adapters.memory import store as memory_store
 from payout_core import errors, ledger, models, ports
+from payout_core import state_machine as sm
 from tests.contracts import StoreContract
 from tests.contracts import builders as b
 from tests.contracts.builders import LEASE, T0
@@ -25,17 +26,22 @@ S = models.TransferStatus
 
 class TestInMemoryStore(StoreContract):
     @pytest.fixture
-    def store(self) -> InMemoryStore:
-        return InMemoryStore()
+    def store(self, clock: ManualClock) -> InMemoryStore:
+        return InMemoryStore(clock=clock)
 
 
 @pytest.fixture
-def store() -> InMemoryStore:
-    return InMemoryStore()
+def database_clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def store(database_clock: ManualClock) -> InMemoryStore:
+    return InMemoryStore(clock=database_clock)
 
 
 def _claim(store: InMemoryStore) -> list[models.PayoutTransfer]:
-    return store.claim_due(now=T0, limit=10, lease=LEASE, token="w-1")
+    return store.claim_due(limit=10, lease=LEASE, token="w-1")
 
 
 # Each port operation, called with harmless arguments.
@@ -55,7 +61,11 @@ CALLS: dict[str, Callable[[InMemoryStore], object]] = {
     "transfers_of": lambda s: s.transfers_of("j"),
     "ledger": lambda s: s.ledger(),
     "list_transfers": lambda s: s.list_transfers(),
-    "queue_depth": lambda s: s.queue_depth(T0),
+    "queue_depth": lambda s: s.queue_depth(),
+    "needing_operator": lambda s: s.needing_operator(),
+    "write_intent": lambda s: s.write_intent(
+        claimed=s.transfers()[0], destination="acct_1", margin=timedelta(seconds=60)
+    ),
     "transfer_counts": lambda s: s.transfer_counts(),
     "record_run": lambda s: s.record_run(models.RunReport(id="r", started_at=T0)),
     "recent_runs": lambda s: s.recent_runs(),
@@ -93,7 +103,7 @@ def test_a_store_that_comes_back_carries_on_where_it_was(store: InMemoryStore) -
     store.available = True
 
     [claimed] = _claim(store)
-    assert (claimed.id, claimed.attempt_count) == (t.id, 1)
+    assert (claimed.id, claimed.claim_token) == (t.id, "w-1")
 
 
 def test_fail_next_fails_that_many_operations_then_recovers(store: InMemoryStore) -> None:
@@ -106,21 +116,24 @@ def test_fail_next_fails_that_many_operations_then_recovers(store: InMemoryStore
 
 
 def test_fail_next_can_target_some_operations_and_raise_a_given_error(
-    store: InMemoryStore,
+    store: InMemoryStore, database_clock: ManualClock
 ) -> None:
     _, [t] = b.schedule(store, b.settlement("u-1"), now=T0)
     store.fail_next(operations={"record"}, error=errors.StoreUnavailable("connection reset"))
     [claimed] = _claim(store)  # not a record: unaffected
-    done = b.completed(claimed, now=T0)
+    intent = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+    assert isinstance(intent, models.PayoutTransfer)
+    done = sm.complete(intent, stripe_transfer_id="tr_1", now=T0)
 
     with pytest.raises(errors.StoreUnavailable, match="connection reset"):
-        b.record_outcome(store, claimed, done, now=T0)
+        b.record_outcome(store, intent, done, now=T0)
 
-    # The outcome was lost: the claim stands until its lease expires.
-    assert store.get_transfer(t.id) == claimed
+    # The outcome was lost: the intent stands, and the claim until its lease expires.
+    assert store.get_transfer(t.id) == intent
     assert store.ledger() == []
-    [taken] = store.claim_due(now=T0 + LEASE, limit=10, lease=LEASE, token="w-2")
-    assert (taken.attempt_count, taken.outcome_uncertain) == (2, True)
+    database_clock.advance(LEASE)
+    [taken] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+    assert (taken.attempt_count, taken.outcome_uncertain) == (1, True)
 
 
 def test_fail_next_refuses_what_it_cannot_mean(store: InMemoryStore) -> None:
@@ -218,14 +231,31 @@ def test_an_outcome_is_recorded_only_over_its_own_transfer(store: InMemoryStore)
         store.record(claimed=one, updated=b.completed(two, now=T0), ledger_entry=None, now=T0)
 
 
-def test_a_transfer_is_not_due_before_it_was_created(store: InMemoryStore) -> None:
+def test_a_transfer_is_not_due_before_it_was_created() -> None:
     # As in PostgreSQL, whose claim reads coalesce(next_attempt_at, created_at).
+    database = ManualClock(T0 - timedelta(seconds=1))
+    store = InMemoryStore(clock=database)
     b.schedule(store, b.settlement("u-1"), now=T0)
-    early = T0 - timedelta(seconds=1)
 
-    assert store.claim_due(now=early, limit=10, lease=LEASE, token="w-1") == []
-    assert store.queue_depth(early) == ports.QueueDepth(due=0, stuck=0)
+    assert _claim(store) == []
+    assert store.queue_depth() == ports.QueueDepth(due=0, stuck=0)
+    database.advance(1)
     assert len(_claim(store)) == 1
+
+
+def test_the_store_decides_by_its_own_clock_whatever_the_callers_say() -> None:
+    database = ManualClock(T0)
+    store = InMemoryStore(clock=database)
+    b.schedule(store, b.settlement("u-1"), now=T0)
+    [claimed] = _claim(store)
+
+    # A worker whose clock runs an hour ahead cannot take the live claim over:
+    # the claim takes no time from its caller at all.
+    assert store.claim_due(limit=10, lease=LEASE, token="w-fast") == []
+    assert claimed.lease_expires_at == T0 + LEASE
+    database.advance(LEASE)
+    [taken] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+    assert taken.claim_token == "w-2"
 
 
 # -- threads -------------------------------------------------------------------------
@@ -269,7 +299,7 @@ def test_concurrent_scheduling_of_one_settlement_makes_one_job(store: InMemorySt
 
 def test_concurrent_outcomes_of_one_job_are_all_counted(store: InMemoryStore) -> None:
     job, _ = b.schedule(store, b.settlement(*[f"u-{n}" for n in range(40)]), now=T0)
-    claimed = store.claim_due(now=T0, limit=40, lease=LEASE, token="w-1")
+    claimed = store.claim_due(limit=40, lease=LEASE, token="w-1")
 
     def record(n: int) -> bool:
         outcome = b.completed if n % 4 else b.failed

@@ -46,6 +46,8 @@ FAULTS = st.sampled_from(
         Fault.key_in_use(),
         Fault.permanent("account_invalid"),
         Fault.systemic("authentication_error"),
+        Fault.finishes_later(20),
+        Fault.finishes_later(50),
     ]
 )
 JUMPS = st.sampled_from(
@@ -63,17 +65,15 @@ JUMPS = st.sampled_from(
 class PayoutMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.clock = ManualClock(T0)
-        self.store = InMemoryStore()
+        self.clock = ManualClock(T0)  # the database's
+        self.store = InMemoryStore(clock=self.clock)
+        self.skew = timedelta(0)  # the next worker's clock against the database's
         self.directory = InMemoryAccountDirectory()
         self.faults: list[Fault | None] = []
         self.faults_lock = threading.Lock()
         self.gateway = SimulatedGateway(handler=self.next_fault, clock=self.clock, seed=1)
         self.policy = retry.RetryPolicy(
-            base_seconds=20,
-            max_seconds=600,
-            uncertain_floor_seconds=30,
-            uniform=random.Random(3).random,
+            base_seconds=20, max_seconds=600, uniform=random.Random(3).random
         )
         self.settlements: list[models.Settlement] = []
         self.held: list[list[models.PayoutTransfer]] = []
@@ -85,6 +85,10 @@ class PayoutMachine(RuleBasedStateMachine):
     ) -> Fault | None:
         with self.faults_lock:
             return self.faults.pop(0) if self.faults else None
+
+    def worker_clock(self) -> ManualClock:
+        """The next worker's own clock: the database's, off by the skew."""
+        return ManualClock(self.clock.now() + self.skew)
 
     def worker(self, concurrency: int = 1) -> tick.WorkerSettings:
         return tick.WorkerSettings(
@@ -200,11 +204,24 @@ class PayoutMachine(RuleBasedStateMachine):
     def time_passes(self, jump: timedelta) -> None:
         self.clock.advance(jump)
 
+    @rule(skew=st.sampled_from([-3600, -45, 0, 45, 3600, 26 * 3600]))
+    def the_next_worker_runs_on_a_skewed_clock(self, skew: int) -> None:
+        self.skew = timedelta(seconds=skew)
+
+    @rule(cents=st.sampled_from([None, 0, 10_000]))
+    def the_platform_balance_changes(self, cents: int | None) -> None:
+        self.gateway.set_balance(cents)
+
+    @rule(data=st.data())
+    def a_winner_moves_to_another_account(self, data: st.DataObject) -> None:
+        transfers = self.store.transfers()
+        if transfers:
+            user = data.draw(st.sampled_from([t.user_id for t in transfers]))
+            self.directory.set_account(user, f"acct_moved{len(transfers)}")
+
     @rule(limit=st.integers(1, 4))
     def a_worker_claims_and_stalls(self, limit: int) -> None:
-        claimed = self.store.claim_due(
-            now=self.clock.now(), limit=limit, lease=LEASE, token=f"stalled-{len(self.held)}"
-        )
+        claimed = self.store.claim_due(limit=limit, lease=LEASE, token=f"stalled-{len(self.held)}")
         if claimed:
             self.held.append(claimed)
 
@@ -218,8 +235,8 @@ class PayoutMachine(RuleBasedStateMachine):
                 store=self.store,
                 directory=self.directory,
                 gateway=self.gateway,
-                clock=self.clock,
-                policy=self.policy,
+                clock=self.worker_clock(),
+                timing=self.worker().timing,
             )
 
     @rule()
@@ -235,7 +252,7 @@ class PayoutMachine(RuleBasedStateMachine):
             store=self.store,
             directory=self.directory,
             gateway=self.gateway,
-            clock=self.clock,
+            clock=self.worker_clock(),
             settings=self.worker(concurrency),
         )
         assert report.error is None
@@ -287,16 +304,25 @@ class PayoutMachine(RuleBasedStateMachine):
                 assert record.destination == t.destination_account
 
     def teardown(self) -> None:
-        """Stripe recovers, stalled workers are gone: every transfer must end."""
+        """Stripe recovers, stalled workers are gone: every transfer must end,
+        or wait for an operator with its reason."""
         with self.faults_lock:
             self.faults.clear()
         self.held.clear()
+        self.gateway.set_balance(None)
+        self.gateway.finish_in_flight()
+
+        def ended() -> bool:
+            return all(
+                t.status.is_terminal or t.needs_operator is not None for t in self.store.transfers()
+            )
+
         for _ in range(40):
-            if all(t.status.is_terminal for t in self.store.transfers()):
+            if ended():
                 break
             self.clock.advance(timedelta(hours=2))
             self.tick(concurrency=2)
-        assert all(t.status.is_terminal for t in self.store.transfers())
+        assert ended()
         self.terminal_states_never_change()
         self.the_ledger_and_jobs_agree()
         self.stripe_holds_at_most_one_transfer_per_payout()

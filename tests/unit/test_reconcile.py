@@ -23,7 +23,8 @@ E = models.LedgerEntryType
 @pytest.fixture
 def paid() -> tuple[models.PayoutJob, list[models.PayoutTransfer], list[models.LedgerEntry]]:
     """A finished job: u1 paid, u2 failed for want of an account."""
-    store, clock = InMemoryStore(), ManualClock(T0)
+    clock = ManualClock(T0)
+    store = InMemoryStore(clock=clock)  # the database's clock, not the machine's
     directory = InMemoryAccountDirectory({"u1": "acct_1"})
     settlement = validation.parse_settlement(
         {

@@ -59,14 +59,14 @@ def test_a_non_positive_cap_is_refused() -> None:
 
 
 @given(attempt=st.integers(min_value=1, max_value=50))
-def test_an_uncertain_attempt_waits_at_least_the_floor(attempt: int) -> None:
-    policy = retry.RetryPolicy(
-        base_seconds=1, max_seconds=3600, uncertain_floor_seconds=60, uniform=lambda: 0.0
-    )
-    assert policy.delay(attempt, uncertain=True) == timedelta(seconds=60)
+def test_a_zero_draw_waits_nothing_whatever_the_attempt(attempt: int) -> None:
+    # No floor of its own: the wait before a look-up after an uncertain send
+    # (the send margin) is the attempt's business (payout_core.attempt).
+    policy = retry.RetryPolicy(base_seconds=1, max_seconds=3600, uniform=lambda: 0.0)
     assert policy.delay(attempt) == timedelta(0)
 
 
-def test_the_floor_never_exceeds_the_cap() -> None:
-    policy = retry.RetryPolicy(base_seconds=0.1, max_seconds=1, uniform=lambda: 0.0)
-    assert policy.delay(1, uncertain=True) == timedelta(seconds=1)
+def test_the_largest_draw_stays_below_the_cap() -> None:
+    policy = retry.RetryPolicy(base_seconds=30, max_seconds=3600, uniform=lambda: 0.999)
+    assert policy.delay(100) < timedelta(seconds=3600)
+    assert policy.delay(1) == timedelta(seconds=0.999 * 30)

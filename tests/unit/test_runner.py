@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payout_cli import admin, logs, runner, settings
 from payout_cli import metrics as metrics_
-from payout_core import models
+from payout_core import models, ports
 
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -92,9 +92,11 @@ def test_run_forever_stops_when_asked() -> None:
 
 def test_metrics_count_what_each_tick_did() -> None:
     m = metrics_.Metrics()
-    m.observe_tick(report(completed=3, retried=2, settlements_accepted=1), 0.5)
+    m.observe_tick(report(completed=3, retried=2, stale=1, settlements_accepted=1), 0.5)
     m.observe_tick(report(halted_reason="x"), 0.1)
-    m.observe_queue(dict.fromkeys(models.TransferStatus, 1), due=4, stuck=1)
+    m.observe_queue(
+        dict.fromkeys(models.TransferStatus, 1), ports.QueueDepth(due=4, stuck=1, needs_operator=2)
+    )
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(m.exposition().decode())
@@ -102,10 +104,13 @@ def test_metrics_count_what_each_tick_did() -> None:
     }
     assert samples[("payout_transfer_attempts_total", (("outcome", "completed"),))] == 3
     assert samples[("payout_transfer_attempts_total", (("outcome", "retried"),))] == 2
+    assert samples[("payout_transfer_attempts_total", (("outcome", "stale"),))] == 1
     assert samples[("payout_ticks_total", (("result", "halted"),))] == 1
     assert samples[("payout_halted", ())] == 1
     assert samples[("payout_transfers_due", ())] == 4
     assert samples[("payout_transfers_stuck", ())] == 1
+    assert samples[("payout_transfers_needs_operator", ())] == 2
+    assert samples[("payout_transfers", (("status", "retryable"),))] == 1
     assert samples[("payout_inbox_settlements_total", (("result", "accepted"),))] == 1
 
 

@@ -37,9 +37,9 @@ def test_every_variable_is_read() -> None:
             "PAYOUT_CONCURRENCY": "3",
             "PAYOUT_MAX_ATTEMPTS": "9",
             "PAYOUT_ADMIN_ADDR": "[::1]:0",
-            "PAYOUT_LEASE_SECONDS": "60",
+            "PAYOUT_LEASE_SECONDS": "65",
             "PAYOUT_RETRY_BASE_SECONDS": "1",
-            "PAYOUT_RETRY_MAX_SECONDS": "10",
+            "PAYOUT_RETRY_MAX_SECONDS": "40",
             "PAYOUT_STRIPE_TIMEOUT_SECONDS": "2.5",
             "PAYOUT_STRIPE_RATE_LIMIT": "12.5",
         }
@@ -50,7 +50,7 @@ def test_every_variable_is_read() -> None:
     assert got.gateway is s.GatewayKind.SIMULATED
     assert (got.interval_seconds, got.batch_size, got.concurrency, got.max_attempts) == (5, 7, 3, 9)
     assert got.admin_addr == s.AdminAddress("::1", 0)
-    assert (got.lease_seconds, got.retry_base_seconds, got.retry_max_seconds) == (60, 1, 10)
+    assert (got.lease_seconds, got.retry_base_seconds, got.retry_max_seconds) == (65, 1, 40)
     assert (got.stripe_timeout_seconds, got.stripe_rate_limit) == (2.5, 12.5)
 
 
@@ -102,6 +102,69 @@ def test_a_retry_cap_below_the_base_is_refused() -> None:
         s.Settings.from_sources(
             {"PAYOUT_RETRY_BASE_SECONDS": "60", "PAYOUT_RETRY_MAX_SECONDS": "30"}
         )
+
+
+# -- rule 8: settings that would break the exactly-once rules are refused -----------------
+
+
+def test_the_default_timings_are_safe() -> None:
+    s.Settings().check_safety()
+    assert s.Settings.from_sources({}).lease_seconds == 600
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "said"),
+    [
+        ({"PAYOUT_LEASE_SECONDS": "119"}, "PAYOUT_LEASE_SECONDS", "so at least 120 s"),
+        (
+            {"PAYOUT_STRIPE_TIMEOUT_SECONDS": "300"},
+            "PAYOUT_STRIPE_TIMEOUT_SECONDS",
+            "the lease (600 s) must be at least twice the send margin",
+        ),
+        (
+            {"PAYOUT_RETRY_BASE_SECONDS": "1", "PAYOUT_RETRY_MAX_SECONDS": "59"},
+            "PAYOUT_RETRY_MAX_SECONDS",
+            "the retry cap (59 s) must be at least the send margin (60 s)",
+        ),
+    ],
+    ids=["lease-too-short", "stripe-timeout-too-long-for-the-lease", "retry-cap-below-margin"],
+)
+def test_timings_that_would_break_the_exactly_once_rules_are_refused_naming_the_variables(
+    environ: dict[str, str], variable: str, said: str
+) -> None:
+    with pytest.raises(s.ConfigError) as caught:
+        s.Settings.from_sources(environ)
+    assert variable in str(caught.value)
+    assert said in str(caught.value)
+
+
+def test_every_unsafe_timing_is_named_at_once() -> None:
+    with pytest.raises(s.ConfigError) as caught:
+        s.Settings.from_sources(
+            {
+                "PAYOUT_LEASE_SECONDS": "60",
+                "PAYOUT_RETRY_BASE_SECONDS": "1",
+                "PAYOUT_RETRY_MAX_SECONDS": "10",
+            }
+        )
+    assert "the lease (60 s)" in str(caught.value)
+    assert "the retry cap (10 s)" in str(caught.value)
+
+
+def test_timings_at_the_limits_of_safety_are_accepted() -> None:
+    got = s.Settings.from_sources(
+        {
+            "PAYOUT_LEASE_SECONDS": "120",
+            "PAYOUT_RETRY_BASE_SECONDS": "1",
+            "PAYOUT_RETRY_MAX_SECONDS": "60",
+        }
+    )
+    assert (got.lease_seconds, got.retry_max_seconds) == (120, 60)
+
+
+def test_a_hand_built_unsafe_setting_is_refused_by_its_check() -> None:
+    with pytest.raises(s.ConfigError, match="PAYOUT_LEASE_SECONDS"):
+        s.Settings(lease_seconds=30).check_safety()
 
 
 def test_secrets_never_appear_in_the_repr_or_errors() -> None:

@@ -4,8 +4,9 @@ Public API for downstream teams. Each adapter implements one of
 :mod:`payout_core.ports` and is safe to share between threads:
 
 * :class:`InMemoryStore`: jobs, transfers, the ledger and runs, with the
-  PostgreSQL store's semantics (it passes the same contract suite), plus
-  ``reset()``, read-only views, and switches to simulate the database going away;
+  PostgreSQL store's semantics (it passes the same contract suite), a clock
+  of its own for the database's time, plus ``reset()``, read-only views, and
+  switches to simulate the database going away;
 * :class:`InMemoryAccountDirectory`: which ``acct_...`` pays which user;
 * :class:`InMemoryInbox`: the settlement inbox other services write to;
 * :class:`ManualClock`: time that moves only when the test moves it;
@@ -24,7 +25,7 @@ A test that pays a contest's winners and checks the ledger::
 
     def test_winners_are_paid_once():
         clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
-        store = InMemoryStore()
+        store = InMemoryStore(clock=clock)  # the store's clock stands for the database's
         directory = InMemoryAccountDirectory({"alice": "acct_alice"})
         gateway = SimulatedGateway(clock=clock)
         settlement = parse_settlement({

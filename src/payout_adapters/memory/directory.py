@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from payout_core import validation
 
@@ -24,6 +25,10 @@ class InMemoryAccountDirectory:
     def account_for(self, user_id: str) -> str | None:
         with self._lock:
             return self._accounts.get(user_id)
+
+    def accounts_for(self, user_ids: Sequence[str]) -> dict[str, str]:
+        with self._lock:
+            return {u: self._accounts[u] for u in user_ids if u in self._accounts}
 
     def set_account(self, user_id: str, account_id: str) -> None:
         """Pay ``user_id`` to ``account_id`` from now on (connect, or move).

@@ -9,7 +9,11 @@ it enforces too, with the same errors:
 * one job per ``settlement_id``: scheduling again returns that job, ``created=False``;
 * one transfer per ``(contest_id, user_id)`` across all jobs: ``DuplicatePayout``
   naming the winners, and nothing written;
+* its own clock, standing for the database's: claims, leases, due times and
+  send intents are decided by it, never by a caller's clock (DESIGN 3, rule 1);
 * claims with leases, oldest due first, never one transfer to two callers;
+  an expired claim one too many in a row is escalated to an operator instead;
+* write-ahead send intents, guarded by the claim and the send margin;
 * the stale-claim guard: an outcome is written only over the claim it came from;
 * an append-only ledger with unique ``idempotency_key``, at most one
   ``payout_completed`` and one ``payout_failed`` row per transfer;
@@ -34,6 +38,7 @@ from typing import Final
 
 import attrs
 
+from payout_adapters import clock as clock_
 from payout_core import completion, errors, models, ports, validation
 from payout_core import state_machine as sm
 
@@ -46,6 +51,7 @@ OPERATIONS: Final = frozenset(
     {
         "schedule",
         "claim_due",
+        "write_intent",
         "record",
         "get_job",
         "find_job",
@@ -55,6 +61,7 @@ OPERATIONS: Final = frozenset(
         "ledger",
         "list_transfers",
         "queue_depth",
+        "needing_operator",
         "transfer_counts",
         "record_run",
         "recent_runs",
@@ -66,7 +73,6 @@ OPERATIONS: Final = frozenset(
 _OUTCOME_FIELDS: Final = (
     "status",
     "attempt_count",
-    "claim_counted",
     "claim_token",
     "next_attempt_at",
     "lease_expires_at",
@@ -76,8 +82,14 @@ _OUTCOME_FIELDS: Final = (
     "failure_message",
     "key_generation",
     "key_first_sent_at",
+    "last_send_at",
+    "key_sends",
     "outcome_uncertain",
     "key_replays_error",
+    "platform_refused",
+    "lookup_failures",
+    "abandoned_claims",
+    "needs_operator",
     "updated_at",
 )
 
@@ -112,7 +124,28 @@ def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
         )
     if transfer.key_generation < 0:
         problems.append("key_generation must be >= 0")
+    if transfer.outcome_uncertain and (
+        transfer.key_first_sent_at is None or transfer.last_send_at is None
+    ):
+        problems.append("an uncertain transfer needs the time of its key's first and last send")
+    if (
+        not transfer.status.is_terminal
+        and not transfer.outcome_uncertain
+        and transfer.attempt_count >= transfer.max_attempts
+    ):
+        problems.append("a transfer with every attempt spent is terminal or uncertain")
+    if min(transfer.key_sends, transfer.lookup_failures, transfer.abandoned_claims) < 0:
+        problems.append("key_sends, lookup_failures and abandoned_claims must be >= 0")
+    if transfer.status.is_terminal and transfer.needs_operator is not None:
+        problems.append("a terminal transfer needs no operator")
     return problems
+
+
+def _pin_problems(stored: models.PayoutTransfer, written: models.PayoutTransfer) -> list[str]:
+    """The schema's trigger: a pinned destination never changes (rule 3)."""
+    if stored.destination_account not in (None, written.destination_account):
+        return [f"destination_account is pinned to {stored.destination_account}"]
+    return []
 
 
 @attrs.define
@@ -125,13 +158,18 @@ class _Fault:
 class InMemoryStore:
     """:class:`payout_core.ports.PayoutStore` in memory, for tests and demos.
 
+    ``clock`` is the store's own time, the database's clock (the system clock
+    by default): give it a :class:`~payout_adapters.memory.ManualClock` of its
+    own to test workers whose clocks disagree with the database.
+
     Beyond the port it has, for tests only: :meth:`reset`, read-only views of
     everything stored (:meth:`jobs`, :meth:`transfers`, :meth:`runs`), and the
     outage switches :attr:`available` and :meth:`fail_next`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: ports.Clock | None = None) -> None:
         self._lock = threading.RLock()
+        self._clock: ports.Clock = clock or clock_.SystemClock()
         self._clear()
 
     def _clear(self) -> None:
@@ -290,22 +328,46 @@ class InMemoryStore:
         if problems:
             raise errors.InvalidSettlement(problems)
 
-    def claim_due(
-        self, *, now: datetime, limit: int, lease: timedelta, token: str
-    ) -> list[models.PayoutTransfer]:
+    def claim_due(self, *, limit: int, lease: timedelta, token: str) -> list[models.PayoutTransfer]:
         with self._operation("claim_due"):
             if limit < 1:
                 return []
+            now = self._clock.now()
             due = sorted(
                 (t for t in map(self._transfers.__getitem__, self._open) if sm.is_due(t, now)),
                 key=_due_order,
-            )[:limit]
-            claimed = [sm.claim(t, now=now, lease=lease, token=token) for t in due]
+            )
+            claimed: list[models.PayoutTransfer] = []
+            for t in due:
+                if sm.abandoned_too_often(t):
+                    escalated = sm.escalate(t, reason=sm.abandoned_reason(t), now=now)
+                    self._transfers[t.id] = escalated
+                    continue
+                if len(claimed) == limit:
+                    break
+                claimed.append(sm.claim(t, now=now, lease=lease, token=token))
             for t in claimed:
                 self._transfers[t.id] = t
             for job_id in sorted({t.job_id for t in claimed}):
                 self._refresh_job(job_id, now)
             return claimed
+
+    def write_intent(
+        self, *, claimed: models.PayoutTransfer, destination: str, margin: timedelta
+    ) -> models.PayoutTransfer | sm.IntentRefusal:
+        with self._operation("write_intent"):
+            stored = self._transfers.get(claimed.id)
+            if stored is None or stored.attempt_count != claimed.attempt_count:
+                return sm.IntentRefusal.STALE_CLAIM
+            now = self._clock.now()
+            refusal = sm.refuse_send(
+                stored, token=claimed.claim_token, destination=destination, now=now, margin=margin
+            )
+            if refusal is not None:
+                return refusal
+            written = sm.send(stored, destination=destination, now=now, margin=margin)
+            self._transfers[written.id] = written
+            return written
 
     def record(
         self,
@@ -328,7 +390,7 @@ class InMemoryStore:
             ):
                 return False  # the lease was taken over; the newer claim owns it
             written = attrs.evolve(stored, **{f: getattr(updated, f) for f in _OUTCOME_FIELDS})
-            refused = _row_problems(written)
+            refused = _row_problems(written) + _pin_problems(stored, written)
             if ledger_entry is not None:
                 refused.extend(self._ledger_problems(ledger_entry))
             if refused:
@@ -424,11 +486,24 @@ class InMemoryStore:
             found.sort(key=lambda t: (t.updated_at, t.id), reverse=True)
             return found[: max(limit, 0)]
 
-    def queue_depth(self, now: datetime) -> ports.QueueDepth:
+    def queue_depth(self) -> ports.QueueDepth:
         with self._operation("queue_depth"):
-            due = [t for t in map(self._transfers.__getitem__, self._open) if sm.is_due(t, now)]
+            now = self._clock.now()
+            open_ = list(map(self._transfers.__getitem__, self._open))
+            due = [t for t in open_ if sm.is_due(t, now)]
             stuck = sum(1 for t in due if t.status is S.PROCESSING)
-            return ports.QueueDepth(due=len(due), stuck=stuck)
+            waiting = sum(1 for t in open_ if t.needs_operator is not None)
+            return ports.QueueDepth(due=len(due), stuck=stuck, needs_operator=waiting)
+
+    def needing_operator(self, limit: int = 100) -> list[models.PayoutTransfer]:
+        with self._operation("needing_operator"):
+            found = [
+                t
+                for t in map(self._transfers.__getitem__, self._open)
+                if t.needs_operator is not None
+            ]
+            found.sort(key=lambda t: (t.updated_at, t.id))
+            return found[: max(limit, 0)]
 
     def transfer_counts(self) -> dict[models.TransferStatus, int]:
         with self._operation("transfer_counts"):

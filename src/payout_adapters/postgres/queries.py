@@ -21,10 +21,16 @@ JOB_COLUMNS: Final = """
 TRANSFER_COLUMNS: Final = """
     id, job_id, settlement_id, contest_id, user_id, amount_cents, currency, status,
     attempt_count, max_attempts, next_attempt_at, lease_expires_at, claim_token,
-    claim_counted, destination_account, stripe_transfer_id, failure_code,
-    failure_message, key_generation, key_first_sent_at, outcome_uncertain,
-    key_replays_error, created_at, updated_at
+    destination_account, stripe_transfer_id, failure_code,
+    failure_message, key_generation, key_first_sent_at, last_send_at, key_sends,
+    outcome_uncertain, key_replays_error, platform_refused, lookup_failures,
+    abandoned_claims, needs_operator, created_at, updated_at
 """
+
+# The database's time, or the test clock standing in for it (%(now)s is NULL
+# in production). Every lease, due and key-age decision reads this, never a
+# worker's clock (DESIGN 3, rule 1).
+DATABASE_NOW: Final = "coalesce(%(now)s::timestamptz, now())"
 
 LEDGER_COLUMNS: Final = """
     idempotency_key, entry_type, direction, amount_cents, currency, transfer_id,
@@ -65,18 +71,22 @@ INSERT_TRANSFERS: Final = """
 INSERT INTO payout_transfers (
     id, job_id, settlement_id, contest_id, user_id, amount_cents, currency, status,
     attempt_count, max_attempts, next_attempt_at, lease_expires_at, claim_token,
-    claim_counted, destination_account, stripe_transfer_id, failure_code,
-    failure_message, key_generation, key_first_sent_at, outcome_uncertain,
-    key_replays_error, created_at, updated_at)
+    destination_account, stripe_transfer_id, failure_code,
+    failure_message, key_generation, key_first_sent_at, last_send_at, key_sends,
+    outcome_uncertain, key_replays_error, platform_refused, lookup_failures,
+    abandoned_claims, needs_operator, created_at, updated_at)
 SELECT * FROM unnest(
     %(id)s::uuid[], %(job_id)s::uuid[], %(settlement_id)s::text[], %(contest_id)s::text[],
     %(user_id)s::text[], %(amount_cents)s::bigint[], %(currency)s::text[], %(status)s::text[],
     %(attempt_count)s::integer[], %(max_attempts)s::integer[],
     %(next_attempt_at)s::timestamptz[], %(lease_expires_at)s::timestamptz[],
-    %(claim_token)s::text[], %(claim_counted)s::boolean[], %(destination_account)s::text[],
+    %(claim_token)s::text[], %(destination_account)s::text[],
     %(stripe_transfer_id)s::text[], %(failure_code)s::text[], %(failure_message)s::text[],
     %(key_generation)s::integer[], %(key_first_sent_at)s::timestamptz[],
+    %(last_send_at)s::timestamptz[], %(key_sends)s::integer[],
     %(outcome_uncertain)s::boolean[], %(key_replays_error)s::boolean[],
+    %(platform_refused)s::boolean[], %(lookup_failures)s::integer[],
+    %(abandoned_claims)s::integer[], %(needs_operator)s::text[],
     %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[])
 ON CONFLICT (contest_id, user_id) DO NOTHING
 RETURNING user_id
@@ -91,41 +101,110 @@ WHERE contest_id = %(contest_id)s AND user_id = ANY(%(user_ids)s::text[])
 
 # -- claim ----------------------------------------------------------------------
 
+# The claims of dead workers that are one too many in a row (state_machine.
+# abandoned_too_often): the caller escalates each to an operator with
+# RECORD_OUTCOME before claiming, in the same transaction. Partial index
+# payout_transfers_processing_idx; SKIP LOCKED as the claim.
+ABANDONED_TOO_OFTEN: Final = (
+    "SELECT "
+    + TRANSFER_COLUMNS
+    + ", "
+    + DATABASE_NOW
+    + """ AS db_now
+FROM payout_transfers
+WHERE status = 'processing'
+  AND lease_expires_at <= """
+    + DATABASE_NOW
+    + """
+  AND abandoned_claims + 1 >= %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+)
+
 # Claim up to %(limit)s due transfers, oldest due first, in one statement that
-# commits before any gateway call. Due means claimable_at <= now: pending (since
-# created), retryable and due (next_attempt_at), or processing with an expired
-# lease (its worker died). Range scan of the partial index
-# payout_transfers_claimable_idx, which holds only non-terminal transfers.
+# commits before any gateway call. Due means claimable_at <= the database's
+# now: pending (since created), retryable and due (next_attempt_at), or
+# processing with an expired lease (its worker died); never one that needs an
+# operator (claimable_at is NULL then). Range scan of the partial index
+# payout_transfers_claimable_idx, which holds only claimable transfers.
 # FOR UPDATE SKIP LOCKED: rows another claimer is taking are skipped, never
 # waited on, so concurrent workers claim disjoint sets.
 #
 # The SET list is payout_core.state_machine.claim, column by column (old values
-# on the right): an attempt is spent only while one is left, and taking over
-# an expired lease marks the outcome uncertain (the dead worker may have
-# reached Stripe).
-CLAIM_DUE: Final = """
-WITH due AS (
+# on the right): a claim spends nothing and changes no doubt (the send intent
+# does both); a take-over counts one more abandoned claim. updated_at is the
+# claim's database time, which the worker decides with.
+CLAIM_DUE: Final = (
+    """
+WITH clock AS (SELECT """
+    + DATABASE_NOW
+    + """ AS now),
+due AS (
     SELECT id, claimable_at AS due_at
-    FROM payout_transfers
-    WHERE status IN ('pending', 'retryable', 'processing')
-      AND claimable_at <= %(now)s
+    FROM payout_transfers, clock
+    WHERE claimable_at <= clock.now
     ORDER BY claimable_at, id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF payout_transfers SKIP LOCKED
 )
 UPDATE payout_transfers AS t
 SET status = 'processing',
-    attempt_count = CASE WHEN t.attempt_count < t.max_attempts
-                         THEN t.attempt_count + 1 ELSE t.attempt_count END,
-    claim_counted = t.attempt_count < t.max_attempts,
     claim_token = %(token)s,
-    lease_expires_at = %(lease_expires_at)s,
-    outcome_uncertain = t.outcome_uncertain OR t.status = 'processing',
-    updated_at = %(now)s
-FROM due
+    lease_expires_at = clock.now + %(lease)s,
+    abandoned_claims = CASE WHEN t.status = 'processing' THEN t.abandoned_claims + 1 ELSE 0 END,
+    updated_at = clock.now
+FROM due, clock
 WHERE t.id = due.id
-RETURNING due.due_at, t.*
-"""
+RETURNING due.due_at, """
+    + ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
+)
+
+# The write-ahead send intent (DESIGN 3, rule 2): payout_core.state_machine.send
+# in SQL, guarded as state_machine.refuse_send is: the stored transfer is still
+# this claim (status, token, attempt count); its lease has at least the send
+# margin left by the database's clock; the destination is the pinned one, if
+# any; a resend of an uncertain key only while the key is trusted (first sent
+# less than the trust window ago, and not replaying an error); a new attempt
+# only while one is left. No row back: refused, nothing written (the caller
+# reads why with TRANSFER_AND_NOW). Row lock on the transfer until commit.
+WRITE_INTENT: Final = (
+    """
+WITH clock AS (SELECT """
+    + DATABASE_NOW
+    + """ AS now)
+UPDATE payout_transfers AS t
+SET destination_account = %(destination)s,
+    attempt_count = CASE WHEN t.outcome_uncertain THEN t.attempt_count
+                         ELSE t.attempt_count + 1 END,
+    key_first_sent_at = CASE WHEN t.outcome_uncertain THEN t.key_first_sent_at
+                             ELSE clock.now END,
+    key_sends = CASE WHEN t.outcome_uncertain THEN t.key_sends + 1 ELSE 1 END,
+    last_send_at = clock.now,
+    outcome_uncertain = true,
+    updated_at = clock.now
+FROM clock
+WHERE t.id = %(id)s
+  AND t.status = 'processing'
+  AND t.claim_token = %(token)s
+  AND t.attempt_count = %(attempt_count)s
+  AND t.lease_expires_at - clock.now >= %(margin)s
+  AND (t.destination_account IS NULL OR t.destination_account = %(destination)s)
+  AND CASE WHEN t.outcome_uncertain
+           THEN NOT t.key_replays_error
+                AND t.key_first_sent_at > clock.now - %(trust_window)s
+           ELSE t.attempt_count < t.max_attempts END
+RETURNING """
+    + ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
+)
+
+# A transfer and the database's time: why an intent was refused. Primary key.
+TRANSFER_AND_NOW: Final = (
+    "SELECT "
+    + TRANSFER_COLUMNS
+    + ", "
+    + DATABASE_NOW
+    + " AS db_now FROM payout_transfers WHERE id = %(id)s"
+)
 
 # The claimed transfers' jobs move from pending to processing, in the claim's
 # transaction. Job rows are locked in id order (FOR NO KEY UPDATE under a sort)
@@ -151,7 +230,6 @@ RECORD_OUTCOME: Final = """
 UPDATE payout_transfers
 SET status = %(status)s,
     attempt_count = %(attempt_count)s,
-    claim_counted = %(claim_counted)s,
     claim_token = %(claim_token)s,
     next_attempt_at = %(next_attempt_at)s,
     lease_expires_at = %(lease_expires_at)s,
@@ -161,8 +239,14 @@ SET status = %(status)s,
     failure_message = %(failure_message)s,
     key_generation = %(key_generation)s,
     key_first_sent_at = %(key_first_sent_at)s,
+    last_send_at = %(last_send_at)s,
+    key_sends = %(key_sends)s,
     outcome_uncertain = %(outcome_uncertain)s,
     key_replays_error = %(key_replays_error)s,
+    platform_refused = %(platform_refused)s,
+    lookup_failures = %(lookup_failures)s,
+    abandoned_claims = %(abandoned_claims)s,
+    needs_operator = %(needs_operator)s,
     updated_at = %(updated_at)s
 WHERE id = %(id)s
   AND status = 'processing'
@@ -298,14 +382,29 @@ LEDGER_OF_JOB_AND_TRANSFER: Final = (
 ORDER BY id"""
 )
 
-# Due and stuck transfers, read from the partial index payout_transfers_claimable_idx.
-QUEUE_DEPTH: Final = """
-SELECT count(*) AS due,
-       count(*) FILTER (WHERE status = 'processing') AS stuck
-FROM payout_transfers
-WHERE status IN ('pending', 'retryable', 'processing')
-  AND claimable_at <= %(now)s
+# Due and stuck transfers at the database's time, read from the partial index
+# payout_transfers_claimable_idx; those needing an operator from theirs.
+QUEUE_DEPTH: Final = (
+    """
+SELECT (SELECT count(*) FROM payout_transfers WHERE claimable_at <= clock.now) AS due,
+       (SELECT count(*) FROM payout_transfers
+        WHERE status = 'processing' AND lease_expires_at <= clock.now) AS stuck,
+       (SELECT count(*) FROM payout_transfers WHERE needs_operator IS NOT NULL)
+           AS needs_operator
+FROM (SELECT """
+    + DATABASE_NOW
+    + """ AS now) AS clock
 """
+)
+
+# The transfers waiting for an operator, longest first.
+# Index payout_transfers_needs_operator_idx.
+NEEDING_OPERATOR: Final = (
+    "SELECT "
+    + TRANSFER_COLUMNS
+    + """ FROM payout_transfers WHERE needs_operator IS NOT NULL
+ORDER BY updated_at, id LIMIT %(limit)s"""
+)
 
 # One row per status present (a full scan: for status pages, not for the claim path).
 TRANSFER_COUNTS: Final = "SELECT status, count(*) AS n FROM payout_transfers GROUP BY status"
@@ -347,6 +446,12 @@ RECENT_RUNS: Final = (
 # Primary key.
 ACCOUNT_FOR: Final = """
 SELECT stripe_account_id FROM user_stripe_accounts WHERE user_id = %(user_id)s
+"""
+
+# Many users at once (a claimed batch): primary key, one round trip.
+ACCOUNTS_FOR: Final = """
+SELECT user_id, stripe_account_id FROM user_stripe_accounts
+WHERE user_id = ANY(%(user_ids)s::text[])
 """
 
 # Connect a user, or move them to another account. The check constraint

@@ -98,15 +98,20 @@ def transfer_from_row(row: Row) -> models.PayoutTransfer:
         next_attempt_at=row["next_attempt_at"],
         lease_expires_at=row["lease_expires_at"],
         claim_token=row["claim_token"],
-        claim_counted=row["claim_counted"],
         destination_account=row["destination_account"],
         stripe_transfer_id=row["stripe_transfer_id"],
         failure_code=row["failure_code"],
         failure_message=row["failure_message"],
         key_generation=row["key_generation"],
         key_first_sent_at=row["key_first_sent_at"],
+        last_send_at=row["last_send_at"],
+        key_sends=row["key_sends"],
         outcome_uncertain=row["outcome_uncertain"],
         key_replays_error=row["key_replays_error"],
+        platform_refused=row["platform_refused"],
+        lookup_failures=row["lookup_failures"],
+        abandoned_claims=row["abandoned_claims"],
+        needs_operator=row["needs_operator"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -130,9 +135,11 @@ def transfers_params(transfers: Sequence[models.PayoutTransfer]) -> dict[str, li
         for name in (
             "settlement_id", "contest_id", "user_id", "amount_cents", "currency",
             "attempt_count", "max_attempts", "next_attempt_at", "lease_expires_at",
-            "claim_token", "claim_counted", "destination_account", "stripe_transfer_id",
+            "claim_token", "destination_account", "stripe_transfer_id",
             "failure_code", "failure_message", "key_generation", "key_first_sent_at",
-            "outcome_uncertain", "key_replays_error", "created_at", "updated_at",
+            "last_send_at", "key_sends", "outcome_uncertain", "key_replays_error",
+            "platform_refused", "lookup_failures", "abandoned_claims", "needs_operator",
+            "created_at", "updated_at",
         )
     }  # fmt: skip
     params["id"] = [_uuid(t.id, "transfer id") for t in transfers]
@@ -151,7 +158,6 @@ def outcome_params(
         "claimed_attempt_count": claimed.attempt_count,
         "status": updated.status.value,
         "attempt_count": updated.attempt_count,
-        "claim_counted": updated.claim_counted,
         "claim_token": updated.claim_token,
         "next_attempt_at": updated.next_attempt_at,
         "lease_expires_at": updated.lease_expires_at,
@@ -161,8 +167,14 @@ def outcome_params(
         "failure_message": updated.failure_message,
         "key_generation": updated.key_generation,
         "key_first_sent_at": updated.key_first_sent_at,
+        "last_send_at": updated.last_send_at,
+        "key_sends": updated.key_sends,
         "outcome_uncertain": updated.outcome_uncertain,
         "key_replays_error": updated.key_replays_error,
+        "platform_refused": updated.platform_refused,
+        "lookup_failures": updated.lookup_failures,
+        "abandoned_claims": updated.abandoned_claims,
+        "needs_operator": updated.needs_operator,
         "updated_at": updated.updated_at,
     }
 

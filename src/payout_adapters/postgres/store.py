@@ -24,6 +24,7 @@ from psycopg.rows import DictRow, dict_row
 from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
 from payout_core import errors, models, ports
+from payout_core import state_machine as sm
 
 __all__ = ["PostgresAccountDirectory", "PostgresInbox", "PostgresStore"]
 
@@ -83,10 +84,22 @@ class PostgresStore:
 
     Safe to share between threads and processes: concurrency is the
     database's (row locks, ``SKIP LOCKED``, unique indexes), not this object's.
+
+    Every lease, due and key-age decision uses the database's clock
+    (``now()``). ``clock`` replaces it, for tests only: a
+    :class:`~payout_adapters.memory.ManualClock` standing for the database's
+    time, so that the store contract suite can move time on both stores.
     """
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
+    def __init__(
+        self, pool: psycopg_pool.ConnectionPool, *, clock: ports.Clock | None = None
+    ) -> None:
         self._db = _Database(pool)
+        self._clock = clock
+
+    def _now(self) -> datetime | None:
+        """The test clock's time, or ``None``: the SQL then reads ``now()``."""
+        return None if self._clock is None else self._clock.now()
 
     # -- writes ---------------------------------------------------------------
 
@@ -121,20 +134,66 @@ class PostgresStore:
                 raise errors.DuplicatePayout(job.contest_id, already_paid)
         return ports.ScheduleResult(job=job, created=True)
 
-    def claim_due(
-        self, *, now: datetime, limit: int, lease: timedelta, token: str
-    ) -> list[models.PayoutTransfer]:
+    def claim_due(self, *, limit: int, lease: timedelta, token: str) -> list[models.PayoutTransfer]:
         if limit < 1:
             return []
-        params = {"now": now, "limit": limit, "token": token, "lease_expires_at": now + lease}
+        now = self._now()
         with self._db.transaction("claim due transfers") as cursor:
+            self._escalate_abandoned(cursor, now)
+            params = {"now": now, "limit": limit, "token": token, "lease": lease}
             claimed = cursor.execute(q.CLAIM_DUE, params).fetchall()
             if claimed:
                 job_ids = sorted({row["job_id"] for row in claimed})
-                cursor.execute(q.START_JOBS, {"now": now, "job_ids": job_ids})
+                cursor.execute(q.START_JOBS, {"now": claimed[0]["updated_at"], "job_ids": job_ids})
         # RETURNING keeps no order: oldest due first, as the claim chose them.
         claimed.sort(key=lambda row: (row["due_at"], row["id"]))
         return [rows.transfer_from_row(row) for row in claimed]
+
+    def _escalate_abandoned(self, cursor: psycopg.Cursor[DictRow], now: datetime | None) -> None:
+        """Rule 7: a claim that expired one time too many in a row goes to an
+        operator instead of to another worker to kill (state_machine.escalate,
+        written with the guarded RECORD_OUTCOME, in the claim's transaction)."""
+        params = {"now": now, "limit": sm.ABANDONED_CLAIMS_LIMIT}
+        for row in cursor.execute(q.ABANDONED_TOO_OFTEN, params).fetchall():
+            stored = rows.transfer_from_row(row)
+            escalated = sm.escalate(stored, reason=sm.abandoned_reason(stored), now=row["db_now"])
+            cursor.execute(q.RECORD_OUTCOME, rows.outcome_params(stored, escalated))
+
+    def write_intent(
+        self, *, claimed: models.PayoutTransfer, destination: str, margin: timedelta
+    ) -> models.PayoutTransfer | sm.IntentRefusal:
+        key = rows.as_uuid(claimed.id)
+        if key is None or claimed.claim_token is None:
+            return sm.IntentRefusal.STALE_CLAIM
+        params = {
+            "now": self._now(),
+            "id": key,
+            "token": claimed.claim_token,
+            "attempt_count": claimed.attempt_count,
+            "destination": destination,
+            "margin": margin,
+            "trust_window": sm.KEY_TRUST_WINDOW,
+        }
+        with self._db.transaction("write a send intent") as cursor:
+            row = cursor.execute(q.WRITE_INTENT, params).fetchone()
+            if row is not None:
+                return rows.transfer_from_row(row)
+            # Refused: say why, with the rule the SQL repeats.
+            row = cursor.execute(q.TRANSFER_AND_NOW, params).fetchone()
+        if row is None:
+            return sm.IntentRefusal.STALE_CLAIM
+        stored = rows.transfer_from_row(row)
+        if stored.attempt_count != claimed.attempt_count:
+            return sm.IntentRefusal.STALE_CLAIM
+        refusal = sm.refuse_send(
+            stored,
+            token=claimed.claim_token,
+            destination=destination,
+            now=row["db_now"],
+            margin=margin,
+        )
+        # None: the row changed between the two statements; whatever changed it owns it.
+        return refusal or sm.IntentRefusal.STALE_CLAIM
 
     def record(
         self,
@@ -245,11 +304,19 @@ class PostgresStore:
         )
         return [rows.ledger_entry_from_row(row) for row in found]
 
-    def queue_depth(self, now: datetime) -> ports.QueueDepth:
-        row = self._db.fetch_one("count due transfers", q.QUEUE_DEPTH, {"now": now})
+    def queue_depth(self) -> ports.QueueDepth:
+        row = self._db.fetch_one("count due transfers", q.QUEUE_DEPTH, {"now": self._now()})
         if row is None:  # pragma: no cover - an aggregate always returns a row
             return ports.QueueDepth(due=0, stuck=0)
-        return ports.QueueDepth(due=row["due"], stuck=row["stuck"])
+        return ports.QueueDepth(
+            due=row["due"], stuck=row["stuck"], needs_operator=row["needs_operator"]
+        )
+
+    def needing_operator(self, limit: int = 100) -> list[models.PayoutTransfer]:
+        found = self._db.fetch_all(
+            "list transfers needing an operator", q.NEEDING_OPERATOR, {"limit": limit}
+        )
+        return [rows.transfer_from_row(row) for row in found]
 
     def transfer_counts(self) -> dict[models.TransferStatus, int]:
         counts = dict.fromkeys(models.TransferStatus, 0)
@@ -271,6 +338,14 @@ class PostgresAccountDirectory:
     def account_for(self, user_id: str) -> str | None:
         row = self._db.fetch_one("read a connected account", q.ACCOUNT_FOR, {"user_id": user_id})
         return None if row is None else str(row["stripe_account_id"])
+
+    def accounts_for(self, user_ids: Sequence[str]) -> dict[str, str]:
+        if not user_ids:
+            return {}
+        found = self._db.fetch_all(
+            "read connected accounts", q.ACCOUNTS_FOR, {"user_ids": list(user_ids)}
+        )
+        return {str(row["user_id"]): str(row["stripe_account_id"]) for row in found}
 
     def set_account(self, user_id: str, account_id: str) -> None:
         """Pay ``user_id`` to ``account_id`` from now on (connect, or move).

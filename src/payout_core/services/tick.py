@@ -10,10 +10,10 @@ from datetime import timedelta
 
 import attrs
 
-from payout_core import models, ports, retry
+from payout_core import attempt, models, ports, retry
 from payout_core.services import execution
 
-__all__ = ["WorkerSettings", "run_tick"]
+__all__ = ["WorkerSettings", "run_tick", "unsafe_timing"]
 
 log = logging.getLogger("payout.tick")
 
@@ -23,9 +23,43 @@ def _at_least_one(_instance: object, attribute: attrs.Attribute[int], value: int
         raise ValueError(f"{attribute.name} must be >= 1, got {value}")
 
 
+def unsafe_timing(
+    *,
+    lease: timedelta,
+    stripe_timeout: timedelta,
+    retry_max: timedelta,
+    send_start_limit: timedelta = attempt.SEND_START_LIMIT,
+) -> list[str]:
+    """What in these settings would break the exactly-once rules (rule 8).
+
+    A lease shorter than twice the send margin leaves a worker too little time
+    between its claim and its send; a retry cap below the send margin would
+    bring an uncertain transfer back before a look-up may be trusted.
+    """
+    margin = attempt.send_margin(stripe_timeout, send_start_limit)
+    problems = []
+    if lease < 2 * margin:
+        problems.append(
+            f"the lease ({lease.total_seconds():g} s) must be at least twice the send margin "
+            f"(Stripe timeout + {send_start_limit.total_seconds():g} s = "
+            f"{margin.total_seconds():g} s), so at least {2 * margin.total_seconds():g} s"
+        )
+    if retry_max < margin:
+        problems.append(
+            f"the retry cap ({retry_max.total_seconds():g} s) must be at least the send margin "
+            f"({margin.total_seconds():g} s)"
+        )
+    return problems
+
+
 @attrs.frozen(kw_only=True)
 class WorkerSettings:
-    """How much one tick does, and how fast."""
+    """How much one tick does, and how fast.
+
+    Raises:
+        ValueError: settings that would break the exactly-once rules
+            (:func:`unsafe_timing`), or a count below 1.
+    """
 
     batch_size: int = attrs.field(default=100, validator=_at_least_one)
     # The tick's budget: it stops after this many batches even if more is due,
@@ -33,7 +67,28 @@ class WorkerSettings:
     max_batches: int = attrs.field(default=10, validator=_at_least_one)
     concurrency: int = attrs.field(default=8, validator=_at_least_one)
     lease: timedelta = timedelta(seconds=600)
+    stripe_timeout: timedelta = timedelta(seconds=30)
+    # Shorter only where no money moves (the demo, tests): see attempt.SEND_START_LIMIT.
+    send_start_limit: timedelta = attempt.SEND_START_LIMIT
     retry_policy: retry.RetryPolicy = attrs.Factory(retry.RetryPolicy)
+
+    def __attrs_post_init__(self) -> None:
+        problems = unsafe_timing(
+            lease=self.lease,
+            stripe_timeout=self.stripe_timeout,
+            retry_max=timedelta(seconds=self.retry_policy.max_seconds),
+            send_start_limit=self.send_start_limit,
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def timing(self) -> attempt.Timing:
+        return attempt.Timing(
+            stripe_timeout=self.stripe_timeout,
+            send_start_limit=self.send_start_limit,
+            policy=self.retry_policy,
+        )
 
 
 def _new_id() -> str:
@@ -45,6 +100,9 @@ _COUNTERS = {
     execution.Disposition.RETRIED: "retried",
     execution.Disposition.FAILED_TERMINAL: "failed_terminal",
     execution.Disposition.RELEASED: "released",
+    # The run record has no column of its own for these: the status command
+    # and the metrics name every transfer that needs an operator.
+    execution.Disposition.NEEDS_OPERATOR: "retried",
     execution.Disposition.STALE: "stale",
 }
 
@@ -92,7 +150,7 @@ def run_tick(
             if stop is not None and stop.is_set():
                 break
             claimed = store.claim_due(
-                now=clock.now(), limit=settings.batch_size, lease=settings.lease, token=new_id()
+                limit=settings.batch_size, lease=settings.lease, token=new_id()
             )
             if not claimed:
                 break
@@ -102,7 +160,7 @@ def run_tick(
                 directory=directory,
                 gateway=gateway,
                 clock=clock,
-                policy=settings.retry_policy,
+                timing=settings.timing,
                 concurrency=settings.concurrency,
                 stop=stop,
             )
