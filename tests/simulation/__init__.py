@@ -1,0 +1,1 @@
+"""The deterministic simulation of issue 8: see :mod:`tests.simulation.world`."""
