@@ -300,6 +300,10 @@ def test_loop_refuses_to_start_without_a_stripe_key(database_url: str, env: dict
         ("PAYOUT_GATEWAY", "paypal", "one of stripe, simulated"),
         ("PAYOUT_ADMIN_ADDR", "everywhere", "host:port"),
         ("PAYOUT_DATABASE_TIMEOUT_SECONDS", "-1", "a number greater than 0"),
+        # Rule 8 of the exactly-once rules: settings that would break them.
+        ("PAYOUT_LEASE_SECONDS", "100", "must be at least twice the send margin"),
+        ("PAYOUT_RETRY_MAX_SECONDS", "45", "must be at least the send margin"),
+        ("PAYOUT_STRIPE_TIMEOUT_SECONDS", "600", "must be at least twice the send margin"),
     ],
 )
 def test_a_bad_setting_exits_2_naming_the_variable_and_what_it_accepts(

@@ -300,9 +300,13 @@ class Simulation:
         self.acting = worker
         free = self.config.concurrency - len(worker.tasks)
         if free > 0:
-            claimed = self.store.claim_due(
-                limit=free, lease=self.config.lease, token=f"{worker.name}-{self.steps}"
-            )
+            try:
+                claimed = self.store.claim_due(
+                    limit=free, lease=self.config.lease, token=f"{worker.name}-{self.steps}"
+                )
+            except Exception as exc:  # as run_tick: the tick fails, the loop goes on
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                claimed = []
             for transfer in claimed:
                 task_id = next(self._task_ids)
                 steps = attempt.run_attempt(transfer, timing=self.timing)
