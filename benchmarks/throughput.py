@@ -5,7 +5,8 @@ r"""How fast one worker process pays transfers on PostgreSQL. Prints figures; as
         python benchmarks/throughput.py
 
 It creates a scratch database next to the one in PAYOUT_BENCH_DATABASE_URL (the
-embedded PostgreSQL when unset), schedules settlements of 100 winners, then
+embedded PostgreSQL when unset), schedules settlements of ``--job-size`` winners
+(100 by default), then
 runs ticks with the simulated gateway until every transfer is terminal. With
 ``--latency-ms`` the gateway sleeps like a real Stripe call, which shows how
 concurrency hides network time. The scratch database is dropped at the end.
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--job-size", type=int, default=100, help="winners per settlement (one job each)"
+    )
     args = parser.parse_args()
 
     base = os.environ.get("PAYOUT_BENCH_DATABASE_URL") or embedded.start().url
@@ -66,10 +70,10 @@ def run(pool: psycopg_pool.ConnectionPool, args: argparse.Namespace) -> None:
     gateway = SimulatedGateway(clock=system, latency=(latency, latency))
 
     started = time.perf_counter()
-    for s in range(0, args.transfers, 100):
+    for s in range(0, args.transfers, args.job_size):
         winners = tuple(
             models.Winner(user_id=f"u{n}", amount_cents=100 + n)
-            for n in range(s, min(s + 100, args.transfers))
+            for n in range(s, min(s + args.job_size, args.transfers))
         )
         for w in winners:
             directory.set_account(w.user_id, f"acct_{w.user_id}")

@@ -1,46 +1,45 @@
-"""Job completion: a job's counts and status are derived from its transfers."""
+"""Job completion: a job's counts and status follow its transfers.
+
+:func:`advance` moves them by one transfer's outcome, at a cost that does not
+depend on the job's size (DESIGN 3, "Job completion"): the stores apply it in
+the outcome's transaction. ``payout-core reconcile`` recounts them from the
+transfers (:func:`payout_core.reconcile.check_job`) and reports any drift.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 import attrs
 
 from payout_core import models
 
-__all__ = ["summarize"]
+__all__ = ["advance", "start"]
 
 
-def summarize(
-    job: models.PayoutJob, transfers: Iterable[models.PayoutTransfer], *, now: datetime
-) -> models.PayoutJob:
-    """The job as its transfers say it is.
-
-    Complete when every transfer is terminal, whatever the mix of outcomes;
-    processing once any transfer has been claimed; pending before that.
-    A complete job stays complete (its transfers cannot leave terminal states).
-    """
-    statuses = [t.status for t in transfers]
-    completed = statuses.count(models.TransferStatus.COMPLETED)
-    failed = statuses.count(models.TransferStatus.FAILED_TERMINAL)
-    all_terminal = bool(statuses) and completed + failed == len(statuses)
-    if all_terminal:
-        status = models.JobStatus.COMPLETE
-    elif job.status is models.JobStatus.PENDING and all(
-        s is models.TransferStatus.PENDING for s in statuses
-    ):
-        status = models.JobStatus.PENDING
-    else:
-        status = models.JobStatus.PROCESSING
-    changed = (status, completed, failed) != (job.status, job.completed_count, job.failed_count)
-    if not changed:
+def start(job: models.PayoutJob, *, now: datetime) -> models.PayoutJob:
+    """The job's first claim: pending becomes processing."""
+    if job.status is not models.JobStatus.PENDING:
         return job
+    return attrs.evolve(job, status=models.JobStatus.PROCESSING, updated_at=now)
+
+
+def advance(
+    job: models.PayoutJob, *, outcome: models.TransferStatus, now: datetime
+) -> models.PayoutJob:
+    """The job after one of its claimed transfers was recorded as ``outcome``:
+    one more completed or failed transfer, and complete once every transfer is
+    terminal. An outcome that is not terminal changes nothing."""
+    completed = job.completed_count + (outcome is models.TransferStatus.COMPLETED)
+    failed = job.failed_count + (outcome is models.TransferStatus.FAILED_TERMINAL)
+    if (completed, failed) == (job.completed_count, job.failed_count):
+        return job
+    done = completed + failed == job.total_transfers
     return attrs.evolve(
         job,
-        status=status,
+        status=models.JobStatus.COMPLETE if done else models.JobStatus.PROCESSING,
         completed_count=completed,
         failed_count=failed,
-        completed_at=now if all_terminal and job.completed_at is None else job.completed_at,
+        completed_at=(job.completed_at or now) if done else job.completed_at,
         updated_at=now,
     )

@@ -349,7 +349,7 @@ class InMemoryStore:
             for t in claimed:
                 self._transfers[t.id] = t
             for job_id in sorted({t.job_id for t in claimed}):
-                self._refresh_job(job_id, now)
+                self._jobs[job_id] = completion.start(self._jobs[job_id], now=now)
             return claimed
 
     def write_intent(
@@ -404,7 +404,9 @@ class InMemoryStore:
                 self._ledger.append(ledger_entry)
                 self._ledger_keys.add(ledger_entry.idempotency_key)
                 self._booked.add((ledger_entry.transfer_id, ledger_entry.entry_type))
-            self._refresh_job(written.job_id, now)
+            # The job's counts move by this outcome alone, as in PostgreSQL.
+            job = self._jobs[written.job_id]
+            self._jobs[job.id] = completion.advance(job, outcome=written.status, now=now)
             return True
 
     def _ledger_problems(self, entry: models.LedgerEntry) -> list[str]:
@@ -428,11 +430,6 @@ class InMemoryStore:
         if entry.attempt_number < 1:
             problems.append("attempt_number must be >= 1")
         return problems
-
-    def _refresh_job(self, job_id: str, now: datetime) -> None:
-        job = self._jobs[job_id]
-        transfers = [self._transfers[t] for t in self._transfers_of_job[job_id]]
-        self._jobs[job_id] = completion.summarize(job, transfers, now=now)
 
     def record_run(self, report: models.RunReport) -> None:
         with self._operation("record_run"):

@@ -255,13 +255,6 @@ WHERE id = %(id)s
 RETURNING id
 """
 
-# Serialize the completion checks of one job: concurrent outcomes of its
-# transfers take this row lock in turn, so each REFRESH_JOB (a later statement,
-# hence a later snapshot) counts every outcome committed before it.
-LOCK_JOB: Final = """
-SELECT id FROM payout_jobs WHERE id = %(job_id)s FOR UPDATE
-"""
-
 # Append one ledger row. Unique idempotency_key: an attempt is booked once;
 # the table's trigger refuses any later UPDATE or DELETE.
 INSERT_LEDGER_ENTRY: Final = (
@@ -275,39 +268,25 @@ VALUES (%(idempotency_key)s, %(entry_type)s, %(direction)s, %(amount_cents)s, %(
 """
 )
 
-# The job as its transfers say it is: payout_core.completion.summarize in SQL.
-# Complete when every transfer is terminal (completed_at set once); pending
-# only while it was pending and every transfer still is; processing otherwise.
-# Counts come from the transfers (index payout_transfers_job_user_idx), under
-# the LOCK_JOB lock. The row is only written when something changed.
-REFRESH_JOB: Final = """
-WITH counts AS (
-    SELECT count(*) AS total,
-           count(*) FILTER (WHERE status = 'completed') AS completed,
-           count(*) FILTER (WHERE status = 'failed_terminal') AS failed,
-           count(*) FILTER (WHERE status = 'pending') AS pending
-    FROM payout_transfers
-    WHERE job_id = %(job_id)s
-), summary AS (
-    SELECT j.id,
-           CASE WHEN c.total > 0 AND c.completed + c.failed = c.total THEN 'complete'
-                WHEN j.status = 'pending' AND c.pending = c.total THEN 'pending'
-                ELSE 'processing' END AS status,
-           c.completed, c.failed
-    FROM payout_jobs AS j, counts AS c
-    WHERE j.id = %(job_id)s
-)
-UPDATE payout_jobs AS j
-SET status = s.status,
-    completed_count = s.completed,
-    failed_count = s.failed,
-    completed_at = CASE WHEN s.status = 'complete' THEN coalesce(j.completed_at, %(now)s)
-                        ELSE j.completed_at END,
+# The job after one of its transfers ended: payout_core.completion.advance in
+# SQL, in the outcome's transaction. Its counts move by this outcome alone
+# (%(completed)s, %(failed)s: 0 or 1), never recounted, so an outcome costs the
+# same in a 10-winner job and a 200,000-winner one. The row lock this UPDATE
+# takes orders concurrent outcomes of the job, and each sees the counts the one
+# before it committed (READ COMMITTED re-reads a row it waited for).
+# `payout-core reconcile` recounts them (payout_core.reconcile).
+ADVANCE_JOB: Final = """
+UPDATE payout_jobs
+SET completed_count = completed_count + %(completed)s,
+    failed_count = failed_count + %(failed)s,
+    status = CASE WHEN completed_count + %(completed)s + failed_count + %(failed)s
+                       = total_transfers
+                  THEN 'complete' ELSE 'processing' END,
+    completed_at = CASE WHEN completed_count + %(completed)s + failed_count + %(failed)s
+                             = total_transfers
+                        THEN coalesce(completed_at, %(now)s) ELSE completed_at END,
     updated_at = %(now)s
-FROM summary AS s
-WHERE j.id = s.id
-  AND (j.status, j.completed_count, j.failed_count)
-      IS DISTINCT FROM (s.status, s.completed, s.failed)
+WHERE id = %(job_id)s
 """
 
 # -- reads ----------------------------------------------------------------------
@@ -406,8 +385,19 @@ NEEDING_OPERATOR: Final = (
 ORDER BY updated_at, id LIMIT %(limit)s"""
 )
 
-# One row per status present (a full scan: for status pages, not for the claim path).
-TRANSFER_COUNTS: Final = "SELECT status, count(*) AS n FROM payout_transfers GROUP BY status"
+# How many transfers are in each status, at a cost that does not grow with the
+# history: the terminal ones from the jobs' counters (kept by ADVANCE_JOB; one
+# row per job), the open ones from index payout_transfers_status_updated_at_idx.
+# /metrics reads it after every tick.
+TRANSFER_COUNTS: Final = """
+SELECT 'completed' AS status, coalesce(sum(completed_count), 0)::bigint AS n FROM payout_jobs
+UNION ALL
+SELECT 'failed_terminal', coalesce(sum(failed_count), 0)::bigint FROM payout_jobs
+UNION ALL
+SELECT status, count(*) FROM payout_transfers
+WHERE status IN ('pending', 'processing', 'retryable')
+GROUP BY status
+"""
 
 # -- runs -----------------------------------------------------------------------
 

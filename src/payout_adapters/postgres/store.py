@@ -222,16 +222,21 @@ class PostgresStore:
             raise ValueError(f"cannot record transfer {updated.id} over the claim of {claimed.id}")
         if claimed.claim_token is None:
             return False  # not a claim: no stored transfer can match it
-        job = {"job_id": rows.as_uuid(claimed.job_id), "now": now}
+        job = {
+            "job_id": rows.as_uuid(claimed.job_id),
+            "now": now,
+            "completed": int(updated.status is models.TransferStatus.COMPLETED),
+            "failed": int(updated.status is models.TransferStatus.FAILED_TERMINAL),
+        }
         with self._db.transaction("record an outcome") as cursor:
             try:
                 params = rows.outcome_params(claimed, updated)
                 if cursor.execute(q.RECORD_OUTCOME, params).fetchone() is None:
                     return False  # the lease was taken over; the newer claim owns it
-                cursor.execute(q.LOCK_JOB, job)
                 if ledger_entry is not None:
                     cursor.execute(q.INSERT_LEDGER_ENTRY, rows.ledger_params(ledger_entry))
-                cursor.execute(q.REFRESH_JOB, job)
+                if job["completed"] or job["failed"]:
+                    cursor.execute(q.ADVANCE_JOB, job)
             except psycopg.IntegrityError as exc:
                 problem = translate.constraint_problem(exc)
                 raise errors.IllegalTransition(
