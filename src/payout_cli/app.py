@@ -24,7 +24,7 @@ from payout_adapters import postgres
 from payout_cli import admin, bootstrap, logs, output, runner
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
-from payout_core import errors, models, ports, reconcile, validation
+from payout_core import errors, models, reconcile, validation
 from payout_core.services import intake, scheduling, tick
 
 __all__ = ["app", "main"]
@@ -212,22 +212,18 @@ def loop(
         )
         logs.configure()
         metrics = metrics_.Metrics()
-        payment_gateway = bootstrap.build_gateway(settings, metrics=metrics)
-        code = _run_loop(settings, payment_gateway, metrics, once=once)
+        bootstrap.require_gateway_settings(settings)
+        code = _run_loop(settings, metrics, once=once)
     raise typer.Exit(code)
 
 
-def _run_loop(
-    settings: settings_.Settings,
-    gateway: ports.PaymentGateway,
-    metrics: metrics_.Metrics,
-    *,
-    once: bool,
-) -> int:
+def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: bool) -> int:
     clock = clock_.SystemClock()
     worker = bootstrap.worker_settings(settings)
     with bootstrap.open_database(settings) as db:
         bootstrap.require_current_schema(db)
+        # Every worker of the fleet takes its Stripe requests from one schedule.
+        gateway = bootstrap.build_gateway(settings, metrics=metrics, limiter=db.rate_limiter)
 
         def one_tick(stop: threading.Event) -> models.RunReport:
             def take_inbox(report: models.RunReport) -> models.RunReport:

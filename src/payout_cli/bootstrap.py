@@ -33,6 +33,7 @@ __all__ = [
     "build_stripe_checker",
     "open_database",
     "require_current_schema",
+    "require_gateway_settings",
     "worker_settings",
 ]
 
@@ -49,6 +50,8 @@ class Database:
     store: postgres.PostgresStore
     directory: postgres.PostgresAccountDirectory
     inbox: postgres.PostgresInbox
+    # The fleet's pace toward Stripe: PAYOUT_STRIPE_RATE_LIMIT for every worker together.
+    rate_limiter: postgres.PostgresRateLimiter
 
     def ping(self) -> bool:
         with self.pool.connection(timeout=5) as conn:
@@ -89,19 +92,41 @@ def open_database(
             store=postgres.PostgresStore(pool),
             directory=postgres.PostgresAccountDirectory(pool),
             inbox=postgres.PostgresInbox(pool),
+            rate_limiter=postgres.PostgresRateLimiter(
+                pool, dict.fromkeys(ports.Budget, settings.stripe_rate_limit)
+            ),
         )
     finally:
         pool.close()
 
 
-def build_gateway(
-    settings: settings_.Settings, *, metrics: metrics_.Metrics | None = None
-) -> ports.PaymentGateway:
-    """The configured gateway. Refuses to build Stripe's without a key.
+def require_gateway_settings(settings: settings_.Settings) -> None:
+    """Refuse, before anything runs, a Stripe gateway without a key.
 
     Raises:
         ConfigError: the Stripe gateway was asked for without ``STRIPE_API_KEY``.
     """
+    if settings.gateway is settings_.GatewayKind.STRIPE and settings.stripe_api_key is None:
+        raise settings_.ConfigError(
+            "STRIPE_API_KEY is not set: the stripe gateway needs a secret key "
+            "(or run with --gateway simulated, which moves no money)"
+        )
+
+
+def build_gateway(
+    settings: settings_.Settings,
+    *,
+    metrics: metrics_.Metrics | None = None,
+    limiter: ports.RateLimiter | None = None,
+) -> ports.PaymentGateway:
+    """The configured gateway. Refuses to build Stripe's without a key.
+    ``limiter`` paces Stripe's requests (the fleet's, from :class:`Database`);
+    by default one of this process alone.
+
+    Raises:
+        ConfigError: the Stripe gateway was asked for without ``STRIPE_API_KEY``.
+    """
+    require_gateway_settings(settings)
     gateway: ports.PaymentGateway
     if settings.gateway is settings_.GatewayKind.SIMULATED:
         log.warning(
@@ -110,12 +135,7 @@ def build_gateway(
         )
         gateway = simulated.SimulatedGateway(clock=clock_.SystemClock())
     else:
-        if settings.stripe_api_key is None:
-            raise settings_.ConfigError(
-                "STRIPE_API_KEY is not set: the stripe gateway needs a secret key "
-                "(or run with --gateway simulated, which moves no money)"
-            )
-        gateway = _stripe_gateway(settings)
+        gateway = _stripe_gateway(settings, limiter)
     if metrics is not None:
         gateway = metrics_.InstrumentedGateway(gateway, metrics)
     return gateway
@@ -135,7 +155,9 @@ def worker_settings(settings: settings_.Settings) -> tick.WorkerSettings:
     )
 
 
-def _stripe_gateway(settings: settings_.Settings) -> stripe_adapter.StripeGateway:
+def _stripe_gateway(
+    settings: settings_.Settings, limiter: ports.RateLimiter | None = None
+) -> stripe_adapter.StripeGateway:
     # The SDK takes a third of a command's start-up; only commands that talk to
     # Stripe load it.
     import stripe  # noqa: PLC0415
@@ -147,11 +169,18 @@ def _stripe_gateway(settings: settings_.Settings) -> stripe_adapter.StripeGatewa
     stripe.enable_telemetry = False
     if settings.stripe_api_key is None:
         raise settings_.ConfigError("STRIPE_API_KEY is not set")
+    if limiter is None:
+        return stripe_adapter.StripeGateway(
+            api_key=settings.stripe_api_key,
+            api_base=settings.stripe_api_base,
+            timeout_seconds=settings.stripe_timeout_seconds,
+            rate_limit=settings.stripe_rate_limit,
+        )
     return stripe_adapter.StripeGateway(
         api_key=settings.stripe_api_key,
         api_base=settings.stripe_api_base,
         timeout_seconds=settings.stripe_timeout_seconds,
-        rate_limit=settings.stripe_rate_limit,
+        limiter=limiter,
     )
 
 

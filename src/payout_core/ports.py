@@ -8,6 +8,7 @@ one a single short transaction and the in-memory store a single locked step.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -19,11 +20,13 @@ from payout_core import state_machine as sm
 
 __all__ = [
     "AccountDirectory",
+    "Budget",
     "Clock",
     "InboxItem",
     "PaymentGateway",
     "PayoutStore",
     "QueueDepth",
+    "RateLimiter",
     "ScheduleResult",
     "SettlementInbox",
 ]
@@ -32,6 +35,40 @@ __all__ = [
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware."""
+        ...
+
+
+class Budget(enum.StrEnum):
+    """Stripe limits each endpoint on its own: one budget for Create Transfer,
+    one for the reads (look-ups, lists, retrieves)."""
+
+    CREATE = "create"
+    READ = "read"
+
+
+class RateLimiter(Protocol):
+    """The pace of requests to Stripe, for the whole fleet (DESIGN 6).
+
+    ``PAYOUT_STRIPE_RATE_LIMIT`` is one budget for every worker on every host:
+    a fourth worker must not make the fleet send faster, and a 429 slows the
+    fleet, not one process.
+    """
+
+    def acquire(self, budget: Budget) -> float:
+        """Wait until one more request of ``budget`` may leave; the seconds waited.
+
+        Raises:
+            StoreUnavailable: the shared schedule could not be read.
+        """
+        ...
+
+    def push_back(self, budget: Budget, seconds: float) -> None:
+        """Stripe answered 429: no request of ``budget`` leaves, anywhere in the
+        fleet, for ``seconds`` (its ``Retry-After``, when it sends one).
+
+        Raises:
+            StoreUnavailable: the shared schedule could not be written.
+        """
         ...
 
 

@@ -24,6 +24,7 @@ TABLES = {
     "user_stripe_accounts",
     "payout_settlement_inbox",
     "payout_scheduler_runs",
+    "payout_rate_schedule",
     "payout_schema_migrations",
 }
 

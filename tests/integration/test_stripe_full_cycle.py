@@ -21,7 +21,7 @@ import psycopg_pool
 import pytest
 
 from payout_adapters import postgres
-from payout_adapters.stripe import StripeGateway, TokenBucket, reconcile
+from payout_adapters.stripe import LocalRateLimiter, StripeGateway, reconcile
 from payout_core import models, retry
 from payout_core import reconcile as invariants
 from payout_core.services import scheduling, tick
@@ -108,7 +108,7 @@ def world(pool: psycopg_pool.ConnectionPool) -> Iterator[World]:
             api_key=server.api_key,
             api_base=server.url,
             timeout_seconds=1.0,
-            bucket=TokenBucket(rate=20, clock=wait.clock, sleep=wait.sleep),
+            limiter=LocalRateLimiter.at(20, clock=wait.clock, sleep=wait.sleep),
         ) as gateway:
             clock = Clock()  # the workers' and, standing in for it, the database's
             yield World(

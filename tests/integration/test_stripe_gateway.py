@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import attrs
 import pytest
 
-from payout_adapters.stripe import StripeGateway, TokenBucket, classify, reconcile
+from payout_adapters.stripe import LocalRateLimiter, StripeGateway, classify, reconcile
 from payout_core import models, outcomes, ports
 from tests import fake_stripe
 from tests.fake_stripe import faults
@@ -100,9 +100,9 @@ def test_lookup_pages_through_a_group_of_more_than_a_hundred_transfers(
     seed(fake, 120, destination="acct_other_b", prefix="more")
     fake.seed_transfer(amount=5, destination=ACCOUNT, transfer_group="contest:other")
     time = FrozenTime()
-    bucket = TokenBucket(rate=1000, clock=time.clock, sleep=time.sleep)
+    limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
 
-    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
         found = gw.find_transfer(lookup(destination=None))
 
     assert found == outcomes.Found(stripe_transfer_id=target["id"])
@@ -111,7 +111,8 @@ def test_lookup_pages_through_a_group_of_more_than_a_hundred_transfers(
     assert [p.params.get("transfer_group") for p in pages] == [GROUP] * 3
     assert "starting_after" not in pages[0].params
     assert pages[1].params["starting_after"] != pages[2].params["starting_after"]
-    assert bucket.taken == 3  # one token per page
+    # One slot of the read budget per page, none of Create Transfer's.
+    assert (limiter.taken(ports.Budget.READ), limiter.taken(ports.Budget.CREATE)) == (3, 0)
 
 
 def test_lookup_filters_by_destination_and_pages_through_it(
@@ -283,50 +284,68 @@ def test_the_sdk_never_retries_on_its_own(
 # -- the rate limit ----------------------------------------------------------------------------
 
 
-def test_every_request_of_every_thread_takes_a_token_from_one_bucket(
+def test_every_request_of_every_thread_takes_a_slot_of_its_budget(
     server: fake_stripe.FakeStripeServer,
 ) -> None:
     time = FrozenTime()
-    bucket = TokenBucket(rate=10, clock=time.clock, sleep=time.sleep)  # 10 tokens to start with
+    limiter = LocalRateLimiter.at(10, clock=time.clock, sleep=time.sleep)
 
-    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda n: gw.create_transfer(request(f"t-{n}")), range(40)))
         found = gw.find_transfer(lookup("t-7"))
 
     assert all(isinstance(r, outcomes.Succeeded) for r in results)
     assert isinstance(found, outcomes.Found)
-    assert bucket.taken == 41
-    # The clock stood still: the first 10 requests were free, each later one was
-    # given the next slot, 0.1 s after the one before it.
-    assert sorted(round(s, 6) for s in time.slept) == [round(k / 10, 6) for k in range(1, 32)]
+    assert (limiter.taken(ports.Budget.CREATE), limiter.taken(ports.Budget.READ)) == (40, 1)
+    # The clock stood still: the creates left evenly spaced, each given the slot
+    # 0.1 s after the one before it; the look-up, on its own budget, waited for none.
+    assert sorted(round(s, 6) for s in time.slept) == [round(k / 10, 6) for k in range(1, 40)]
 
 
-def test_a_429_slows_down_the_whole_process(server: fake_stripe.FakeStripeServer) -> None:
+def test_a_429_pushes_the_budget_back_for_everyone(server: fake_stripe.FakeStripeServer) -> None:
     time = FrozenTime()
-    bucket = TokenBucket(rate=20, clock=time.clock, sleep=time.sleep)
+    limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
     server.fake.script(faults.rate_limited())
 
-    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
         limited = gw.create_transfer(request("t-1"))
         assert time.slept == []
         next_one = gw.create_transfer(request("t-2"))
+        found = gw.find_transfer(lookup("t-2"))
 
     assert isinstance(limited, outcomes.Transient)
     assert isinstance(next_one, outcomes.Succeeded)
-    assert time.slept == [pytest.approx(1.0 + 1 / 20)]  # the pause, then its own slot
+    assert isinstance(found, outcomes.Found)
+    # The next create waits out the pause (a second when Stripe names none); the
+    # read budget is not pushed back.
+    assert time.slept == [pytest.approx(1.0)]
+
+
+def test_a_429_with_retry_after_pauses_as_long_as_stripe_asks(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    time = FrozenTime()
+    limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
+    server.fake.script(attrs.evolve(faults.rate_limited(), headers=(("Retry-After", "7"),)))
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
+        gw.create_transfer(request("t-1"))
+        gw.create_transfer(request("t-2"))
+
+    assert time.slept == [pytest.approx(7.0)]
 
 
 def test_a_lock_timeout_slows_nothing_down(server: fake_stripe.FakeStripeServer) -> None:
     time = FrozenTime()
-    bucket = TokenBucket(rate=20, clock=time.clock, sleep=time.sleep)
+    limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
     server.fake.script(faults.lock_timeout())
 
-    with StripeGateway(api_key=server.api_key, api_base=server.url, bucket=bucket) as gw:
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
         gw.create_transfer(request("t-1"))
         gw.create_transfer(request("t-2"))
 
-    assert time.slept == []
+    assert time.slept == [pytest.approx(1 / 1000)]  # its own slot, and no pause
 
 
 # -- the API key stays secret ------------------------------------------------------------------
@@ -370,7 +389,7 @@ def test_the_api_key_never_appears_in_logs_reprs_outcomes_or_exceptions(
             api_key=SECRET,
             api_base=api_base,
             timeout_seconds=timeout,
-            bucket=TokenBucket(rate=1000, clock=time.clock, sleep=time.sleep),
+            limiter=LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep),
         )
         gateways.append(gw)
         return gw
@@ -420,7 +439,7 @@ def test_the_api_key_never_appears_in_logs_reprs_outcomes_or_exceptions(
     assert len(exceptions) >= 10
     texts = [caplog.text, *(str(o) for o in said), *(repr(o) for o in said)]
     texts += [repr(gw) for gw in gateways] + [str(gw) for gw in gateways]
-    texts += [repr(gw.bucket) for gw in gateways]
+    texts += [repr(gw.limiter) for gw in gateways]
     for record in caplog.records:
         texts += [record.getMessage(), repr(record.__dict__)]
         if record.exc_info:

@@ -1,17 +1,25 @@
-"""The token bucket every Stripe request of a process takes from.
+"""The pace of Stripe requests: the same GCRA schedule in one process
+(``LocalRateLimiter``) and across a fleet through PostgreSQL
+(``PostgresRateLimiter``).
 
-Pure unit tests (no server): a frozen clock and a recording sleep make every
-wait the bucket hands out visible, with no real waiting and no timing.
+The in-process tests use a frozen clock and a recording sleep: every wait the
+schedule hands out is visible, with no real waiting and no timing.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import attrs
+import psycopg_pool
 import pytest
 
-from payout_adapters.stripe import TokenBucket
+from payout_adapters import postgres
+from payout_adapters.stripe import LocalRateLimiter
+from payout_core import ports
+
+CREATE, READ = ports.Budget.CREATE, ports.Budget.READ
 
 
 @attrs.define
@@ -29,87 +37,120 @@ class FakeTime:
             self.now += seconds
 
 
-def bucket(time: FakeTime, rate: float = 10, burst: float | None = None) -> TokenBucket:
-    return TokenBucket(rate=rate, burst=burst, clock=time.clock, sleep=time.sleep)
+def local(time: FakeTime, rate: float = 10) -> LocalRateLimiter:
+    return LocalRateLimiter.at(rate, clock=time.clock, sleep=time.sleep)
 
 
-def test_a_new_bucket_lets_one_seconds_worth_through_then_spaces_requests_out() -> None:
+def test_requests_leave_evenly_spaced_never_more_than_the_rate_in_a_second() -> None:
     time = FakeTime(advance_when_sleeping=False)
-    limiter = bucket(time, rate=10)
+    limiter = local(time, rate=10)
 
-    waits = [limiter.acquire() for _ in range(13)]
+    waits = [limiter.acquire(CREATE) for _ in range(13)]
 
-    assert waits[:10] == [0.0] * 10
-    assert waits[10:] == pytest.approx([0.1, 0.2, 0.3])
-    assert limiter.taken == 13
+    assert waits == pytest.approx([k / 10 for k in range(13)])
+    assert limiter.taken(CREATE) == 13
 
 
-def test_tokens_come_back_with_time_but_never_beyond_the_burst() -> None:
+def test_an_idle_hour_saves_up_no_burst() -> None:
     time = FakeTime()
-    limiter = bucket(time, rate=10, burst=2)
-    limiter.acquire()
-    limiter.acquire()
+    limiter = local(time, rate=10)
+    limiter.acquire(CREATE)
 
-    time.now += 3600  # an idle hour saves up only `burst` tokens
-    waits = [limiter.acquire() for _ in range(3)]
+    time.now += 3600
+    waits = [limiter.acquire(CREATE) for _ in range(3)]
 
-    assert waits == pytest.approx([0.0, 0.0, 0.1])
-
-
-def test_a_steady_caller_is_held_to_the_rate() -> None:
-    time = FakeTime()  # sleeping moves the clock on
-    limiter = bucket(time, rate=20, burst=1)
-
-    for _ in range(101):
-        limiter.acquire()
-
-    assert time.now == pytest.approx(100 / 20)
+    # Stripe counts requests per second: a saved-up burst would exceed it.
+    assert waits == pytest.approx([0.0, 0.1, 0.1])
 
 
-def test_a_penalty_makes_the_next_request_wait_and_penalties_do_not_add_up() -> None:
+def test_each_budget_keeps_its_own_pace() -> None:
     time = FakeTime(advance_when_sleeping=False)
-    limiter = bucket(time, rate=10)
+    limiter = local(time, rate=10)
 
-    limiter.penalize(1.0)
-    limiter.penalize(1.0)  # many 429s at once cost one pause
+    assert [limiter.acquire(CREATE), limiter.acquire(READ), limiter.acquire(CREATE)] == (
+        pytest.approx([0.0, 0.0, 0.1])
+    )
 
-    assert limiter.acquire() == pytest.approx(1.1)
 
-
-def test_threads_share_the_bucket_and_each_slot_is_given_once() -> None:
+def test_a_push_back_holds_every_caller_of_the_budget_until_it_ends() -> None:
     time = FakeTime(advance_when_sleeping=False)
-    limiter = bucket(time, rate=50)
-    start = threading.Barrier(16)
+    limiter = local(time, rate=10)
+    limiter.acquire(CREATE)
+
+    limiter.push_back(CREATE, 5.0)
+
+    assert limiter.acquire(CREATE) == pytest.approx(5.0)
+    assert limiter.acquire(CREATE) == pytest.approx(5.1)
+    assert limiter.acquire(READ) == 0.0  # another endpoint, another budget
+    limiter.push_back(CREATE, 1.0)  # shorter than what is already owed: no effect
+    assert limiter.acquire(CREATE) == pytest.approx(5.2)
+
+
+def test_threads_take_distinct_slots() -> None:
+    time = FakeTime(advance_when_sleeping=False)
+    limiter = local(time, rate=100)
     waits: list[float] = []
     lock = threading.Lock()
 
-    def caller() -> None:
-        start.wait()
-        for _ in range(50):
-            wait = limiter.acquire()
-            with lock:
-                waits.append(wait)
+    def take() -> None:
+        wait = limiter.acquire(CREATE)
+        with lock:
+            waits.append(wait)
 
-    threads = [threading.Thread(target=caller) for _ in range(16)]
+    threads = [threading.Thread(target=take) for _ in range(50)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
-    assert limiter.taken == 800
-    assert sorted(round(w * 50) for w in waits) == [0] * 50 + list(range(1, 751))
+    assert sorted(waits) == pytest.approx([k / 100 for k in range(50)])
 
 
-@pytest.mark.parametrize(("rate", "burst"), [(0, None), (-1, None), (10, 0), (10, -2)])
-def test_a_bucket_refuses_a_rate_or_burst_that_is_not_positive(
-    rate: float, burst: float | None
-) -> None:
+def test_a_budget_without_a_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="no rate"):
+        LocalRateLimiter({CREATE: 10})
     with pytest.raises(ValueError, match="must be > 0"):
-        TokenBucket(rate=rate, burst=burst)
+        LocalRateLimiter({CREATE: 10, READ: 0})
 
 
-def test_a_rate_below_one_per_second_still_holds_one_token() -> None:
-    time = FakeTime(advance_when_sleeping=False)
-    limiter = bucket(time, rate=0.5)
+# -- the fleet's schedule, in PostgreSQL -------------------------------------------------------
 
-    assert [limiter.acquire(), limiter.acquire()] == [0.0, 2.0]
+
+def recording() -> tuple[list[float], Callable[[float], None]]:
+    slept: list[float] = []
+    return slept, slept.append
+
+
+def test_workers_of_a_fleet_share_one_schedule(pool: psycopg_pool.ConnectionPool) -> None:
+    rates = {CREATE: 20.0, READ: 20.0}
+    slept_a, sleep_a = recording()
+    slept_b, sleep_b = recording()
+    # Two workers, as two processes would: each its own limiter, one table.
+    worker_a = postgres.PostgresRateLimiter(pool, rates, sleep=sleep_a)
+    worker_b = postgres.PostgresRateLimiter(pool, rates, sleep=sleep_b)
+
+    waits = []
+    for _ in range(10):
+        waits.append(worker_a.acquire(CREATE))
+        waits.append(worker_b.acquire(CREATE))
+
+    # Nobody slept for real, so the database's clock hardly moved: the 20
+    # requests were given 20 slots 50 ms apart, whichever worker asked.
+    assert sorted(waits) == pytest.approx([k / 20 for k in range(20)], abs=0.03)
+    assert sorted(slept_a + slept_b) == sorted(w for w in waits if w > 0)
+
+
+def test_a_429_one_worker_meets_slows_the_whole_fleet(pool: psycopg_pool.ConnectionPool) -> None:
+    rates = {CREATE: 20.0, READ: 20.0}
+    worker_a = postgres.PostgresRateLimiter(pool, rates, sleep=lambda _s: None)
+    worker_b = postgres.PostgresRateLimiter(pool, rates, sleep=lambda _s: None)
+
+    worker_a.push_back(CREATE, 30.0)
+
+    assert worker_b.acquire(CREATE) == pytest.approx(30.0, abs=0.5)
+    assert worker_b.acquire(READ) < 0.5  # the other budget is not pushed back
+
+
+def test_a_fleet_limiter_needs_every_budget(pool: psycopg_pool.ConnectionPool) -> None:
+    with pytest.raises(ValueError, match="every budget"):
+        postgres.PostgresRateLimiter(pool, {CREATE: 20.0})

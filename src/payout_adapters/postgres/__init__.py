@@ -21,12 +21,18 @@ import psycopg_pool
 
 from payout_adapters.postgres import translate
 from payout_adapters.postgres.migrator import MigrationError, migrate, pending_migrations
-from payout_adapters.postgres.store import PostgresAccountDirectory, PostgresInbox, PostgresStore
+from payout_adapters.postgres.store import (
+    PostgresAccountDirectory,
+    PostgresInbox,
+    PostgresRateLimiter,
+    PostgresStore,
+)
 
 __all__ = [
     "MigrationError",
     "PostgresAccountDirectory",
     "PostgresInbox",
+    "PostgresRateLimiter",
     "PostgresStore",
     "connect_pool",
     "migrate",

@@ -453,6 +453,26 @@ ON CONFLICT (user_id) DO UPDATE
 SET stripe_account_id = EXCLUDED.stripe_account_id, updated_at = now()
 """
 
+# -- the fleet's pace toward Stripe ---------------------------------------------
+
+# Take the next slot of a budget and move it on by one interval (GCRA): the
+# answer is how long to wait for the slot (zero when it is already due). One
+# short statement on one row per request, on an UNLOGGED table (no WAL flush);
+# concurrent callers queue on the row lock for as long as the statement takes.
+TAKE_RATE_SLOT: Final = """
+INSERT INTO payout_rate_schedule AS s (budget, next_at)
+VALUES (%(budget)s, now() + %(interval)s)
+ON CONFLICT (budget) DO UPDATE SET next_at = greatest(s.next_at, now()) + %(interval)s
+RETURNING greatest(s.next_at - %(interval)s - now(), interval '0') AS wait
+"""
+
+# Stripe said 429: nobody takes a slot of the budget before now + %(pause)s.
+PUSH_RATE_BACK: Final = """
+INSERT INTO payout_rate_schedule AS s (budget, next_at)
+VALUES (%(budget)s, now() + %(pause)s)
+ON CONFLICT (budget) DO UPDATE SET next_at = greatest(s.next_at, EXCLUDED.next_at)
+"""
+
 # -- settlement inbox -----------------------------------------------------------
 
 # Rows not yet taken, oldest first. Partial index payout_settlement_inbox_new_idx.

@@ -13,7 +13,8 @@ The adapters take a :class:`psycopg_pool.ConnectionPool` that the caller opened
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, LiteralString
 
@@ -26,7 +27,7 @@ from payout_adapters.postgres import rows, translate
 from payout_core import errors, models, ports
 from payout_core import state_machine as sm
 
-__all__ = ["PostgresAccountDirectory", "PostgresInbox", "PostgresStore"]
+__all__ = ["PostgresAccountDirectory", "PostgresInbox", "PostgresRateLimiter", "PostgresStore"]
 
 
 class _Database:
@@ -383,6 +384,41 @@ class PostgresAccountDirectory:
                     f"cannot pay user {user_id!r} to {account_id!r}: "
                     f"{translate.constraint_problem(exc)}"
                 ) from exc
+
+
+class PostgresRateLimiter:
+    """:class:`payout_core.ports.RateLimiter` for a fleet, on ``payout_rate_schedule``:
+    every worker on every host takes its slots from one schedule per budget, so
+    ``rates`` is the fleet's pace, however many workers run, and a 429 one of
+    them meets slows them all. The schedule is the database's clock, as
+    :class:`~payout_adapters.stripe.LocalRateLimiter`'s is the process's."""
+
+    def __init__(
+        self,
+        pool: psycopg_pool.ConnectionPool,
+        rates: Mapping[ports.Budget, float],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        missing = set(ports.Budget) - set(rates)
+        if missing or not all(r > 0 for r in rates.values()):
+            raise ValueError(f"every budget needs a rate > 0, got {dict(rates)}")
+        self._db = _Database(pool)
+        self._interval = {b: timedelta(seconds=1.0 / rates[b]) for b in ports.Budget}
+        self._sleep = sleep
+
+    def acquire(self, budget: ports.Budget) -> float:
+        params = {"budget": budget.value, "interval": self._interval[budget]}
+        row = self._db.fetch_one("take a slot of the Stripe rate limit", q.TAKE_RATE_SLOT, params)
+        wait = row["wait"].total_seconds() if row is not None else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def push_back(self, budget: ports.Budget, seconds: float) -> None:
+        params = {"budget": budget.value, "pause": timedelta(seconds=max(seconds, 0.0))}
+        with self._db.statements("push the Stripe rate limit back") as cursor:
+            cursor.execute(q.PUSH_RATE_BACK, params)
 
 
 class PostgresInbox:

@@ -6,6 +6,6 @@ token bucket every request of a process takes from.
 """
 
 from payout_adapters.stripe.gateway import RemoteTransfer, StripeGateway
-from payout_adapters.stripe.rate_limit import TokenBucket
+from payout_adapters.stripe.rate_limit import LocalRateLimiter
 
-__all__ = ["RemoteTransfer", "StripeGateway", "TokenBucket"]
+__all__ = ["LocalRateLimiter", "RemoteTransfer", "StripeGateway"]

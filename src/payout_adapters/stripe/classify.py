@@ -88,6 +88,7 @@ class Failure:
     message: str = ""
     request_id: str | None = None
     replayed: bool = False  # Stripe replayed an answer saved under the idempotency key
+    retry_after: float | None = None  # seconds, from a 429's Retry-After header
 
 
 @attrs.frozen(kw_only=True)
@@ -357,7 +358,18 @@ def describe(exc: stripe.StripeError) -> Failure:
         message=((error.message if error is not None else None) or exc.user_message or "")[:500],
         request_id=exc.request_id or headers.get("request-id"),
         replayed=headers.get("idempotent-replayed") == "true",
+        retry_after=_seconds(headers.get("retry-after")),
     )
+
+
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` of delta-seconds; ``None`` when absent or not a number
+    (an HTTP date is not worth parsing: the pause then defaults to a second)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 3600 else None
 
 
 _KEY = re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{6,}")

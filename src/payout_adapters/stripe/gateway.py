@@ -13,9 +13,11 @@ Choices worth knowing (``docs/stripe-errors.md`` says the same for operators):
 * **Timeout**: the ``requests`` HTTP client the SDK uses by default, with
   ``timeout_seconds`` for connecting and for each read (the SDK's default is
   80 s). ``requests`` is a dependency of ``stripe``.
-* **Rate limit**: every request (a create, each page of a look-up) first takes
-  a token from one :class:`~payout_adapters.stripe.rate_limit.TokenBucket`
-  shared by all threads; a 429 penalizes the bucket.
+* **Rate limit**: every request first takes a slot of its budget (a create of
+  Create Transfer's, each page of a look-up and a retrieve of the reads') from
+  a :class:`payout_core.ports.RateLimiter`: the fleet's shared schedule in
+  ``payout-core loop``, :class:`~payout_adapters.stripe.rate_limit.LocalRateLimiter`
+  by default. A 429 pushes the budget back by its ``Retry-After``.
 * **The API key** lives in the SDK client and in a field that is left out of
   ``repr``; every message that leaves this module is passed through
   :func:`~payout_adapters.stripe.classify.redact`.
@@ -33,7 +35,7 @@ import stripe
 
 from payout_adapters.stripe import classify
 from payout_adapters.stripe import rate_limit as limits
-from payout_core import outcomes
+from payout_core import outcomes, ports
 
 if TYPE_CHECKING:
     from stripe.params import TransferCreateParams, TransferListParams
@@ -75,18 +77,19 @@ class StripeGateway:
     """:class:`payout_core.ports.PaymentGateway` on Stripe.
 
     ``api_base`` points the SDK elsewhere than ``https://api.stripe.com`` (a
-    local fake in tests). ``bucket`` is the rate limiter; by default a new one
-    at ``rate_limit`` requests per second. Pass one bucket to several gateways
-    of a process to make them share it. Call :meth:`close` when done.
+    local fake in tests). ``limiter`` paces the requests; by default a new
+    :class:`LocalRateLimiter` at ``rate_limit`` requests per second for each
+    budget. Pass one limiter to several gateways to make them share it (the
+    command line passes the fleet's). Call :meth:`close` when done.
     """
 
     api_key: str = attrs.field(repr=False, validator=_key)
     api_base: str | None = None
     timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
     rate_limit: float = attrs.field(default=20.0, validator=_positive)
-    bucket: limits.TokenBucket = attrs.field(
+    limiter: ports.RateLimiter = attrs.field(
         default=attrs.Factory(
-            lambda self: limits.TokenBucket(rate=self.rate_limit), takes_self=True
+            lambda self: limits.LocalRateLimiter.at(self.rate_limit), takes_self=True
         ),
         repr=False,
     )
@@ -126,6 +129,7 @@ class StripeGateway:
         ids = {"idempotency_key": request.idempotency_key, "destination": request.destination}
         result = self._call(
             "create_transfer",
+            ports.Budget.CREATE,
             ids,
             lambda: self._client.v1.transfers.create(
                 params, options={"idempotency_key": request.idempotency_key}
@@ -157,7 +161,12 @@ class StripeGateway:
         matches: list[str] = []  # newest first, as Stripe lists
         pages = 0
         while True:
-            page = self._call("list_transfers", ids, functools.partial(self._list, params.copy()))
+            page = self._call(
+                "list_transfers",
+                ports.Budget.READ,
+                ids,
+                functools.partial(self._list, params.copy()),
+            )
             if not isinstance(page, stripe.ListObject):
                 return page
             pages += 1
@@ -193,6 +202,7 @@ class StripeGateway:
         """The transfer as Stripe holds it, or why it could not be read."""
         result = self._call(
             "retrieve_transfer",
+            ports.Budget.READ,
             {"stripe_transfer_id": stripe_transfer_id},
             lambda: self._client.v1.transfers.retrieve(stripe_transfer_id),
         )
@@ -216,10 +226,14 @@ class StripeGateway:
         return self._client.v1.transfers.list(params)
 
     def _call(
-        self, operation: str, ids: Mapping[str, str | None], send: Callable[[], R]
+        self,
+        operation: str,
+        budget: ports.Budget,
+        ids: Mapping[str, str | None],
+        send: Callable[[], R],
     ) -> R | classify.Failed:
         """Send one request under the rate limit; a failure comes back as an outcome."""
-        self.bucket.acquire()
+        self.limiter.acquire(budget)
         try:
             return send()
         except stripe.StripeError as exc:
@@ -235,8 +249,9 @@ class StripeGateway:
             )
         outcome = attrs.evolve(outcome, message=classify.redact(outcome.message, self.api_key))
         if failure.status == 429 and failure.code != "lock_timeout":
-            # The account's limit was hit (lock_timeout is contention on one object).
-            self.bucket.penalize()
+            # The account's limit was hit (lock_timeout is contention on one object):
+            # the whole fleet waits, as long as Stripe asks when it says.
+            self.limiter.push_back(budget, failure.retry_after or 1.0)
         level = logging.ERROR if isinstance(outcome, outcomes.Systemic) else logging.WARNING
         log.log(
             level,

@@ -1,86 +1,81 @@
-"""A token bucket shared by every Stripe call of a process.
+"""The pace of requests to Stripe within one process: a GCRA schedule per budget.
 
-Stripe limits requests per second per account, and (unless raised for the
-account) per endpoint: 25/s on Create Transfer. Every request the gateway
-sends, a create or a page of a look-up, takes one token first, so all threads
-of a worker together stay under ``rate`` requests per second.
+:class:`LocalRateLimiter` implements :class:`payout_core.ports.RateLimiter`
+with the schedule a fleet shares through PostgreSQL
+(:class:`payout_adapters.postgres.PostgresRateLimiter`), held in memory: each
+budget keeps the time its next request may leave; a caller takes that slot,
+moves it on by ``1 / rate`` and waits for it outside the lock. Requests leave
+evenly spaced, first come first served, never more than ``rate`` in any
+second, and nobody spins. A 429 moves the slot past its ``Retry-After`` for
+every caller at once.
 
-Callers *reserve* a token under the lock and wait for it outside the lock: the
-waits are first come, first served, nobody spins, and a test can count the
-reservations exactly with an injected clock and sleep.
-
-A 429 from Stripe means the limit was hit anyway (other processes share the
-account): :meth:`TokenBucket.penalize` empties the bucket and owes it a short
-pause, so the whole process slows down at once instead of each thread
-discovering the limit on its own.
+It is the gateway's default, enough for one process (the demo, tests, a
+single worker); ``payout-core loop`` gives the gateway the shared one. Clock
+and sleep are injected, so a test counts the waits without waiting.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-import attrs
+from payout_core import ports
 
-__all__ = ["TokenBucket"]
-
-
-def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value}")
+__all__ = ["LocalRateLimiter"]
 
 
-@attrs.define(kw_only=True)
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up (``rate`` by default,
-    that is one second's worth, and never less than one)."""
+class LocalRateLimiter:
+    """``rates``: requests per second, per budget (every budget needs one)."""
 
-    rate: float = attrs.field(validator=_positive)
-    burst: float | None = None
-    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False)
-    sleep: Callable[[float], None] = attrs.field(default=time.sleep, repr=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _tokens: float = attrs.field(init=False, repr=False)
-    _updated: float = attrs.field(init=False, repr=False)
-    _taken: int = attrs.field(default=0, init=False, repr=False)
+    def __init__(
+        self,
+        rates: Mapping[ports.Budget, float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        missing = set(ports.Budget) - set(rates)
+        if missing:
+            raise ValueError(f"no rate for budget(s) {sorted(missing)}")
+        for budget, rate in rates.items():
+            if not rate > 0:
+                raise ValueError(f"the rate of {budget} must be > 0, got {rate}")
+        self._interval = {b: 1.0 / rates[b] for b in ports.Budget}
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next: dict[ports.Budget, float] = {}
+        self._taken: dict[ports.Budget, int] = dict.fromkeys(ports.Budget, 0)
 
-    def __attrs_post_init__(self) -> None:
-        if self.burst is not None and not self.burst > 0:
-            raise ValueError(f"burst must be > 0, got {self.burst}")
-        self._tokens = self.capacity
-        self._updated = self.clock()
+    @classmethod
+    def at(
+        cls,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> LocalRateLimiter:
+        """The same ``rate`` for every budget (each budget paced on its own)."""
+        return cls(dict.fromkeys(ports.Budget, rate), clock=clock, sleep=sleep)
 
-    @property
-    def capacity(self) -> float:
-        return max(1.0, self.burst if self.burst is not None else self.rate)
-
-    @property
-    def taken(self) -> int:
-        """How many tokens have been taken since the bucket was made."""
+    def taken(self, budget: ports.Budget) -> int:
+        """How many requests of ``budget`` were let through."""
         with self._lock:
-            return self._taken
+            return self._taken[budget]
 
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
-        self._updated = now
-
-    def acquire(self) -> float:
-        """Take one token, waiting until it is due. Returns the seconds waited."""
+    def acquire(self, budget: ports.Budget) -> float:
         with self._lock:
-            self._refill(self.clock())
-            self._tokens -= 1
-            self._taken += 1
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            now = self._clock()
+            slot = max(self._next.get(budget, now), now)
+            self._next[budget] = slot + self._interval[budget]
+            self._taken[budget] += 1
+        wait = slot - now
         if wait > 0:
-            self.sleep(wait)
+            self._sleep(wait)
         return wait
 
-    def penalize(self, pause_seconds: float = 1.0) -> None:
-        """Stripe said 429: owe ``pause_seconds`` worth of tokens, so that the next
-        requests of every thread wait about that long. Penalties do not add up:
-        many 429s at once cost one pause."""
+    def push_back(self, budget: ports.Budget, seconds: float) -> None:
         with self._lock:
-            self._refill(self.clock())
-            self._tokens = min(self._tokens, -pause_seconds * self.rate)
+            resume = self._clock() + max(seconds, 0.0)
+            self._next[budget] = max(self._next.get(budget, resume), resume)
