@@ -54,8 +54,12 @@ class RateLimiter(Protocol):
     fleet, not one process.
     """
 
-    def acquire(self, budget: Budget) -> float:
+    def acquire(self, budget: Budget, *, max_wait: float | None = None) -> float | None:
         """Wait until one more request of ``budget`` may leave; the seconds waited.
+
+        With ``max_wait``, take no slot further away than that: ``None`` then
+        says the budget is booked beyond it, and the request must not be sent
+        now (a send must leave soon after its intent: DESIGN 3, rule 2).
 
         Raises:
             StoreUnavailable: the shared schedule could not be read.

@@ -322,6 +322,25 @@ def test_a_429_pushes_the_budget_back_for_everyone(server: fake_stripe.FakeStrip
     assert time.slept == [pytest.approx(1.0)]
 
 
+def test_a_create_is_not_sent_when_the_budget_is_booked_too_far_ahead(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    """A send must leave soon after its intent: rather than wait a minute for
+    its slot, a create is given back unsent (the attempt stays in doubt and is
+    resent later, spending nothing)."""
+    time = FrozenTime()
+    limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
+    limiter.push_back(ports.Budget.CREATE, 60.0)
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
+        outcome = gw.create_transfer(request("t-1"))
+
+    assert isinstance(outcome, outcomes.Transient)
+    assert outcome.code == "rate_limited_locally"
+    assert server.fake.requests("POST") == []
+    assert time.slept == []
+
+
 def test_a_429_with_retry_after_pauses_as_long_as_stripe_asks(
     server: fake_stripe.FakeStripeServer,
 ) -> None:

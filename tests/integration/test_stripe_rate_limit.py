@@ -41,11 +41,18 @@ def local(time: FakeTime, rate: float = 10) -> LocalRateLimiter:
     return LocalRateLimiter.at(rate, clock=time.clock, sleep=time.sleep)
 
 
+def take(limiter: ports.RateLimiter, budget: ports.Budget = CREATE) -> float:
+    """A slot with no limit on the wait: there always is one."""
+    wait = limiter.acquire(budget)
+    assert wait is not None
+    return wait
+
+
 def test_requests_leave_evenly_spaced_never_more_than_the_rate_in_a_second() -> None:
     time = FakeTime(advance_when_sleeping=False)
     limiter = local(time, rate=10)
 
-    waits = [limiter.acquire(CREATE) for _ in range(13)]
+    waits = [take(limiter) for _ in range(13)]
 
     assert waits == pytest.approx([k / 10 for k in range(13)])
     assert limiter.taken(CREATE) == 13
@@ -57,7 +64,7 @@ def test_an_idle_hour_saves_up_no_burst() -> None:
     limiter.acquire(CREATE)
 
     time.now += 3600
-    waits = [limiter.acquire(CREATE) for _ in range(3)]
+    waits = [take(limiter) for _ in range(3)]
 
     # Stripe counts requests per second: a saved-up burst would exceed it.
     assert waits == pytest.approx([0.0, 0.1, 0.1])
@@ -92,18 +99,29 @@ def test_threads_take_distinct_slots() -> None:
     waits: list[float] = []
     lock = threading.Lock()
 
-    def take() -> None:
-        wait = limiter.acquire(CREATE)
+    def one() -> None:
+        wait = take(limiter)
         with lock:
             waits.append(wait)
 
-    threads = [threading.Thread(target=take) for _ in range(50)]
+    threads = [threading.Thread(target=one) for _ in range(50)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
     assert sorted(waits) == pytest.approx([k / 100 for k in range(50)])
+
+
+def test_a_slot_further_than_the_caller_may_wait_is_not_taken() -> None:
+    time = FakeTime(advance_when_sleeping=False)
+    limiter = local(time, rate=1)
+    take(limiter)
+    take(limiter)  # the next slot is now 2 s away
+
+    assert limiter.acquire(CREATE, max_wait=1.5) is None
+    assert limiter.taken(CREATE) == 2
+    assert limiter.acquire(CREATE, max_wait=2.0) == pytest.approx(2.0)
 
 
 def test_a_budget_without_a_rate_is_refused() -> None:
@@ -131,8 +149,8 @@ def test_workers_of_a_fleet_share_one_schedule(pool: psycopg_pool.ConnectionPool
 
     waits = []
     for _ in range(10):
-        waits.append(worker_a.acquire(CREATE))
-        waits.append(worker_b.acquire(CREATE))
+        waits.append(take(worker_a))
+        waits.append(take(worker_b))
 
     # Nobody slept for real, so the database's clock hardly moved: the 20
     # requests were given 20 slots 50 ms apart, whichever worker asked.
@@ -147,8 +165,19 @@ def test_a_429_one_worker_meets_slows_the_whole_fleet(pool: psycopg_pool.Connect
 
     worker_a.push_back(CREATE, 30.0)
 
-    assert worker_b.acquire(CREATE) == pytest.approx(30.0, abs=0.5)
-    assert worker_b.acquire(READ) < 0.5  # the other budget is not pushed back
+    assert take(worker_b) == pytest.approx(30.0, abs=0.5)
+    assert take(worker_b, READ) < 0.5  # the other budget is not pushed back
+
+
+def test_the_fleet_takes_no_slot_further_than_the_caller_may_wait(
+    pool: psycopg_pool.ConnectionPool,
+) -> None:
+    limiter = postgres.PostgresRateLimiter(pool, {CREATE: 1.0, READ: 1.0}, sleep=lambda _s: None)
+    take(limiter)
+    take(limiter)  # the next slot is about 2 s away
+
+    assert limiter.acquire(CREATE, max_wait=1.5) is None
+    assert limiter.acquire(CREATE, max_wait=2.5) == pytest.approx(2.0, abs=0.3)
 
 
 def test_a_fleet_limiter_needs_every_budget(pool: psycopg_pool.ConnectionPool) -> None:

@@ -456,13 +456,15 @@ SET stripe_account_id = EXCLUDED.stripe_account_id, updated_at = now()
 # -- the fleet's pace toward Stripe ---------------------------------------------
 
 # Take the next slot of a budget and move it on by one interval (GCRA): the
-# answer is how long to wait for the slot (zero when it is already due). One
+# answer is how long to wait for the slot (zero when it is already due); no row
+# when the slot is further away than %(max_wait)s (then nothing is taken). One
 # short statement on one row per request, on an UNLOGGED table (no WAL flush);
 # concurrent callers queue on the row lock for as long as the statement takes.
 TAKE_RATE_SLOT: Final = """
 INSERT INTO payout_rate_schedule AS s (budget, next_at)
 VALUES (%(budget)s, now() + %(interval)s)
 ON CONFLICT (budget) DO UPDATE SET next_at = greatest(s.next_at, now()) + %(interval)s
+WHERE %(max_wait)s::interval IS NULL OR s.next_at - now() <= %(max_wait)s::interval
 RETURNING greatest(s.next_at - %(interval)s - now(), interval '0') AS wait
 """
 

@@ -407,10 +407,16 @@ class PostgresRateLimiter:
         self._interval = {b: timedelta(seconds=1.0 / rates[b]) for b in ports.Budget}
         self._sleep = sleep
 
-    def acquire(self, budget: ports.Budget) -> float:
-        params = {"budget": budget.value, "interval": self._interval[budget]}
+    def acquire(self, budget: ports.Budget, *, max_wait: float | None = None) -> float | None:
+        params = {
+            "budget": budget.value,
+            "interval": self._interval[budget],
+            "max_wait": None if max_wait is None else timedelta(seconds=max_wait),
+        }
         row = self._db.fetch_one("take a slot of the Stripe rate limit", q.TAKE_RATE_SLOT, params)
-        wait = row["wait"].total_seconds() if row is not None else 0.0
+        if row is None:
+            return None  # booked beyond max_wait: nothing taken
+        wait: float = row["wait"].total_seconds()
         if wait > 0:
             self._sleep(wait)
         return wait

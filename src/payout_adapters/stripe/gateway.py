@@ -45,6 +45,9 @@ __all__ = ["PAGE_SIZE", "RemoteTransfer", "StripeGateway"]
 log = logging.getLogger("payout.stripe")
 
 PAGE_SIZE = 100  # Stripe's largest page
+# The longest a create waits for its slot of the fleet's budget: well inside the
+# 30 s within which a send must leave its intent (payout_core.attempt.SEND_START_LIMIT).
+CREATE_MAX_WAIT_SECONDS = 10.0
 R = TypeVar("R")
 
 
@@ -233,7 +236,15 @@ class StripeGateway:
         send: Callable[[], R],
     ) -> R | classify.Failed:
         """Send one request under the rate limit; a failure comes back as an outcome."""
-        self.limiter.acquire(budget)
+        # A create waits at most a little for its slot: it must leave soon after its
+        # send intent (DESIGN 3, rule 2). Booked further ahead, it is not sent now.
+        max_wait = CREATE_MAX_WAIT_SECONDS if budget is ports.Budget.CREATE else None
+        if self.limiter.acquire(budget, max_wait=max_wait) is None:
+            return outcomes.Transient(
+                code="rate_limited_locally",
+                message=f"the fleet's Stripe budget is booked more than {max_wait:g} s ahead; "
+                "not sent",
+            )
         try:
             return send()
         except stripe.StripeError as exc:

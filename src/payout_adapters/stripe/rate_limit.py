@@ -64,10 +64,12 @@ class LocalRateLimiter:
         with self._lock:
             return self._taken[budget]
 
-    def acquire(self, budget: ports.Budget) -> float:
+    def acquire(self, budget: ports.Budget, *, max_wait: float | None = None) -> float | None:
         with self._lock:
             now = self._clock()
             slot = max(self._next.get(budget, now), now)
+            if max_wait is not None and slot - now > max_wait:
+                return None  # booked beyond what the caller may wait: nothing taken
             self._next[budget] = slot + self._interval[budget]
             self._taken[budget] += 1
         wait = slot - now
