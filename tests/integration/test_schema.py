@@ -300,3 +300,6 @@ def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Co
     text = json.dumps(plan[0])
     assert "payout_transfers_claimable_idx" in text
     assert '"Seq Scan"' not in text
+    # Bounded by the due time, not filtered row by row: the scan stops at the
+    # first transfer not yet due, however many wait behind it.
+    assert '"Index Cond": "(claimable_at <= ' in text

@@ -141,11 +141,14 @@ WITH clock AS (SELECT """
     + """ AS now),
 due AS (
     SELECT id, claimable_at AS due_at
-    FROM payout_transfers, clock
-    WHERE claimable_at <= clock.now
+    FROM payout_transfers
+    -- The expression, not the CTE's column: a bound of the index range scan.
+    WHERE claimable_at <= """
+    + DATABASE_NOW
+    + """
     ORDER BY claimable_at, id
     LIMIT %(limit)s
-    FOR UPDATE OF payout_transfers SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE payout_transfers AS t
 SET status = 'processing',
