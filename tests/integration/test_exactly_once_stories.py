@@ -29,9 +29,10 @@ Story 5 of the issue (``reconcile``) belongs to a later issue.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,17 @@ class Story:
         assert self.fake.wait_idle(), "Stripe never finished the held request"
 
 
+@pytest.fixture
+def begin(
+    database_url: str,
+    stripe: fake_stripe.FakeStripeServer,
+    stripe_time: fake_stripe.ManualTime,
+    tmp_path: Path,
+) -> Callable[..., Story]:
+    """Start a story: ``begin(max_attempts=...)``."""
+    return functools.partial(Story.begin, database_url, stripe, stripe_time, tmp_path)
+
+
 def wait_until_held(hold: faults.Hold, worker: cli.LoopProcess) -> None:
     def probe() -> bool:
         if not hold.held.is_set() and not worker.running():
@@ -235,12 +247,9 @@ def assert_paid_once(story: Story, *results: cli.CommandResult) -> None:
 
 
 def test_story_1_worker_killed_mid_request_then_a_day_down_pays_the_winner_once(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
+    begin: Callable[..., Story],
 ) -> None:
-    story = Story.begin(database_url, stripe, stripe_time, tmp_path)
+    story = begin()
     story.worker_killed_mid_request()
     (created,) = story.at_stripe()
     # The fleet stays down for a day; Stripe forgets the key meanwhile.
@@ -259,16 +268,13 @@ def test_story_1_worker_killed_mid_request_then_a_day_down_pays_the_winner_once(
 
 
 def test_story_2a_winner_reconnects_between_crash_and_take_over_is_paid_on_the_pinned_account(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
+    begin: Callable[..., Story],
 ) -> None:
-    story = Story.begin(database_url, stripe, stripe_time, tmp_path)
+    story = begin()
     story.worker_killed_mid_request()
     (created,) = story.at_stripe()
     # The winner connects another account before anyone takes the transfer over.
-    stripe.fake.add_account(NEW_ACCOUNT)
+    story.fake.add_account(NEW_ACCOUNT)
     story.ok("accounts", "set", WINNER, NEW_ACCOUNT)
     story.end_the_lease()
 
@@ -281,16 +287,13 @@ def test_story_2a_winner_reconnects_between_crash_and_take_over_is_paid_on_the_p
     assert row["status"] != "failed_terminal", story.describe(took_over)
     assert_paid_once(story, took_over)
     assert story.row()["stripe_transfer_id"] == created["id"]
-    assert not [t for t in stripe.fake.transfers() if t["destination"] == NEW_ACCOUNT]
+    assert not [t for t in story.fake.transfers() if t["destination"] == NEW_ACCOUNT]
 
 
 def test_story_2b_slow_last_send_then_a_take_over_never_fails_what_stripe_is_creating(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
+    begin: Callable[..., Story],
 ) -> None:
-    story = Story.begin(database_url, stripe, stripe_time, tmp_path, max_attempts=1)
+    story = begin(max_attempts=1)
     hold = story.hold_next_create()
     with cli.start_loop("--once", env=story.env, directory=story.loop_directory()) as slow:
         wait_until_held(hold, slow)
@@ -305,7 +308,7 @@ def test_story_2b_slow_last_send_then_a_take_over_never_fails_what_stripe_is_cre
         assert story.at_stripe() == []
         hold.release.set()  # Stripe finishes the slow request: the transfer exists
         slow.wait()
-    assert stripe.fake.wait_idle()
+    assert story.fake.wait_idle()
     assert len(story.at_stripe()) == 1
     assert story.row()["status"] != "failed_terminal", story.describe(took_over)
     story.time_for_the_next_try()
@@ -316,14 +319,11 @@ def test_story_2b_slow_last_send_then_a_take_over_never_fails_what_stripe_is_cre
 
 
 def test_story_2c_409_on_the_last_attempt_waits_for_the_first_request_and_never_fails(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
+    begin: Callable[..., Story],
 ) -> None:
-    story = Story.begin(database_url, stripe, stripe_time, tmp_path, max_attempts=3)
+    story = begin(max_attempts=3)
     # Attempt 1: Stripe saves a 500 under the first key (nothing created).
-    stripe.fake.script(faults.server_error())
+    story.fake.script(faults.server_error())
     first = story.tick()
     assert story.row()["status"] == "retryable", story.describe(first)
     story.time_for_the_next_try()
@@ -337,7 +337,7 @@ def test_story_2c_409_on_the_last_attempt_waits_for_the_first_request_and_never_
         took_over = story.tick()
 
         # The take-over sent the key in flight and met a 409 idempotency_key_in_use.
-        conflicts = [r for r in stripe.fake.requests(*CREATE) if r.status == 409]
+        conflicts = [r for r in story.fake.requests(*CREATE) if r.status == 409]
         assert len(conflicts) >= 1, story.describe(took_over)
         # Before: on the last attempt that 409 counted as transient, and the
         # transfer failed (max_attempts_exceeded) while Stripe was creating it.
@@ -345,7 +345,7 @@ def test_story_2c_409_on_the_last_attempt_waits_for_the_first_request_and_never_
         assert story.at_stripe() == []
         hold.release.set()
         slow.wait()
-    assert stripe.fake.wait_idle()
+    assert story.fake.wait_idle()
     assert len(story.at_stripe()) == 1
     assert story.row()["status"] != "failed_terminal", story.describe(took_over)
     story.time_for_the_next_try()
@@ -360,19 +360,16 @@ def test_story_2c_409_on_the_last_attempt_waits_for_the_first_request_and_never_
 
 
 def test_story_3_after_balance_insufficient_and_a_top_up_the_next_tick_pays(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
+    begin: Callable[..., Story],
 ) -> None:
-    story = Story.begin(database_url, stripe, stripe_time, tmp_path)
-    stripe.fake.set_balance(AMOUNT - 500)
+    story = begin()
+    story.fake.set_balance(AMOUNT - 500)
     for _ in range(2):  # the balance stays short for two ticks: the fleet halts each time
         halted = story.tick()
         assert halted.returncode != 0, halted.describe()
         assert "balance_insufficient" in halted.output, halted.describe()
         assert story.row()["status"] in ("pending", "retryable"), story.describe(halted)
-    stripe.fake.set_balance(100_000)  # the platform tops up
+    story.fake.set_balance(100_000)  # the platform tops up
 
     paid = story.tick()
 
@@ -380,7 +377,7 @@ def test_story_3_after_balance_insufficient_and_a_top_up_the_next_tick_pays(
     # saved under it, and the fleet halted again: nobody was paid.
     assert_paid_once(story, paid)
     assert paid.returncode == 0, paid.describe()
-    last_create = stripe.fake.requests(*CREATE)[-1]
+    last_create = story.fake.requests(*CREATE)[-1]
     assert (last_create.status, last_create.replayed) == (200, False)
     assert story.row()["attempt_count"] == 1  # the platform's refusals spent none of the winner's
 
@@ -389,25 +386,22 @@ def test_story_3_after_balance_insufficient_and_a_top_up_the_next_tick_pays(
 
 
 def test_story_4_a_transfer_whose_look_ups_keep_failing_is_named_as_needing_an_operator(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
+    begin: Callable[..., Story],
 ) -> None:
-    story = Story.begin(database_url, stripe, stripe_time, tmp_path)
+    story = begin()
     # A saved 500: the key can only replay it, so only a look-up can decide...
-    stripe.fake.script(faults.server_error())
+    story.fake.script(faults.server_error())
     first = story.tick()
     assert story.row()["status"] == "retryable", story.describe(first)
     # ...and the destination was deleted at Stripe: every list filtered by it is a 400.
-    stripe.fake.delete_account(ACCOUNT)
+    story.fake.delete_account(ACCOUNT)
     ticks = []
     for _ in range(TICKS_FOR_AN_OPERATOR):
         story.time_for_the_next_try()
         ticks.append(story.tick())
         if story.row().get("needs_operator"):
             break
-    looked_up = stripe.fake.requests("GET", "/v1/transfers")
+    looked_up = story.fake.requests("GET", "/v1/transfers")
     assert looked_up, story.describe(*ticks)
     assert {r.status for r in looked_up} == {400}
 
@@ -423,12 +417,12 @@ def test_story_4_a_transfer_whose_look_ups_keep_failing_is_named_as_needing_an_o
     assert row["needs_operator"] == waiting["needs_operator"]
     assert len(ticks) < TICKS_FOR_AN_OPERATOR
     # Its job stays open, nobody was paid, and no worker touches it any more.
-    assert cli.query(database_url, "SELECT status FROM payout_jobs") == [("processing",)]
+    assert cli.query(story.database_url, "SELECT status FROM payout_jobs") == [("processing",)]
     assert story.at_stripe() == []
     story.time_for_the_next_try()
     story.ok("loop", "--once")
-    assert len(stripe.fake.requests("GET", "/v1/transfers")) == len(looked_up)
-    assert len(stripe.fake.requests(*CREATE)) == 1
+    assert len(story.fake.requests("GET", "/v1/transfers")) == len(looked_up)
+    assert len(story.fake.requests(*CREATE)) == 1
     # /metrics of the running loop names it too.
     metrics_env = {**story.env, "PAYOUT_ADMIN_ADDR": "127.0.0.1:0"}
     with cli.start_loop(

@@ -28,7 +28,7 @@ import itertools
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -544,7 +544,3 @@ class Simulation:
 def run_seed(seed: int, config: Config | None = None) -> int:
     """Run one seed; raises :class:`Violation`; returns its number of steps."""
     return Simulation(seed, config).run()
-
-
-def seeds(first: int, count: int) -> Iterator[int]:
-    return iter(range(first, first + count))
