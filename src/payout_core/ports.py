@@ -66,12 +66,26 @@ class RateLimiter(Protocol):
         """
         ...
 
-    def push_back(self, budget: Budget, seconds: float) -> None:
-        """Stripe answered 429: no request of ``budget`` leaves, anywhere in the
-        fleet, for ``seconds`` (its ``Retry-After``, when it sends one).
+    def push_back(self, budget: Budget, retry_after: float | None) -> None:
+        """Stripe answered 429: the whole fleet slows down.
+
+        No request of ``budget`` leaves, anywhere in the fleet, for
+        ``retry_after`` seconds when Stripe named them, or one slot otherwise;
+        and the budget's pace is cut (:mod:`payout_core.pacing`), because
+        Stripe allows less than configured.
 
         Raises:
             StoreUnavailable: the shared schedule could not be written.
+        """
+        ...
+
+    def ready_within(self, budget: Budget, seconds: float) -> int:
+        """How many requests of ``budget`` the schedule could let leave within
+        ``seconds`` from now, if nobody else took a slot: what a worker may
+        claim (:data:`payout_core.pacing.CLAIM_HORIZON_SECONDS`).
+
+        Raises:
+            StoreUnavailable: the shared schedule could not be read.
         """
         ...
 

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from payout_adapters.stripe import LocalRateLimiter, StripeGateway, classify, reconcile
-from payout_core import models, outcomes, ports
+from payout_core import models, outcomes, pacing, ports
 from tests import fake_stripe
 from tests.fake_stripe import faults
 
@@ -299,8 +299,10 @@ def test_every_request_of_every_thread_takes_a_slot_of_its_budget(
     assert isinstance(found, outcomes.Found)
     assert (limiter.taken(ports.Budget.CREATE), limiter.taken(ports.Budget.READ)) == (40, 1)
     # The clock stood still: the creates left evenly spaced, each given the slot
-    # 0.1 s after the one before it; the look-up, on its own budget, waited for none.
-    assert sorted(round(s, 6) for s in time.slept) == [round(k / 10, 6) for k in range(1, 40)]
+    # one interval (at 10/s, less the headroom) after the one before it; the
+    # look-up, on its own budget, waited for none.
+    interval = 1 / (10 * pacing.HEADROOM)
+    assert sorted(time.slept) == pytest.approx([k * interval for k in range(1, 40)])
 
 
 def test_a_429_pushes_the_budget_back_for_everyone(server: fake_stripe.FakeStripeServer) -> None:
@@ -317,9 +319,9 @@ def test_a_429_pushes_the_budget_back_for_everyone(server: fake_stripe.FakeStrip
     assert isinstance(limited, outcomes.Transient)
     assert isinstance(next_one, outcomes.Succeeded)
     assert isinstance(found, outcomes.Found)
-    # The next create waits out the pause (a second when Stripe names none); the
-    # read budget is not pushed back.
-    assert time.slept == [pytest.approx(1.0)]
+    # The next create waits out the pause (one slot at the pace the 429 cut,
+    # when Stripe names no time); the read budget is not pushed back.
+    assert time.slept == [pytest.approx(1 / (20 * pacing.HEADROOM * pacing.CUT))]
 
 
 def test_a_create_is_not_sent_when_the_budget_is_booked_too_far_ahead(
@@ -364,7 +366,8 @@ def test_a_lock_timeout_slows_nothing_down(server: fake_stripe.FakeStripeServer)
         gw.create_transfer(request("t-1"))
         gw.create_transfer(request("t-2"))
 
-    assert time.slept == [pytest.approx(1 / 1000)]  # its own slot, and no pause
+    # Its own slot, and no pause, no cut.
+    assert time.slept == [pytest.approx(1 / (1000 * pacing.HEADROOM))]
 
 
 # -- the API key stays secret ------------------------------------------------------------------

@@ -458,25 +458,69 @@ SET stripe_account_id = EXCLUDED.stripe_account_id, updated_at = now()
 
 # -- the fleet's pace toward Stripe ---------------------------------------------
 
-# Take the next slot of a budget and move it on by one interval (GCRA): the
-# answer is how long to wait for the slot (zero when it is already due); no row
-# when the slot is further away than %(max_wait)s (then nothing is taken). One
-# short statement on one row per request, on an UNLOGGED table (no WAL flush);
-# concurrent callers queue on the row lock for as long as the statement takes.
-TAKE_RATE_SLOT: Final = """
+# The share of the configured rate in force for a budget's row s:
+# payout_core.pacing.factor_now in SQL (the last cut's factor, grown back since).
+_FACTOR_NOW: Final = (
+    "least(1.0, s.factor + coalesce(extract(epoch FROM now() - s.cut_at), 0) * %(recovery)s)"
+)
+
+# Take the budget's next slot and move it on by one interval at the pace in
+# force (the configured interval / _FACTOR_NOW): a GCRA. The answer is how long
+# to wait for the slot (zero when it is already due); no row when the slot is
+# further away than %(max_wait)s (then nothing is taken). One short statement
+# on one row per request, on an UNLOGGED table (no WAL flush); concurrent
+# callers queue on the row lock for as long as the statement takes.
+TAKE_RATE_SLOT: Final = (
+    """
 INSERT INTO payout_rate_schedule AS s (budget, next_at)
 VALUES (%(budget)s, now() + %(interval)s)
-ON CONFLICT (budget) DO UPDATE SET next_at = greatest(s.next_at, now()) + %(interval)s
+ON CONFLICT (budget) DO UPDATE
+SET next_at = greatest(s.next_at, now()) + %(interval)s / """
+    + _FACTOR_NOW
+    + """
 WHERE %(max_wait)s::interval IS NULL OR s.next_at - now() <= %(max_wait)s::interval
-RETURNING greatest(s.next_at - %(interval)s - now(), interval '0') AS wait
+RETURNING greatest(s.next_at - %(interval)s / """
+    + _FACTOR_NOW
+    + """ - now(), interval '0') AS wait
 """
+)
 
-# Stripe said 429: nobody takes a slot of the budget before now + %(pause)s.
-PUSH_RATE_BACK: Final = """
-INSERT INTO payout_rate_schedule AS s (budget, next_at)
-VALUES (%(budget)s, now() + %(pause)s)
-ON CONFLICT (budget) DO UPDATE SET next_at = greatest(s.next_at, EXCLUDED.next_at)
+# Stripe said 429 (payout_core.pacing.factor_after_429 in SQL): the pace is cut,
+# unless the last cut is more recent than the cooldown, and nobody takes a slot
+# of the budget before now + %(pause)s (Retry-After), or one slot at the new
+# pace when Stripe named no time.
+PUSH_RATE_BACK: Final = (
+    """
+WITH cut AS (
+    SELECT s.cut_at IS NULL OR s.cut_at <= now() - %(cooldown)s AS due,
+           greatest(%(floor)s, """
+    + _FACTOR_NOW
+    + """ * %(cut)s) AS factor
+    FROM payout_rate_schedule AS s
+    WHERE s.budget = %(budget)s
+    UNION ALL SELECT true, %(cut)s  -- no row yet: the first cut is from the full rate
+    LIMIT 1
+)
+INSERT INTO payout_rate_schedule AS s (budget, next_at, factor, cut_at)
+SELECT %(budget)s, now() + coalesce(%(pause)s, %(interval)s / cut.factor), cut.factor, now()
+FROM cut
+ON CONFLICT (budget) DO UPDATE
+SET factor = CASE WHEN (SELECT due FROM cut) THEN EXCLUDED.factor ELSE s.factor END,
+    cut_at = CASE WHEN (SELECT due FROM cut) THEN EXCLUDED.cut_at ELSE s.cut_at END,
+    next_at = greatest(s.next_at, EXCLUDED.next_at)
 """
+)
+
+# How far ahead the budget's schedule is booked, and its pace in force.
+RATE_BACKLOG: Final = (
+    """
+SELECT greatest(s.next_at - now(), interval '0') AS backlog, """
+    + _FACTOR_NOW
+    + """ AS factor
+FROM payout_rate_schedule AS s
+WHERE s.budget = %(budget)s
+"""
+)
 
 # -- settlement inbox -----------------------------------------------------------
 

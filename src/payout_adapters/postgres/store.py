@@ -24,7 +24,7 @@ from psycopg.rows import DictRow, dict_row
 
 from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
-from payout_core import errors, models, ports
+from payout_core import errors, models, pacing, ports
 from payout_core import state_machine as sm
 
 __all__ = ["PostgresAccountDirectory", "PostgresInbox", "PostgresRateLimiter", "PostgresStore"]
@@ -404,13 +404,14 @@ class PostgresRateLimiter:
         if missing or not all(r > 0 for r in rates.values()):
             raise ValueError(f"every budget needs a rate > 0, got {dict(rates)}")
         self._db = _Database(pool)
-        self._interval = {b: timedelta(seconds=1.0 / rates[b]) for b in ports.Budget}
+        self._interval = {
+            b: timedelta(seconds=1.0 / (rates[b] * pacing.HEADROOM)) for b in ports.Budget
+        }
         self._sleep = sleep
 
     def acquire(self, budget: ports.Budget, *, max_wait: float | None = None) -> float | None:
         params = {
-            "budget": budget.value,
-            "interval": self._interval[budget],
+            **self._pacing(budget),
             "max_wait": None if max_wait is None else timedelta(seconds=max_wait),
         }
         row = self._db.fetch_one("take a slot of the Stripe rate limit", q.TAKE_RATE_SLOT, params)
@@ -421,10 +422,31 @@ class PostgresRateLimiter:
             self._sleep(wait)
         return wait
 
-    def push_back(self, budget: ports.Budget, seconds: float) -> None:
-        params = {"budget": budget.value, "pause": timedelta(seconds=max(seconds, 0.0))}
+    def push_back(self, budget: ports.Budget, retry_after: float | None) -> None:
+        params = {
+            **self._pacing(budget),
+            "pause": None if retry_after is None else timedelta(seconds=max(retry_after, 0.0)),
+            "cooldown": timedelta(seconds=pacing.COOLDOWN_SECONDS),
+            "cut": pacing.CUT,
+            "floor": pacing.FLOOR,
+        }
         with self._db.statements("push the Stripe rate limit back") as cursor:
             cursor.execute(q.PUSH_RATE_BACK, params)
+
+    def ready_within(self, budget: ports.Budget, seconds: float) -> int:
+        row = self._db.fetch_one("read the Stripe rate limit", q.RATE_BACKLOG, self._pacing(budget))
+        backlog, factor = (
+            (0.0, 1.0) if row is None else (row["backlog"].total_seconds(), row["factor"])
+        )
+        interval = self._interval[budget].total_seconds() / factor
+        return pacing.ready_within(seconds, backlog=backlog, interval=interval)
+
+    def _pacing(self, budget: ports.Budget) -> dict[str, object]:
+        return {
+            "budget": budget.value,
+            "interval": self._interval[budget],
+            "recovery": pacing.RECOVERY_PER_SECOND,
+        }
 
 
 class PostgresInbox:

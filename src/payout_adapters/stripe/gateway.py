@@ -261,8 +261,8 @@ class StripeGateway:
         outcome = attrs.evolve(outcome, message=classify.redact(outcome.message, self.api_key))
         if failure.status == 429 and failure.code != "lock_timeout":
             # The account's limit was hit (lock_timeout is contention on one object):
-            # the whole fleet waits, as long as Stripe asks when it says.
-            self.limiter.push_back(budget, failure.retry_after or 1.0)
+            # the whole fleet waits, as long as Stripe asks when it says, and slows.
+            self.limiter.push_back(budget, failure.retry_after)
         level = logging.ERROR if isinstance(outcome, outcomes.Systemic) else logging.WARNING
         log.log(
             level,
