@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -224,6 +225,10 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
         bootstrap.require_current_schema(db)
         # Every worker of the fleet takes its Stripe requests from one schedule.
         gateway = bootstrap.build_gateway(settings, metrics=metrics, limiter=db.rate_limiter)
+        # Claims track the budget the gateway sends under (the simulated one has none).
+        limiter = None if settings.gateway is settings_.GatewayKind.SIMULATED else db.rate_limiter
+        # Claim tokens name the worker holding them: host and process.
+        worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
         def one_tick(stop: threading.Event) -> models.RunReport:
             def take_inbox(report: models.RunReport) -> models.RunReport:
@@ -247,6 +252,8 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
                 settings=worker,
                 stop=stop,
                 before_claiming=take_inbox,
+                limiter=limiter,
+                worker=worker_name,
             )
 
         def observe_queue() -> None:

@@ -313,12 +313,12 @@ def run_worker(plan: WorkerPlan, start: Any, results: Any) -> None:
 
 
 def hold_claims(url: str, batch_size: int, concurrency: int) -> None:
-    """A worker that claims a batch and then hangs for ever.
+    """A worker that claims and then hangs for ever.
 
-    Each request in flight reaches "Stripe" (the transfer is created) and the
-    thread then hangs before it reads the answer; the rest of the batch waits
-    in the executor, never sent. The test kills the process with SIGKILL
-    while it holds every claim.
+    It claims one transfer per concurrency slot (claims track sending); each
+    request reaches "Stripe" (the transfer is created) and the thread then
+    hangs before it reads the answer. The test kills the process with SIGKILL
+    while it holds those claims.
     """
     logging.basicConfig(level=logging.ERROR)
     store_pool = postgres.connect_pool(url, max_size=concurrency + 1)

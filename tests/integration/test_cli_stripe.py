@@ -153,7 +153,7 @@ def test_reconcile_with_a_stripe_key_names_a_transfer_stripe_does_not_hold_as_re
     assert stripe.api_key not in done.output
 
 
-def test_sigterm_during_a_tick_finishes_the_transfers_in_flight_releases_the_rest_and_exits_0(
+def test_sigterm_during_a_tick_finishes_the_transfers_in_flight_claims_no_more_and_exits_0(
     database_url: str, stripe: fake_stripe.FakeStripeServer, tmp_path: Path
 ) -> None:
     winners = {f"u-{n}": 100 * n for n in range(1, 7)}
@@ -170,7 +170,7 @@ def test_sigterm_during_a_tick_finishes_the_transfers_in_flight_releases_the_res
     )
     assert scheduled.returncode == 0, scheduled.describe()
     # The first two transfers sent are held at Stripe until the test lets them go:
-    # with two in flight at a time, the other four wait their turn in the tick.
+    # with two slots, the worker claims two; the other four wait, unclaimed.
     holds = [faults.Hold(release=threading.Event()) for _ in range(2)]
     for hold in holds:
         stripe.fake.script(hold)
@@ -197,11 +197,11 @@ def test_sigterm_during_a_tick_finishes_the_transfers_in_flight_releases_the_res
     # The two in flight were recorded with Stripe's answer...
     assert len(completed) == 2
     assert {r[5] for r in completed} == {t["id"] for t in stripe.fake.transfers()}
-    # ...and the four never started went back untouched, for the next worker.
+    # ...and the four others were never claimed: untouched, for the next worker.
     assert [(r[1], r[2], r[3], r[4]) for r in released] == [("pending", 0, None, None)] * 4
     assert len(stripe.fake.requests("POST", "/v1/transfers")) == 2
     (run,) = cli.query(
         database_url, "SELECT claimed, completed, released, error FROM payout_scheduler_runs"
     )
-    assert run == (6, 2, 4, None)
+    assert run == (2, 2, 0, None)
     assert stripe.api_key not in loop.stdout + loop.stderr

@@ -218,11 +218,12 @@ def test_a_killed_workers_claims_are_taken_over_with_nothing_lost_or_paid_twice(
     doomed = context.Process(target=pg_workers.hold_claims, args=(database_url, 20, 4))
     doomed.start()
     try:
-        # It claimed all 20; its 4 threads each created a transfer at "Stripe" and
-        # hang before reading the answer; the other 16 were never sent.
+        # It claimed 4, one per thread (claims track sending); each created a
+        # transfer at "Stripe" and hangs before reading the answer. The other 16
+        # were never claimed.
         wait_for(
             lambda: (
-                count("SELECT count(*) FROM payout_transfers WHERE status = 'processing'") == 20
+                count("SELECT count(*) FROM payout_transfers WHERE status = 'processing'") == 4
                 and count("SELECT count(*) FROM fake_stripe_calls") == 4
             ),
             seconds=60,

@@ -106,6 +106,7 @@ class Payouts:
         concurrency: int = 4,
         stop: threading.Event | None = None,
         before_claiming: Callable[[models.RunReport], models.RunReport] | None = None,
+        limiter: ports.RateLimiter | None = None,
     ) -> models.RunReport:
         return tick.run_tick(
             store=self.store,
@@ -115,6 +116,7 @@ class Payouts:
             settings=attrs.evolve(self.settings, concurrency=concurrency),
             stop=stop,
             before_claiming=before_claiming,
+            limiter=limiter,
         )
 
     def claim(self, worker: str) -> list[models.PayoutTransfer]:
@@ -128,6 +130,24 @@ class Payouts:
             gateway=self.gateway,
             clock=self.worker_clock,
             timing=self.settings.timing,
+        )
+
+    def execute_claimed(
+        self,
+        claimed: list[models.PayoutTransfer],
+        *,
+        concurrency: int,
+        stop: threading.Event | None = None,
+    ) -> list[execution.AttemptResult]:
+        return execution.execute_claimed(
+            transfers=claimed,
+            store=self.store,
+            directory=self.directory,
+            gateway=self.gateway,
+            clock=self.worker_clock,
+            timing=self.settings.timing,
+            concurrency=concurrency,
+            stop=stop,
         )
 
     def perform(self, op: attempt.Operation) -> object:
@@ -673,8 +693,9 @@ def test_a_401_or_403_releases_the_transfer_keeps_its_doubt_and_halts_the_tick(c
 
     assert report.halted_reason is not None
     assert report.halted_reason.startswith(code)
-    assert (report.claimed, report.released) == (3, 3)
-    [sent] = p.gateway.requests  # the rest of the batch never reached the gateway
+    # One slot: one claim; the halt stops the tick before it claims the others.
+    assert (report.claimed, report.released) == (1, 1)
+    [sent] = p.gateway.requests
     sent_id = dict(sent.metadata)["payout_transfer_id"]
     for t in transfers:
         released = p.get(t.id)
@@ -1164,28 +1185,101 @@ def test_concurrency_bounds_the_simultaneous_gateway_calls() -> None:
     assert most == concurrency
 
 
+def test_a_worker_never_holds_more_claims_than_its_concurrency() -> None:
+    held: list[int] = []
+    p: Payouts
+
+    def handler(request: Request, call: simulated.Call) -> None:
+        held.append(p.store.transfer_counts().get(S.PROCESSING, 0))
+
+    p = payouts(handler)
+    p.schedule(*(f"u{n:02d}" for n in range(30)))
+
+    report = p.tick(concurrency=3)
+
+    assert report.completed == 30
+    # Claimed for free slots only: none waits in a queue while its lease runs.
+    assert max(held) == 3
+
+
+@attrs.define
+class Budget:
+    """A Stripe budget that grants what its script says, then ``then`` for ever."""
+
+    script: list[int]
+    then: int
+    asked: int = 0
+
+    def acquire(self, budget: ports.Budget, *, max_wait: float | None = None) -> float | None:
+        return 0.0
+
+    def push_back(self, budget: ports.Budget, retry_after: float | None) -> None:
+        raise AssertionError("not in these tests")
+
+    def ready_within(self, budget: ports.Budget, seconds: float) -> int:
+        assert budget is ports.Budget.CREATE
+        self.asked += 1
+        return self.script.pop(0) if self.script else self.then
+
+
+def claim_sizes(p: Payouts) -> list[int]:
+    """The ``limit`` of every claim the store is asked for, from now on."""
+    sizes: list[int] = []
+    claim_due = p.store.claim_due
+
+    def recording(*, limit: int, lease: timedelta, token: str) -> list[models.PayoutTransfer]:
+        sizes.append(limit)
+        return claim_due(limit=limit, lease=lease, token=token)
+
+    p.store.claim_due = recording  # type: ignore[method-assign]
+    return sizes
+
+
+def test_a_worker_claims_no_more_than_the_stripe_budget_grants_soon() -> None:
+    p = payouts()
+    p.schedule(*(f"u{n:02d}" for n in range(10)))
+    sizes = claim_sizes(p)
+
+    report = p.tick(concurrency=8, limiter=Budget(script=[], then=2))
+
+    assert report.completed == 10
+    assert max(sizes) <= 2
+
+
+def test_a_worker_claims_nothing_while_the_budget_grants_nothing() -> None:
+    p = payouts()
+    p.schedule("u1", "u2")
+    budget = Budget(script=[0, 0, 0], then=8)  # a 429's pause, then the budget frees
+
+    asked_at_claims: list[int] = []
+    claim_due = p.store.claim_due
+
+    def recording(*, limit: int, lease: timedelta, token: str) -> list[models.PayoutTransfer]:
+        asked_at_claims.append(budget.asked)
+        return claim_due(limit=limit, lease=lease, token=token)
+
+    p.store.claim_due = recording  # type: ignore[method-assign]
+
+    report = p.tick(concurrency=8, limiter=budget)
+
+    assert report.completed == 2
+    assert asked_at_claims[0] == 4  # the first claim came after the three refusals
+
+
 def test_execute_claimed_returns_one_result_per_transfer_in_claim_order() -> None:
     p = payouts()
     p.schedule("u1", "u2", "u3", connected=False)
     p.directory.set_account("u2", "acct_u2")
     claimed = p.claim("worker")
 
-    results = execution.execute_claimed(
-        transfers=claimed,
-        store=p.store,
-        directory=p.directory,
-        gateway=p.gateway,
-        clock=p.worker_clock,
-        timing=TIMING,
-        concurrency=3,
-    )
+    results = p.execute_claimed(claimed, concurrency=3)
 
     assert [r.transfer.id for r in results] == [t.id for t in claimed]
     expected = {"u1": D.FAILED_TERMINAL, "u2": D.COMPLETED, "u3": D.FAILED_TERMINAL}
     assert [r.disposition for r in results] == [expected[t.user_id] for t in claimed]
 
 
-def test_a_stop_request_releases_the_transfers_not_yet_started() -> None:
+def test_a_stop_request_ends_the_tick_without_claiming_more() -> None:
     stop = threading.Event()
 
     def handler(request: Request, call: simulated.Call) -> None:
@@ -1198,11 +1292,32 @@ def test_a_stop_request_releases_the_transfers_not_yet_started() -> None:
 
     after = sorted(((p.get(t.id).status, p.get(t.id).attempt_count) for t in transfers), key=str)
     assert after == [(S.COMPLETED, 1), (S.PENDING, 0), (S.PENDING, 0)]
-    assert (report.completed, report.released) == (1, 2)
+    # Claims track sending: the one in flight finished, the others were never claimed.
+    assert (report.claimed, report.completed, report.released) == (1, 1, 0)
+    assert {p.get(t.id).claim_token for t in transfers} == {None}
     assert len(p.gateway.requests) == 1
 
 
-def test_a_halt_releases_the_rest_of_the_batch_and_stops_claiming() -> None:
+def test_a_stop_request_gives_back_the_claimed_transfers_not_yet_started() -> None:
+    stop = threading.Event()
+
+    def handler(request: Request, call: simulated.Call) -> None:
+        stop.set()
+
+    p = payouts(handler)
+    p.schedule("u1", "u2", "u3")
+
+    results = p.execute_claimed(p.claim("worker"), concurrency=1, stop=stop)
+
+    assert [r.disposition for r in results] == [D.COMPLETED, D.RELEASED, D.RELEASED]
+    released = [p.get(r.transfer.id) for r in results[1:]]
+    assert [(t.status, t.attempt_count, t.claim_token) for t in released] == [
+        (S.PENDING, 0, None)
+    ] * 2
+    assert len(p.gateway.requests) == 1
+
+
+def test_a_halt_stops_claiming() -> None:
     p = payouts()
     transfers = p.schedule("u1", "u2", "u3")
     p.gateway.set_balance(0)
@@ -1210,17 +1325,29 @@ def test_a_halt_releases_the_rest_of_the_batch_and_stops_claiming() -> None:
     report = p.tick(concurrency=1)
 
     assert report.halted_reason is not None
-    assert (report.claimed, report.released) == (3, 3)  # one batch, then the halt
+    assert (report.claimed, report.released) == (1, 1)  # one claim, then the halt
     [refused] = p.gateway.requests
     refused_id = dict(refused.metadata)["payout_transfer_id"]
     for t in transfers:
         back = p.get(t.id)
-        assert (back.status, back.attempt_count) == (S.PENDING, 0)
+        assert (back.status, back.attempt_count, back.claim_token) == (S.PENDING, 0, None)
         assert back.key_generation == (1 if t.id == refused_id else 0)
     p.gateway.set_balance(None)
     p.tick()
     assert {p.get(t.id).status for t in transfers} == {S.COMPLETED}
     assert p.keys_sent(refused_id) == [key(refused_id), key(refused_id, 1)]
+
+
+def test_a_halt_gives_back_the_claimed_transfers_not_yet_started() -> None:
+    p = payouts()
+    p.schedule("u1", "u2", "u3")
+    p.gateway.set_balance(0)
+
+    results = p.execute_claimed(p.claim("worker"), concurrency=1)
+
+    assert [r.disposition for r in results][1:] == [D.RELEASED, D.RELEASED]
+    assert results[0].systemic is not None
+    assert len(p.gateway.requests) == 1
 
 
 def test_a_gateway_that_raises_does_not_stop_the_other_transfers() -> None:
@@ -1252,15 +1379,7 @@ def test_a_concurrency_below_one_is_refused() -> None:
     p.schedule("u1")
 
     with pytest.raises(ValueError, match="concurrency"):
-        execution.execute_claimed(
-            transfers=p.claim("worker"),
-            store=p.store,
-            directory=p.directory,
-            gateway=p.gateway,
-            clock=p.worker_clock,
-            timing=TIMING,
-            concurrency=0,
-        )
+        p.execute_claimed(p.claim("worker"), concurrency=0)
 
 
 # -- the tick and its settings --------------------------------------------------------

@@ -13,13 +13,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from payout_core import attempt, models, ports
 from payout_core import state_machine as sm
 from payout_core.attempt import AttemptResult, Disposition, Timing
 
-__all__ = ["AttemptResult", "Disposition", "Timing", "drive", "execute_claimed", "execute_transfer"]
+__all__ = [
+    "AttemptResult",
+    "Disposition",
+    "Slots",
+    "Timing",
+    "drive",
+    "execute_claimed",
+    "execute_transfer",
+]
 
 log = logging.getLogger("payout.transfer")
 
@@ -149,6 +158,50 @@ def _give_back(transfer: models.PayoutTransfer, store: ports.PayoutStore) -> Att
     )
 
 
+def _attempt(
+    transfer: models.PayoutTransfer,
+    *,
+    store: ports.PayoutStore,
+    directory: ports.AccountDirectory,
+    gateway: ports.PaymentGateway,
+    clock: ports.Clock,
+    timing: Timing,
+    halted: threading.Event,
+    stop: threading.Event | None,
+) -> AttemptResult:
+    """One claimed transfer's attempt, or its claim given back once ``halted``
+    or ``stop`` is set. Never raises: one failing transfer never stops others."""
+    try:
+        if halted.is_set() or (stop is not None and stop.is_set()):
+            return _give_back(transfer, store)
+        result = execute_transfer(
+            transfer=transfer,
+            store=store,
+            directory=directory,
+            gateway=gateway,
+            clock=clock,
+            timing=timing,
+        )
+    except Exception:
+        # A store outage or a bug in an adapter: this transfer's claim stays
+        # until its lease expires and another worker takes it over with the
+        # same key. The other transfers carry on.
+        log.exception("payout.transfer.error", extra={"transfer_id": transfer.id})
+        return AttemptResult(transfer=transfer, disposition=Disposition.ERROR)
+    if result.systemic is not None:
+        halted.set()
+    return result
+
+
+def _with_accounts(
+    directory: ports.AccountDirectory, transfers: Sequence[models.PayoutTransfer]
+) -> ports.AccountDirectory:
+    unpinned = [t.user_id for t in transfers if t.destination_account is None]
+    if len(unpinned) > 1:
+        return _Prefetched(directory, directory.accounts_for(unpinned))
+    return directory
+
+
 def execute_claimed(
     *,
     transfers: Sequence[models.PayoutTransfer],
@@ -169,33 +222,96 @@ def execute_claimed(
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     halted = threading.Event()
-    unpinned = [t.user_id for t in transfers if t.destination_account is None]
-    if len(unpinned) > 1:
-        directory = _Prefetched(directory, directory.accounts_for(unpinned))
+    directory = _with_accounts(directory, transfers)
 
     def run_one(transfer: models.PayoutTransfer) -> AttemptResult:
-        try:
-            if halted.is_set() or (stop is not None and stop.is_set()):
-                return _give_back(transfer, store)
-            result = execute_transfer(
-                transfer=transfer,
-                store=store,
-                directory=directory,
-                gateway=gateway,
-                clock=clock,
-                timing=timing,
-            )
-        except Exception:
-            # A store outage or a bug in an adapter: this transfer's claim stays
-            # until its lease expires and another worker takes it over with the
-            # same key. The other transfers carry on.
-            log.exception("payout.transfer.error", extra={"transfer_id": transfer.id})
-            return AttemptResult(transfer=transfer, disposition=Disposition.ERROR)
-        if result.systemic is not None:
-            halted.set()
-        return result
+        return _attempt(
+            transfer,
+            store=store,
+            directory=directory,
+            gateway=gateway,
+            clock=clock,
+            timing=timing,
+            halted=halted,
+            stop=stop,
+        )
 
     if concurrency == 1 or len(transfers) <= 1:
         return [run_one(t) for t in transfers]
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="payout") as pool:
         return list(pool.map(run_one, transfers))
+
+
+class Slots:
+    """A worker's ``concurrency`` attempts in flight, each on a thread of its own.
+
+    The tick claims only for free slots (:attr:`free`) and starts what it
+    claimed at once (:meth:`start`): a claimed transfer never waits in a local
+    queue while its lease runs, and a worker holds at most ``concurrency``
+    claimed transfers. A systemic outcome sets :attr:`halted`: attempts not yet
+    begun give their claims back, and those in flight finish.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        store: ports.PayoutStore,
+        directory: ports.AccountDirectory,
+        gateway: ports.PaymentGateway,
+        clock: ports.Clock,
+        timing: Timing,
+        stop: threading.Event | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.concurrency = concurrency
+        self.halted = threading.Event()
+        self._store, self._directory, self._gateway = store, directory, gateway
+        self._clock, self._timing, self._stop = clock, timing, stop
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="payout")
+        self._running: set[Future[AttemptResult]] = set()
+
+    def __enter__(self) -> Slots:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._running
+
+    def start(self, transfers: Sequence[models.PayoutTransfer]) -> None:
+        """Begin an attempt for each of ``transfers``, claimed for free slots."""
+        if len(transfers) > self.free:
+            raise ValueError(f"{len(transfers)} transfers for {self.free} free slot(s)")
+        directory = _with_accounts(self._directory, transfers)
+        for transfer in transfers:
+            self._running.add(
+                self._pool.submit(
+                    _attempt,
+                    transfer,
+                    store=self._store,
+                    directory=directory,
+                    gateway=self._gateway,
+                    clock=self._clock,
+                    timing=self._timing,
+                    halted=self.halted,
+                    stop=self._stop,
+                )
+            )
+
+    def finished(self, timeout: float | None = None) -> list[AttemptResult]:
+        """Wait up to ``timeout`` (for ever: ``None``) until an attempt ends,
+        unless none runs; the results of every attempt ended by then."""
+        if not self._running:
+            return []
+        done, self._running = futures.wait(
+            self._running, timeout=timeout, return_when=futures.FIRST_COMPLETED
+        )
+        return [f.result() for f in done]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
 import attrs
 
-from payout_core import attempt, models, ports, retry
+from payout_core import attempt, models, pacing, ports, retry
 from payout_core.services import execution
 
 __all__ = ["WorkerSettings", "run_tick", "unsafe_timing"]
@@ -108,16 +109,25 @@ _COUNTERS = {
 
 
 def _tally(report: models.RunReport, results: list[execution.AttemptResult]) -> models.RunReport:
+    """``report`` with ``results`` counted, and halted by the first systemic one."""
     counts: dict[str, int] = {}
     for result in results:
         field = _COUNTERS.get(result.disposition)
         if field is not None:
             counts[field] = counts.get(field, 0) + 1
-    return attrs.evolve(
+    report = attrs.evolve(
         report,
         claimed=report.claimed + len(results),
         **{field: getattr(report, field) + n for field, n in counts.items()},
     )
+    systemic = next((r.systemic for r in results if r.systemic is not None), None)
+    if systemic is not None and report.halted_reason is None:
+        report = attrs.evolve(report, halted_reason=f"{systemic.code}: {systemic.message}")
+        log.error(
+            "payout.tick.halted",
+            extra={"run_id": report.id, "code": systemic.code, "reason": systemic.message},
+        )
+    return report
 
 
 def run_tick(
@@ -130,9 +140,19 @@ def run_tick(
     stop: threading.Event | None = None,
     before_claiming: Callable[[models.RunReport], models.RunReport] | None = None,
     new_id: Callable[[], str] = _new_id,
+    limiter: ports.RateLimiter | None = None,
+    worker: str | None = None,
 ) -> models.RunReport:
-    """Claim and execute due transfers until none is due, the batch budget is
-    spent, ``stop`` is set or the gateway reports a systemic failure.
+    """Claim and execute due transfers until none is due, the tick's budget
+    (``batch_size * max_batches`` claimed) is spent, ``stop`` is set or the
+    gateway reports a systemic failure.
+
+    Claims track sending: the worker claims only for its free concurrency slots
+    and, with ``limiter`` (the Stripe budget the gateway sends under), only
+    what the budget lets leave within :data:`~payout_core.pacing.CLAIM_HORIZON_SECONDS`.
+    A claimed transfer starts at once; none waits in a queue while its lease
+    runs. ``worker`` names this worker in its claim tokens (``worker/uuid``),
+    so that a claim tells which worker holds it.
 
     ``before_claiming`` runs first inside the tick (the runner takes settlements
     from the inbox there) and returns the report with its counts.
@@ -142,37 +162,34 @@ def run_tick(
     raising: the runner tries again next tick.
     """
     report = models.RunReport(id=new_id(), started_at=clock.now())
+    slots = execution.Slots(
+        concurrency=settings.concurrency,
+        store=store,
+        directory=directory,
+        gateway=gateway,
+        clock=clock,
+        timing=settings.timing,
+        stop=stop,
+    )
     try:
-        store.record_run(report)
-        if before_claiming is not None:
-            report = before_claiming(report)
-        for _ in range(settings.max_batches):
-            if stop is not None and stop.is_set():
-                break
-            claimed = store.claim_due(
-                limit=settings.batch_size, lease=settings.lease, token=new_id()
-            )
-            if not claimed:
-                break
-            results = execution.execute_claimed(
-                transfers=claimed,
-                store=store,
-                directory=directory,
-                gateway=gateway,
-                clock=clock,
-                timing=settings.timing,
-                concurrency=settings.concurrency,
-                stop=stop,
-            )
-            report = _tally(report, results)
-            systemic = next((r.systemic for r in results if r.systemic is not None), None)
-            if systemic is not None:
-                report = attrs.evolve(report, halted_reason=f"{systemic.code}: {systemic.message}")
-                log.error(
-                    "payout.tick.halted",
-                    extra={"run_id": report.id, "code": systemic.code, "reason": systemic.message},
+        with slots:
+            try:
+                store.record_run(report)
+                if before_claiming is not None:
+                    report = before_claiming(report)
+                report = _send(
+                    slots,
+                    store=store,
+                    settings=settings,
+                    limiter=limiter,
+                    report=report,
+                    stop=stop,
+                    claim_token=lambda: new_id() if worker is None else f"{worker}/{new_id()}",
                 )
-                break
+            finally:
+                # Attempts in flight finish and are counted, whatever ended the tick.
+                while not slots.idle:
+                    report = _tally(report, slots.finished())
     except Exception as exc:
         # The database went away, or a bug: the tick fails, the loop goes on.
         log.exception("payout.tick.failed", extra={"run_id": report.id})
@@ -195,4 +212,53 @@ def run_tick(
             "error": report.error,
         },
     )
+    return report
+
+
+# How long a worker waits for the Stripe budget before it asks again, when the
+# budget grants nothing within the claim horizon and no attempt is in flight.
+_BUDGET_POLL_SECONDS = 0.1
+
+
+def _send(
+    slots: execution.Slots,
+    *,
+    store: ports.PayoutStore,
+    settings: WorkerSettings,
+    limiter: ports.RateLimiter | None,
+    report: models.RunReport,
+    stop: threading.Event | None,
+    claim_token: Callable[[], str],
+) -> models.RunReport:
+    """Keep the slots busy with claimed transfers until the tick ends; the
+    report with every finished attempt counted (those still in flight are the
+    caller's to wait for)."""
+    budget = settings.batch_size * settings.max_batches
+    claimed_total = 0
+    while not (stop is not None and stop.is_set()) and not slots.halted.is_set():
+        wanted = min(slots.free, settings.batch_size, budget - claimed_total)
+        granted = wanted
+        if wanted > 0 and limiter is not None:
+            granted = min(
+                wanted, limiter.ready_within(ports.Budget.CREATE, pacing.CLAIM_HORIZON_SECONDS)
+            )
+        drained = False
+        if granted > 0:
+            claimed = store.claim_due(limit=granted, lease=settings.lease, token=claim_token())
+            claimed_total += len(claimed)
+            slots.start(claimed)
+            if len(claimed) == granted and slots.free > 0:
+                continue  # more may be due for the slots still free
+            drained = len(claimed) < granted
+        if slots.idle:
+            if drained or claimed_total >= budget:
+                break  # nothing due, or the tick's budget spent
+            # The Stripe budget grants nothing soon: wait for it, not for a lease.
+            if stop is not None:
+                stop.wait(_BUDGET_POLL_SECONDS)
+            else:
+                time.sleep(_BUDGET_POLL_SECONDS)
+            continue
+        # Wait for a slot; only briefly while the budget, not the slots, holds claims back.
+        report = _tally(report, slots.finished(None if granted == wanted else _BUDGET_POLL_SECONDS))
     return report
