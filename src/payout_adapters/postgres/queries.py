@@ -258,39 +258,62 @@ WHERE id = %(id)s
 RETURNING id
 """
 
-# Append one ledger row. Unique idempotency_key: an attempt is booked once;
-# the table's trigger refuses any later UPDATE or DELETE.
-INSERT_LEDGER_ENTRY: Final = (
-    """
-INSERT INTO payout_ledger ("""
-    + LEDGER_COLUMNS
-    + """)
-VALUES (%(idempotency_key)s, %(entry_type)s, %(direction)s, %(amount_cents)s, %(currency)s,
-        %(transfer_id)s, %(job_id)s, %(contest_id)s, %(user_id)s, %(attempt_number)s,
-        %(stripe_transfer_id)s, %(failure_code)s, %(created_at)s)
-"""
+# An outcome, its ledger row and its job's counts in ONE statement: the unit of
+# work of PostgresStore.record, atomic as a statement is, durable when it
+# returns (autocommit), in one round trip instead of five (BEGIN, three
+# statements, COMMIT). RECORD_OUTCOME is its first part, unchanged: when the
+# claim was taken over it updates no row, and then the ledger row and the job's
+# counts, which hang on its row, are not written either. The job's counts move
+# only for an outcome that ends the transfer: payout_core.completion.advance in
+# SQL, by this outcome alone (0 or 1), never recounted, so an outcome costs the
+# same in a 10-winner job and a 200,000-winner one. The job's row lock orders
+# concurrent outcomes of the job, and each sees the counts the one before it
+# committed (READ COMMITTED re-reads a row it waited for). `payout-core
+# reconcile` recounts them (payout_core.reconcile). The ledger row's unique
+# idempotency_key books an attempt once; the table's trigger refuses any later
+# UPDATE or DELETE.
+_RECORD_THEN = (
+    "WITH recorded AS ("
+    + RECORD_OUTCOME
+    + """),
+advanced AS (
+    UPDATE payout_jobs
+    SET completed_count = completed_count + %(job_completed)s,
+        failed_count = failed_count + %(job_failed)s,
+        status = CASE WHEN completed_count + %(job_completed)s + failed_count + %(job_failed)s
+                           = total_transfers
+                      THEN 'complete' ELSE 'processing' END,
+        completed_at = CASE WHEN completed_count + %(job_completed)s + failed_count
+                                 + %(job_failed)s = total_transfers
+                            THEN coalesce(completed_at, %(job_now)s) ELSE completed_at END,
+        updated_at = %(job_now)s
+    WHERE id = %(job_id)s
+      AND %(job_completed)s + %(job_failed)s > 0
+      AND EXISTS (SELECT FROM recorded)
+    RETURNING id
+)"""
 )
 
-# The job after one of its transfers ended: payout_core.completion.advance in
-# SQL, in the outcome's transaction. Its counts move by this outcome alone
-# (%(completed)s, %(failed)s: 0 or 1), never recounted, so an outcome costs the
-# same in a 10-winner job and a 200,000-winner one. The row lock this UPDATE
-# takes orders concurrent outcomes of the job, and each sees the counts the one
-# before it committed (READ COMMITTED re-reads a row it waited for).
-# `payout-core reconcile` recounts them (payout_core.reconcile).
-ADVANCE_JOB: Final = """
-UPDATE payout_jobs
-SET completed_count = completed_count + %(completed)s,
-    failed_count = failed_count + %(failed)s,
-    status = CASE WHEN completed_count + %(completed)s + failed_count + %(failed)s
-                       = total_transfers
-                  THEN 'complete' ELSE 'processing' END,
-    completed_at = CASE WHEN completed_count + %(completed)s + failed_count + %(failed)s
-                             = total_transfers
-                        THEN coalesce(completed_at, %(now)s) ELSE completed_at END,
-    updated_at = %(now)s
-WHERE id = %(job_id)s
-"""
+RECORD_OUTCOME_AND_EFFECTS: Final = _RECORD_THEN + " SELECT count(*) AS recorded FROM recorded"
+
+RECORD_OUTCOME_WITH_LEDGER_ENTRY: Final = (
+    _RECORD_THEN
+    + """,
+booked AS (
+    INSERT INTO payout_ledger ("""
+    + LEDGER_COLUMNS
+    + """)
+    SELECT %(ledger_idempotency_key)s::text, %(ledger_entry_type)s::text,
+           %(ledger_direction)s::text, %(ledger_amount_cents)s::bigint,
+           %(ledger_currency)s::text, %(ledger_transfer_id)s::uuid, %(ledger_job_id)s::uuid,
+           %(ledger_contest_id)s::text, %(ledger_user_id)s::text,
+           %(ledger_attempt_number)s::integer, %(ledger_stripe_transfer_id)s::text,
+           %(ledger_failure_code)s::text, %(ledger_created_at)s::timestamptz
+    FROM recorded
+    RETURNING id
+)
+SELECT count(*) AS recorded FROM recorded"""
+)
 
 # -- reads ----------------------------------------------------------------------
 
@@ -389,7 +412,7 @@ ORDER BY updated_at, id LIMIT %(limit)s"""
 )
 
 # How many transfers are in each status, at a cost that does not grow with the
-# history: the terminal ones from the jobs' counters (kept by ADVANCE_JOB; one
+# history: the terminal ones from the jobs' counters (kept by RECORD_OUTCOME_AND_EFFECTS; one
 # row per job), the open ones from index payout_transfers_status_updated_at_idx.
 # /metrics reads it after every tick.
 TRANSFER_COUNTS: Final = """

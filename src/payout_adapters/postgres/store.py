@@ -223,27 +223,28 @@ class PostgresStore:
             raise ValueError(f"cannot record transfer {updated.id} over the claim of {claimed.id}")
         if claimed.claim_token is None:
             return False  # not a claim: no stored transfer can match it
-        job = {
+        params = {
+            **rows.outcome_params(claimed, updated),
             "job_id": rows.as_uuid(claimed.job_id),
-            "now": now,
-            "completed": int(updated.status is models.TransferStatus.COMPLETED),
-            "failed": int(updated.status is models.TransferStatus.FAILED_TERMINAL),
+            "job_now": now,
+            "job_completed": int(updated.status is models.TransferStatus.COMPLETED),
+            "job_failed": int(updated.status is models.TransferStatus.FAILED_TERMINAL),
         }
-        with self._db.transaction("record an outcome") as cursor:
+        query = q.RECORD_OUTCOME_AND_EFFECTS
+        if ledger_entry is not None:
+            query = q.RECORD_OUTCOME_WITH_LEDGER_ENTRY
+            params |= {f"ledger_{k}": v for k, v in rows.ledger_params(ledger_entry).items()}
+        # One statement, durable when it returns: no outcome counts before it is.
+        with self._db.statements("record an outcome") as cursor:
             try:
-                params = rows.outcome_params(claimed, updated)
-                if cursor.execute(q.RECORD_OUTCOME, params).fetchone() is None:
-                    return False  # the lease was taken over; the newer claim owns it
-                if ledger_entry is not None:
-                    cursor.execute(q.INSERT_LEDGER_ENTRY, rows.ledger_params(ledger_entry))
-                if job["completed"] or job["failed"]:
-                    cursor.execute(q.ADVANCE_JOB, job)
+                row = cursor.execute(query, params).fetchone()
             except psycopg.IntegrityError as exc:
                 problem = translate.constraint_problem(exc)
                 raise errors.IllegalTransition(
                     claimed.id, claimed.status.value, f"record {updated.status.value}: {problem}"
                 ) from exc
-        return True
+        # No row updated: the lease was taken over; the newer claim owns it.
+        return row is not None and row["recorded"] == 1
 
     def record_run(self, report: models.RunReport) -> None:
         with self._db.transaction("record a run") as cursor:
