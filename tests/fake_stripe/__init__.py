@@ -10,6 +10,13 @@ the gateway must classify::
         server.fake.script(fake_stripe.faults.server_error(create=True))
         gateway = StripeGateway(api_key=server.api_key, api_base=server.url, ...)
 
+For benchmarks it also takes time and refuses as Stripe does under load
+(``FakeStripe(latency=0.2, rate_limit=25, accept_any_account=True)``), records
+when each request arrived (:meth:`FakeStripe.max_in_window`,
+:meth:`FakeStripe.report`), and runs as a process of its own that several
+workers share: ``python -m tests.fake_stripe --latency-ms 200 --rate-limit 25
+--accept-any-account`` (see :mod:`tests.fake_stripe.__main__`).
+
 :mod:`tests.fake_stripe.model` holds the behaviour (no sockets),
 :mod:`tests.fake_stripe.server` the HTTP plumbing, :mod:`tests.fake_stripe.faults`
 what can be scripted.
@@ -23,6 +30,7 @@ from tests.fake_stripe.model import (
     ManualTime,
     RecordedRequest,
     Reply,
+    Report,
     Request,
 )
 from tests.fake_stripe.server import FakeStripeServer, closed_port, running
@@ -35,6 +43,7 @@ __all__ = [
     "ManualTime",
     "RecordedRequest",
     "Reply",
+    "Report",
     "Request",
     "closed_port",
     "faults",

@@ -16,12 +16,35 @@ It behaves as Stripe documents API v1 (https://docs.stripe.com/api/idempotent_re
 * a list filtered by a destination Stripe does not know is a 400
   ``resource_missing``, as Stripe answers a list filtered by an unknown object.
 
+For benchmarks it can also behave like Stripe under load:
+
+* ``latency``: every answer leaves no sooner than that after its request
+  arrived. The request is decided and executed on arrival and its answer is
+  held back, as a slow network or a slow Stripe would: a client that gives up
+  sooner loses an answer to a request that did execute (the case the
+  idempotency key exists for), and the rate limiter and
+  :attr:`RecordedRequest.received_at` see requests when the client sent them.
+  The wait holds no lock, so concurrent requests wait together.
+* ``rate_limit``: Stripe's own limit, in requests per second for each
+  endpoint on its own (Create Transfer, List Transfers and Retrieve a Transfer
+  are three), counted over a rolling second. It stands in front of everything
+  else, as Stripe's limiter stands in front of the API: a request over the
+  limit is a 429 ``rate_limit`` that executes nothing and saves nothing under
+  its key. Only the requests it lets through count toward the window,
+  whatever the API then answers them; refusals do not, so a client that keeps
+  retrying at once does not lock itself out for longer.
+* ``accept_any_account``: every destination is an active connected account
+  (those starting with ``accounts_prefix``, when given), unless set up
+  otherwise with :meth:`FakeStripe.add_account`, so a benchmark can pay
+  thousands of winners without adding each account first.
+
 Everything here is guarded by one lock, so the HTTP server may call
 :meth:`FakeStripe.handle` from any number of threads.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import json
@@ -43,6 +66,7 @@ __all__ = [
     "ManualTime",
     "RecordedRequest",
     "Reply",
+    "Report",
     "Request",
 ]
 
@@ -98,6 +122,35 @@ class RecordedRequest:
     status: int | None  # None: the connection was dropped
     replayed: bool
     fault: str | None  # the scripted fault that acted on it
+    received_at: float  # by the fake's clock: when it arrived and met the rate limiter
+    answered_at: float  # by the fake's clock: when its answer left, after the latency
+    rate_limited: bool  # refused by the fake's own rate limiter (not by a scripted fault)
+    # The endpoint ran: what it answered is what Stripe saves under an idempotency
+    # key (its own refusals, a 500 while it ran). Refusals in front of it (401, the
+    # rate limit, faults at the edge, 403, replays and key conflicts, invalid
+    # parameters) did not execute.
+    executed: bool
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """What happened at the fake Stripe during a run, for a benchmark to print."""
+
+    requests: int
+    transfers: int
+    duplicated_payouts: int  # payout_transfer_ids in the metadata of more than one transfer
+    rate_limited: int  # 429s answered by the fake's own rate limiter
+    max_creates_in_one_second: int  # the most creates executed in any one-second window
+    statuses: Mapping[str, int]  # answers per HTTP status; "dropped" for no answer
+
+
+@attrs.define
+class _Trace:
+    """What became of one request, filled in while it is handled, then recorded."""
+
+    fault: str | None = None
+    rate_limited: bool = False
+    executed: bool = False
 
 
 @attrs.define
@@ -134,6 +187,15 @@ class _Result:
     executed: bool  # the endpoint began executing: the reply is saved under the key
 
 
+def _endpoint(request: Request) -> str:
+    """The endpoint a request is counted against, as Stripe limits each on its own:
+    retrieving any transfer is one endpoint, whatever its id."""
+    parts = request.path.strip("/").split("/")
+    if parts[:2] == ["v1", "transfers"] and len(parts) == 3:
+        return f"{request.method} /v1/transfers/{{id}}"
+    return f"{request.method} {request.path}"
+
+
 def _mask(key: str) -> str:
     """How Stripe shows a key it refused: the prefix and the last four characters."""
     prefix = key[: key.find("_", 3) + 1] if key.count("_") >= 2 else ""
@@ -163,7 +225,14 @@ def _error(
 
 
 class FakeStripe:
-    """A Stripe account with connected accounts, a balance and transfers."""
+    """A Stripe account with connected accounts, a balance and transfers.
+
+    ``clock`` (seconds since the epoch) dates transfers, ages idempotency keys
+    and measures the rate limiter's rolling second; ``latency`` is waited in
+    real time, whatever the clock. ``rate_limit`` is requests per second per
+    endpoint (``None``: no limit); a fractional rate admits its whole part.
+    ``retry_after`` (seconds) adds a ``Retry-After`` header to its 429s.
+    """
 
     def __init__(
         self,
@@ -173,12 +242,31 @@ class FakeStripe:
         key_window: timedelta = timedelta(hours=24),
         min_amount: int = 1,
         max_amount: int = 99_999_999,
+        latency: float = 0.0,
+        rate_limit: float | None = None,
+        retry_after: float | None = None,
+        accept_any_account: bool = False,
+        accounts_prefix: str = "",
     ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {latency}")
+        if rate_limit is not None and rate_limit < 1:
+            raise ValueError(f"rate_limit must admit a request a second, got {rate_limit}")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0 seconds, got {retry_after}")
         self.api_key = api_key
         self._clock = clock
         self._key_window = key_window.total_seconds()
         self._min_amount = min_amount
         self._max_amount = max_amount
+        self._latency = latency
+        self._rate_limit = rate_limit
+        limited = faults.rate_limited()
+        if retry_after is not None:
+            limited = attrs.evolve(limited, headers=(("Retry-After", f"{retry_after:g}"),))
+        self._limited = self._fault_reply(limited)
+        self._accept_any_account = accept_any_account
+        self._accounts_prefix = accounts_prefix
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -193,6 +281,11 @@ class FakeStripe:
             self._accounts: dict[str, AccountState] = {}
             self._balance: int | None = None
             self._transfers: list[dict[str, Any]] = []
+            # Indexes, so that a retrieve or a list by destination does not read
+            # every transfer under the lock while a benchmark creates thousands.
+            self._by_id: dict[str, dict[str, Any]] = {}
+            self._by_destination: dict[str, list[dict[str, Any]]] = {}
+            self._windows: dict[str, collections.deque[float]] = {}  # endpoint -> admitted at
             self._saved: dict[tuple[str, str], _SavedKey] = {}
             self._scripts: list[_Script] = []
             self._recorded: list[RecordedRequest] = []
@@ -272,6 +365,49 @@ class FakeStripe:
                 if (method is None or r.method == method) and (path is None or r.path == path)
             ]
 
+    def statuses(
+        self, method: str | None = None, path: str | None = None
+    ) -> collections.Counter[int | None]:
+        """How many requests got each HTTP status (``None``: dropped)."""
+        return collections.Counter(r.status for r in self.requests(method, path))
+
+    def max_in_window(self, method: str, path: str, seconds: float = 1.0) -> int:
+        """The most requests to ``method path`` that executed within any ``seconds``,
+        by their :attr:`RecordedRequest.received_at`: what Stripe's limit is about.
+
+        Two requests ``seconds`` apart are in different windows, as in the rate
+        limiter. Refusals did not execute and do not count (see
+        :attr:`RecordedRequest.executed`).
+        """
+        times = sorted(r.received_at for r in self.requests(method, path) if r.executed)
+        most, start = 0, 0
+        for end, at in enumerate(times):
+            while at - times[start] >= seconds:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
+
+    def report(self) -> Report:
+        """Tally the run: what was created, duplicated, refused, and the peak rate."""
+        transfers, recorded = self.transfers(), self.requests()
+        per_payout = collections.Counter(
+            t["metadata"]["payout_transfer_id"]
+            for t in transfers
+            if "payout_transfer_id" in t["metadata"]
+        )
+        statuses = collections.Counter(r.status for r in recorded)
+        return Report(
+            requests=len(recorded),
+            transfers=len(transfers),
+            duplicated_payouts=sum(1 for n in per_payout.values() if n > 1),
+            rate_limited=sum(1 for r in recorded if r.rate_limited),
+            max_creates_in_one_second=self.max_in_window("POST", "/v1/transfers"),
+            statuses={
+                "dropped" if status is None else str(status): n
+                for status, n in sorted(statuses.items(), key=lambda item: item[0] or 0)
+            },
+        )
+
     def prune_idempotency_keys(self) -> None:
         """Forget every key not in flight, whatever its age: what Stripe does to
         keys older than about 24 hours (those are forgotten anyway, by the clock)."""
@@ -290,15 +426,24 @@ class FakeStripe:
     # -- the API -------------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Reply:
+        arrived = time.monotonic()
+        trace = _Trace()
         with self._lock:
             self._in_flight += 1
             self._request_seq += 1
             request_id = f"req_fake{self._request_seq:010d}"
-        fault_name: list[str] = []
+            # One clock reading under the lock for the limiter and the record, so
+            # the window max_in_window measures is the one the limiter kept.
+            received_at = self._clock()
+            trace.rate_limited = not self._admit(request, received_at)
         reply: Reply | None = None
         try:
-            reply = self._handle(request, fault_name, request_id)
-            return attrs.evolve(reply, headers=(("Request-Id", request_id), *reply.headers))
+            reply = (
+                self._limited if trace.rate_limited else self._handle(request, trace, request_id)
+            )
+            reply = attrs.evolve(reply, headers=(("Request-Id", request_id), *reply.headers))
+            self._wait_latency(arrived)
+            return reply
         finally:
             with self._idle:
                 self._in_flight -= 1
@@ -311,16 +456,44 @@ class FakeStripe:
                         status=None if reply is None or reply.drop else reply.status,
                         replayed=reply is not None
                         and ("Idempotent-Replayed", "true") in reply.headers,
-                        fault=fault_name[0] if fault_name else None,
+                        fault=trace.fault,
+                        received_at=received_at,
+                        answered_at=self._clock(),
+                        rate_limited=trace.rate_limited,
+                        executed=trace.executed,
                     )
                 )
                 self._idle.notify_all()
 
-    def _handle(self, request: Request, fault_name: list[str], request_id: str) -> Reply:
+    def _admit(self, request: Request, now: float) -> bool:
+        """Stripe's rate limiter: let the request in unless ``rate_limit`` requests
+        of its endpoint were let in within the last second (called under the lock).
+
+        Each window keeps the times of at most ``rate_limit`` admissions.
+        """
+        if self._rate_limit is None:
+            return True
+        window = self._windows.setdefault(_endpoint(request), collections.deque())
+        while window and now - window[0] >= 1.0:
+            window.popleft()
+        if len(window) + 1 > self._rate_limit:
+            return False
+        window.append(now)
+        return True
+
+    def _wait_latency(self, arrived: float) -> None:
+        """Hold the answer until ``latency`` has passed since the request arrived,
+        holding no lock; stopping the fake cuts the wait short."""
+        deadline = arrived + self._latency
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stopping.wait(left):
+                return
+
+    def _handle(self, request: Request, trace: _Trace, request_id: str) -> Reply:
         key = self._authenticate(request)
         if isinstance(key, Reply):
             return key
-        edge = self._take_fault(request, faults.Stage.EDGE, fault_name)
+        edge = self._take_fault(request, faults.Stage.EDGE, trace)
         if isinstance(edge, faults.Respond):
             return self._fault_reply(edge)
         if isinstance(edge, faults.Drop):
@@ -333,7 +506,7 @@ class FakeStripe:
             )
         idempotency_key = request.headers.get("idempotency-key")
         if request.method != "POST" or not idempotency_key:
-            return self._execute(request, fault_name)[0]
+            return self._execute(request, trace)[0]
 
         scope = (key, idempotency_key)
         fingerprint = json.dumps([request.method, request.path, request.params], sort_keys=True)
@@ -372,7 +545,7 @@ class FakeStripe:
                     ),
                 )
             self._saved[scope] = _SavedKey(fingerprint, request_id, first_used=now)
-        sent, to_save = self._execute(request, fault_name)
+        sent, to_save = self._execute(request, trace)
         with self._lock:
             if to_save is not None:
                 self._saved[scope].reply = to_save
@@ -393,7 +566,7 @@ class FakeStripe:
         return key
 
     def _take_fault(
-        self, request: Request, stage: faults.Stage, fault_name: list[str]
+        self, request: Request, stage: faults.Stage, trace: _Trace
     ) -> faults.Fault | None:
         with self._lock:
             for script in self._scripts:
@@ -404,7 +577,7 @@ class FakeStripe:
                     script.times -= 1
                     if script.times == 0:
                         self._scripts.remove(script)
-                    fault_name.append(type(script.fault).__name__)
+                    trace.fault = type(script.fault).__name__
                     return script.fault
         return None
 
@@ -424,12 +597,18 @@ class FakeStripe:
             headers=fault.headers,
         )
 
-    def _execute(self, request: Request, fault_name: list[str]) -> tuple[Reply, Reply | None]:
+    def _execute(self, request: Request, trace: _Trace) -> tuple[Reply, Reply | None]:
         """Run the endpoint, or the endpoint-stage fault scripted for it.
 
-        Returns what to send and what to save under the key (``None``: nothing).
+        Returns what to send and what to save under the key (``None``: nothing,
+        as the endpoint did not execute).
         """
-        fault = self._take_fault(request, faults.Stage.ENDPOINT, fault_name)
+        sent, saved = self._run_endpoint(request, trace)
+        trace.executed = saved is not None
+        return sent, saved
+
+    def _run_endpoint(self, request: Request, trace: _Trace) -> tuple[Reply, Reply | None]:
+        fault = self._take_fault(request, faults.Stage.ENDPOINT, trace)
         if isinstance(fault, faults.Hold):
             fault.held.set()
             while not fault.release.wait(0.05):
@@ -502,8 +681,15 @@ class FakeStripe:
                 self._balance -= amount
         return _Result(_json(200, transfer), executed=True)
 
+    def _account(self, account_id: str) -> AccountState | None:
+        """The state of a connected account; ``None``: Stripe does not know it."""
+        state = self._accounts.get(account_id)
+        if state is None and self._accept_any_account:
+            return AccountState.ACTIVE if account_id.startswith(self._accounts_prefix) else None
+        return state
+
     def _refusal(self, amount: int, currency: str, destination: str) -> Reply | None:
-        state = self._accounts.get(destination)
+        state = self._account(destination)
         if state is None:
             return _error(
                 400,
@@ -587,6 +773,8 @@ class FakeStripe:
             "transfer_group": transfer_group,
         }
         self._transfers.append(transfer)
+        self._by_id[transfer_id] = transfer
+        self._by_destination.setdefault(destination, []).append(transfer)
         return transfer
 
     def _list_transfers(self, params: Mapping[str, FormValue]) -> Reply:
@@ -599,16 +787,23 @@ class FakeStripe:
         destination = params.get("destination")
         group = params.get("transfer_group")
         with self._lock:
-            if destination is not None and destination not in self._accounts:
+            if destination is not None and (
+                not isinstance(destination, str) or self._account(destination) is None
+            ):
                 return _error(
                     400,
                     f"No such destination: '{destination}'",
                     code="resource_missing",
                     param="destination",
                 )
+            candidates = (
+                self._transfers
+                if not isinstance(destination, str)
+                else self._by_destination.get(destination, [])
+            )
             matching = [
                 t
-                for t in reversed(self._transfers)  # newest first, as Stripe lists
+                for t in reversed(candidates)  # newest first, as Stripe lists
                 if (destination is None or t["destination"] == destination)
                 and (group is None or t["transfer_group"] == group)
             ]
@@ -636,9 +831,9 @@ class FakeStripe:
 
     def _retrieve_transfer(self, transfer_id: str) -> Reply:
         with self._lock:
-            for t in self._transfers:
-                if t["id"] == transfer_id:
-                    return _json(200, copy.deepcopy(t))
+            transfer = self._by_id.get(transfer_id)
+            if transfer is not None:
+                return _json(200, copy.deepcopy(transfer))
         return _error(
             404, f"No such transfer: '{transfer_id}'", code="resource_missing", param="id"
         )

@@ -1,9 +1,11 @@
 """The fake Stripe on a loopback HTTP port, for the real SDK to talk to.
 
-A ``ThreadingHTTPServer`` on 127.0.0.1 and an ephemeral port, serving in a
-background thread, speaking HTTP/1.1 with keep-alive as Stripe does. Stopping
-it releases held requests, closes every open connection and joins every
-handler thread, so no socket outlives a test.
+A ``ThreadingHTTPServer`` on 127.0.0.1 and an ephemeral port (or a given
+one), serving in a background thread, speaking HTTP/1.1 with keep-alive as
+Stripe does: one handler thread per connection, so a benchmark's dozens of
+kept-alive connections are served at once. Stopping it releases held
+requests, closes every open connection and joins every handler thread, so no
+socket outlives a test.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import socket
 import ssl
 import struct
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,9 +33,13 @@ log = logging.getLogger("tests.fake_stripe")
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True  # server_close() joins the handler threads
+    # socketserver's default backlog of 5 drops the SYNs of connections opened
+    # together (a benchmark's workers starting), which the kernel retries after 1,
+    # 2, 4... seconds: 64 at once took up to 28 s to be answered, and 0.1 s with 128.
+    request_queue_size = 128
 
-    def __init__(self, fake: FakeStripe, tls: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, fake: FakeStripe, tls: ssl.SSLContext | None, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         if tls is not None:
             # The handshake happens in accept(); one that fails (the client refused
             # the certificate) is an OSError that serve_forever ignores.
@@ -41,6 +48,13 @@ class _HTTPServer(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._reset: set[socket.socket] = set()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away between requests (a worker stopped, a reset) is
+        # no error of the fake: socketserver would print a traceback for each.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -76,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
     timeout = 30  # a silent client cannot hold a handler thread for ever
+    # The head and the body leave in two writes; with Nagle's algorithm the body
+    # would wait for the client's delayed ACK of the head, up to 40 ms a request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._handle()
@@ -127,10 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeStripeServer:
     """The fake Stripe, served on ``url``. Use :func:`running` to start and stop it."""
 
-    def __init__(self, fake: FakeStripe, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, fake: FakeStripe, *, tls: ssl.SSLContext | None = None, port: int = 0
+    ) -> None:
         self.fake = fake
         self._scheme = "https" if tls is not None else "http"
-        self._http = _HTTPServer(fake, tls)
+        self._http = _HTTPServer(fake, tls, port)
         self._thread = threading.Thread(
             target=self._http.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -159,11 +178,11 @@ class FakeStripeServer:
 
 @contextlib.contextmanager
 def running(
-    fake: FakeStripe | None = None, *, tls: ssl.SSLContext | None = None
+    fake: FakeStripe | None = None, *, tls: ssl.SSLContext | None = None, port: int = 0
 ) -> Iterator[FakeStripeServer]:
     """Serve ``fake`` (a new one by default) until the block ends; over HTTPS with
-    ``tls`` (a server context holding a certificate)."""
-    server = FakeStripeServer(fake or FakeStripe(api_key=DEFAULT_API_KEY), tls=tls)
+    ``tls`` (a server context holding a certificate); on ``port`` (0: any free one)."""
+    server = FakeStripeServer(fake or FakeStripe(api_key=DEFAULT_API_KEY), tls=tls, port=port)
     server.start()
     try:
         yield server

@@ -3,11 +3,17 @@ tests built on it prove nothing."""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -366,6 +372,208 @@ def test_scripts_skip_then_apply_the_given_number_of_times(fake: fake_stripe.Fak
     assert [r.fault for r in fake.requests()] == [None, "Respond", "Respond", None]
 
 
+# -- under load: latency, Stripe's rate limit, any account -------------------------------------
+
+
+def test_every_answer_waits_the_latency_and_concurrent_requests_wait_together() -> None:
+    latency = 0.5
+    fake = fake_stripe.FakeStripe(latency=latency)
+    fake.add_account("acct_1")
+    seeded = fake.seed_transfer(amount=5, destination="acct_1")
+    calls: list[Callable[[], Reply]] = [
+        *(functools.partial(post, fake, key=f"k-{n}") for n in range(5)),
+        lambda: get(fake, "/v1/transfers", {"destination": "acct_1"}),
+        lambda: get(fake, f"/v1/transfers/{seeded['id']}"),
+        lambda: fake.handle(Request(method="GET", path="/v1/transfers", params={}, headers={})),
+    ]
+    together = threading.Barrier(len(calls))
+    took: list[float] = []
+    statuses: list[int] = []
+
+    def send(call: Callable[[], Reply]) -> None:
+        together.wait()
+        began = time.monotonic()
+        statuses.append(call().status)
+        took.append(time.monotonic() - began)
+
+    senders = [threading.Thread(target=send, args=(call,)) for call in calls]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+
+    assert sorted(statuses) == [200] * 7 + [401]
+    assert min(took) >= latency  # every request: creates, lists, retrieves, refusals
+    recorded = fake.requests()
+    # Every request arrived before any was answered: the waits overlapped, no lock held.
+    assert max(r.received_at for r in recorded) < min(r.answered_at for r in recorded)
+
+
+def test_a_request_executes_on_arrival_and_its_answer_is_held_back() -> None:
+    fake = fake_stripe.FakeStripe(latency=60.0)
+    fake.add_account("acct_1")
+    replies: list[Reply] = []
+    sender = threading.Thread(target=lambda: replies.append(post(fake)))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not fake.transfers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    executed_while_held = len(fake.transfers()) == 1 and sender.is_alive()
+
+    fake.stop()  # a stopping server does not wait the latency out
+    sender.join(10)
+
+    assert executed_while_held
+    assert not sender.is_alive()
+    assert replies[0].status == 200
+
+
+def test_stripes_rate_limit_refuses_a_request_over_the_rolling_second() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock, rate_limit=3)
+    fake.add_account("acct_1")
+    admitted = [post(fake, key=f"k-{n}") for n in range(3)]
+    clock.advance(timedelta(seconds=0.5))
+
+    refused = post(fake, key="k-3")
+    clock.advance(timedelta(seconds=0.5))  # the first three are a second old: out of the window
+    retried = post(fake, key="k-3")
+
+    assert [r.status for r in admitted] == [200, 200, 200]
+    assert refused.status == 429
+    error = body(refused)["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "rate_limit")
+    assert error["message"] == faults.rate_limited().message
+    assert "Retry-After" not in dict(refused.headers)
+    assert (retried.status, ("Idempotent-Replayed", "true") in retried.headers) == (200, False)
+    assert len(fake.transfers()) == 4  # none for the refused request, nothing saved for its key
+    limited = [r for r in fake.requests() if r.rate_limited]
+    assert [(r.idempotency_key, r.executed, r.fault) for r in limited] == [("k-3", False, None)]
+    assert fake.report().rate_limited == 1
+
+
+def test_refused_requests_do_not_count_toward_the_window() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock, rate_limit=2)
+    fake.add_account("acct_1")
+    post(fake, key="a"), post(fake, key="b")
+    clock.advance(timedelta(seconds=0.9))
+    refusals = [post(fake, key=f"again-{n}").status for n in range(5)]
+    clock.advance(timedelta(seconds=0.1))
+
+    after = [post(fake, key="c").status, post(fake, key="d").status, post(fake, key="e").status]
+
+    assert refusals == [429] * 5
+    assert after == [200, 200, 429]
+
+
+def test_each_endpoint_has_its_own_window() -> None:
+    fake = fake_stripe.FakeStripe(clock=fake_stripe.ManualTime(), rate_limit=1)
+    fake.add_account("acct_1")
+    created = body(post(fake, key="a"))
+
+    statuses = [
+        post(fake, key="b").status,
+        get(fake, "/v1/transfers").status,
+        get(fake, "/v1/transfers").status,
+        get(fake, f"/v1/transfers/{created['id']}").status,
+        get(fake, "/v1/transfers/tr_other").status,  # the same endpoint, another id
+    ]
+
+    assert statuses == [429, 200, 429, 200, 429]
+
+
+@pytest.mark.parametrize(("seconds", "header"), [(2.0, "2"), (0.5, "0.5")])
+def test_a_429_carries_retry_after_when_configured(seconds: float, header: str) -> None:
+    fake = fake_stripe.FakeStripe(clock=fake_stripe.ManualTime(), rate_limit=1, retry_after=seconds)
+    fake.add_account("acct_1")
+    post(fake, key="a")
+
+    refused = post(fake, key="b")
+
+    assert refused.status == 429
+    assert dict(refused.headers)["Retry-After"] == header
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"latency": -0.1}, {"rate_limit": 0.5}, {"retry_after": -1.0}],
+    ids=["latency", "rate_limit", "retry_after"],
+)
+def test_settings_that_make_no_sense_are_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        fake_stripe.FakeStripe(**settings)
+
+
+def test_max_in_window_counts_the_executed_requests_of_one_endpoint() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock)
+    fake.add_account("acct_1")
+
+    def at(offset: float, *sends: Callable[[], Reply]) -> None:
+        clock.now = 1_800_000_000.0 + offset
+        for send in sends:
+            send()
+
+    at(0.0, lambda: post(fake, key="a"))
+    fake.script(faults.rate_limited(), after=3)
+    at(
+        0.5,
+        lambda: post(fake, key="c"),
+        lambda: post(fake, key="d"),
+        lambda: post(fake, key="c"),  # a replay did not execute
+        lambda: post(fake, key="x"),  # refused by the scripted 429 at the edge
+        lambda: post(fake, {**PARAMS, "amount": ""}, key="y"),  # refused: invalid parameters
+        lambda: get(fake, "/v1/transfers"),  # another endpoint
+    )
+    at(1.2, lambda: post(fake, key="e"))
+    at(1.5, lambda: post(fake, key="f"), lambda: post(fake, key="g"), lambda: post(fake, key="h"))
+
+    # From 1.2: e, f, g, h. From 0.5, c, d and e only: f, g and h are a second later.
+    assert fake.max_in_window("POST", "/v1/transfers") == 4
+    assert fake.max_in_window("POST", "/v1/transfers", seconds=1.0001) == 6
+    assert fake.max_in_window("POST", "/v1/transfers", seconds=2.0) == 7
+    assert fake.max_in_window("GET", "/v1/transfers") == 1
+    assert fake.statuses("POST") == {200: 8, 429: 1, 400: 1}
+    assert fake.report().max_creates_in_one_second == 4
+
+
+def test_the_report_tallies_duplicated_payouts() -> None:
+    fake = fake_stripe.FakeStripe()
+    for payout in ("t-1", "t-1", "t-1", "t-2", "t-3", "t-3"):
+        fake.seed_transfer(
+            amount=100, destination="acct_1", metadata={"payout_transfer_id": payout}
+        )
+    fake.seed_transfer(amount=100, destination="acct_1")  # not ours: no payout_transfer_id
+
+    report = fake.report()
+
+    assert (report.transfers, report.duplicated_payouts) == (7, 2)
+
+
+def test_any_account_can_be_accepted_unless_set_up_otherwise() -> None:
+    fake = fake_stripe.FakeStripe(accept_any_account=True)
+    fake.add_account("acct_closed", fake_stripe.AccountState.CLOSED)
+
+    paid = post(fake, {**PARAMS, "destination": "acct_never_added"})
+    listed = get(fake, "/v1/transfers", {"destination": "acct_other"})
+    closed = post(fake, {**PARAMS, "destination": "acct_closed"}, key="k-2")
+
+    assert paid.status == 200
+    assert (listed.status, body(listed)["data"]) == (200, [])
+    assert body(closed)["error"]["code"] == "account_invalid"
+
+
+def test_accepted_accounts_can_be_limited_to_a_prefix() -> None:
+    fake = fake_stripe.FakeStripe(accept_any_account=True, accounts_prefix="acct_")
+
+    paid = post(fake, {**PARAMS, "destination": "acct_42"})
+    unknown = post(fake, {**PARAMS, "destination": "u_42"}, key="k-2")
+
+    assert paid.status == 200
+    assert body(unknown)["error"]["code"] == "resource_missing"
+
+
 # -- over HTTP ---------------------------------------------------------------------------------
 
 
@@ -463,3 +671,128 @@ def test_stopping_releases_held_requests_and_closes_kept_alive_connections() -> 
     assert running.fake.transfers() == []
     idle.close()
     held.close()
+
+
+def test_the_server_can_listen_on_a_given_port() -> None:
+    port = fake_stripe.closed_port()
+
+    with fake_stripe.running(port=port) as running:
+        url = running.url
+
+    assert url == f"http://127.0.0.1:{port}"
+
+
+# -- as a process of its own (python -m tests.fake_stripe) -------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def start_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], dict[str, str]]]]:
+    """Start ``python -m tests.fake_stripe`` with the given options; its URL line."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*options: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_stripe", *options],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        return process, json.loads(process.stdout.readline())
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def send(
+    address: dict[str, str],
+    method: str,
+    path: str,
+    form: dict[str, str] | None = None,
+    **headers: str,
+) -> tuple[http.client.HTTPResponse, float]:
+    """One request on a new connection: the response, read, and how long it took."""
+    url = urlsplit(address["url"])
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    began = time.monotonic()
+    try:
+        conn.request(
+            method,
+            path,
+            body=urlencode(form) if form is not None else None,
+            headers={
+                "Authorization": f"Bearer {address['api_key']}",
+                "Content-Type": "application/x-www-form-urlencoded",
+                **{name.replace("_", "-"): value for name, value in headers.items()},
+            },
+        )
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    return response, time.monotonic() - began
+
+
+def test_the_process_serves_until_sigterm_and_then_reports(
+    start_process: Callable[..., tuple[subprocess.Popen[str], dict[str, str]]],
+) -> None:
+    process, address = start_process(
+        "--latency-ms", "50", "--rate-limit", "2", "--retry-after", "3", "--accept-any-account"
+    )
+    form = {
+        "amount": "1500",
+        "currency": "usd",
+        "destination": "acct_never_added",
+        "metadata[payout_transfer_id]": "t-1",
+    }
+
+    # Three creates at once (well within a second): the third is over the limit.
+    first, took = send(address, "POST", "/v1/transfers", form, Idempotency_Key="k-1")
+    second, _ = send(address, "POST", "/v1/transfers", form, Idempotency_Key="k-2")
+    third, _ = send(address, "POST", "/v1/transfers", form, Idempotency_Key="k-3")
+    listed, _ = send(address, "GET", "/v1/transfers?destination=acct_never_added")
+    process.send_signal(signal.SIGTERM)
+    returncode = process.wait(timeout=10)  # its input still open: the signal stopped it
+    assert process.stdout is not None
+    out = process.stdout.read()
+
+    assert address["api_key"] == KEY
+    assert (first.status, second.status, third.status, listed.status) == (200, 200, 429, 200)
+    assert third.getheader("Retry-After") == "3"
+    assert took >= 0.05
+    assert returncode == 0
+    assert json.loads(out) == {
+        "requests": 4,
+        "transfers": 2,
+        "duplicated_payouts": 1,  # two keys for one payout: the duplicate a benchmark looks for
+        "rate_limited": 1,
+        "max_creates_in_one_second": 2,
+        "statuses": {"200": 3, "429": 1},
+    }
+
+
+def test_the_process_stops_when_its_input_closes_and_writes_the_report(
+    start_process: Callable[..., tuple[subprocess.Popen[str], dict[str, str]]], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    process, address = start_process("--report", str(report))
+    response, _ = send(address, "GET", "/v1/transfers")
+
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.close()
+    returncode = process.wait(timeout=10)
+
+    assert response.status == 200
+    assert (returncode, process.stdout.read()) == (0, "")
+    assert json.loads(report.read_text())["statuses"] == {"200": 1}
