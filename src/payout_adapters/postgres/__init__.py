@@ -17,6 +17,9 @@
 
 from __future__ import annotations
 
+import select
+
+import psycopg
 import psycopg_pool
 
 from payout_adapters.postgres import translate
@@ -53,8 +56,10 @@ def connect_pool(
     Connections are transactional (``autocommit=False``: each adapter method
     commits its own transaction) and checked before they are handed out, so a
     restarted database costs a failed tick at most, never a restart of the
-    worker. ``max_size`` should exceed the number of threads that use the
-    store at once (the executor's concurrency, plus the runner's own calls).
+    worker: one the server wrote to while it sat idle (a termination, its
+    socket closed) is tried with a round trip and replaced if dead.
+    ``max_size`` should exceed the number of threads that use the store at
+    once (the executor's concurrency, plus the runner's own calls).
 
     Raises:
         StoreUnavailable: no connection could be made within ``open_timeout`` seconds.
@@ -65,7 +70,7 @@ def connect_pool(
         max_size=max_size,
         timeout=timeout,
         kwargs={"autocommit": False, "application_name": "payout-core"},
-        check=psycopg_pool.ConnectionPool.check_connection,
+        check=_check_if_the_server_spoke,
         open=False,
     )
     try:
@@ -75,3 +80,14 @@ def connect_pool(
         pool.close()
         raise
     return pool
+
+
+def _check_if_the_server_spoke(conn: psycopg.Connection[object]) -> None:
+    """The pool's check. An idle connection the server has not written to is
+    as good as when it was last used; one the server wrote to, which it does
+    when it terminates the session or shuts down, is tried with a round trip
+    (and replaced by the pool when that fails). Checking every connection
+    that way would cost a round trip on every unit of work."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        psycopg_pool.ConnectionPool.check_connection(conn)
