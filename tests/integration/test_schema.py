@@ -291,6 +291,7 @@ def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Co
         "limit": 100,
         "token": "t",
         "lease": "10 minutes",
+        "abandoned_limit": 3,
     }
 
     with admin.transaction(force_rollback=True):

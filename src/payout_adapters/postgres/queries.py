@@ -102,9 +102,11 @@ WHERE contest_id = %(contest_id)s AND user_id = ANY(%(user_ids)s::text[])
 # -- claim ----------------------------------------------------------------------
 
 # The claims of dead workers that are one too many in a row (state_machine.
-# abandoned_too_often): the caller escalates each to an operator with
-# RECORD_OUTCOME before claiming, in the same transaction. Partial index
-# payout_transfers_processing_idx; SKIP LOCKED as the claim.
+# abandoned_too_often): the caller escalates each to an operator with the
+# guarded RECORD_OUTCOME. CLAIM_DUE never takes them over, so the escalation
+# needs no lock or transaction of its own: a worker that still held such a
+# claim and records first wins, and the escalation then updates nothing.
+# Partial index payout_transfers_processing_idx.
 ABANDONED_TOO_OFTEN: Final = (
     "SELECT "
     + TRANSFER_COLUMNS
@@ -117,23 +119,28 @@ WHERE status = 'processing'
     + DATABASE_NOW
     + """
   AND abandoned_claims + 1 >= %(limit)s
-FOR UPDATE SKIP LOCKED
 """
 )
 
 # Claim up to %(limit)s due transfers, oldest due first, in one statement that
 # commits before any gateway call. Due means claimable_at <= the database's
 # now: pending (since created), retryable and due (next_attempt_at), or
-# processing with an expired lease (its worker died); never one that needs an
-# operator (claimable_at is NULL then). Range scan of the partial index
-# payout_transfers_claimable_idx, which holds only claimable transfers.
-# FOR UPDATE SKIP LOCKED: rows another claimer is taking are skipped, never
-# waited on, so concurrent workers claim disjoint sets.
+# processing with an expired lease (its worker died), unless that worker was
+# one too many in a row (ABANDONED_TOO_OFTEN: an operator's, not another
+# worker's to die on); never one that needs an operator (claimable_at is NULL
+# then). Range scan of the partial index payout_transfers_claimable_idx, which
+# holds only claimable transfers. FOR UPDATE SKIP LOCKED: rows another
+# claimer is taking are skipped, never waited on, so concurrent workers claim
+# disjoint sets.
 #
 # The SET list is payout_core.state_machine.claim, column by column (old values
 # on the right): a claim spends nothing and changes no doubt (the send intent
 # does both); a take-over counts one more abandoned claim. updated_at is the
 # claim's database time, which the worker decides with.
+#
+# The claimed transfers' jobs move from pending to processing in the same
+# statement (`started`). Job rows are locked in id order (FOR NO KEY UPDATE
+# under a sort) so that two claims over the same jobs cannot deadlock.
 CLAIM_DUE: Final = (
     """
 WITH clock AS (SELECT """
@@ -146,20 +153,36 @@ due AS (
     WHERE claimable_at <= """
     + DATABASE_NOW
     + """
+      AND NOT (status = 'processing' AND abandoned_claims + 1 >= %(abandoned_limit)s)
     ORDER BY claimable_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
-UPDATE payout_transfers AS t
-SET status = 'processing',
-    claim_token = %(token)s,
-    lease_expires_at = clock.now + %(lease)s,
-    abandoned_claims = CASE WHEN t.status = 'processing' THEN t.abandoned_claims + 1 ELSE 0 END,
-    updated_at = clock.now
-FROM due, clock
-WHERE t.id = due.id
-RETURNING due.due_at, """
+),
+claimed AS (
+    UPDATE payout_transfers AS t
+    SET status = 'processing',
+        claim_token = %(token)s,
+        lease_expires_at = clock.now + %(lease)s,
+        abandoned_claims = CASE WHEN t.status = 'processing' THEN t.abandoned_claims + 1
+                                ELSE 0 END,
+        updated_at = clock.now
+    FROM due, clock
+    WHERE t.id = due.id
+    RETURNING due.due_at, """
     + ", ".join(f"t.{c.strip()}" for c in TRANSFER_COLUMNS.split(","))
+    + """
+),
+started AS (
+    UPDATE payout_jobs AS j
+    SET status = 'processing', updated_at = clock.now
+    FROM (SELECT id FROM payout_jobs
+          WHERE id IN (SELECT job_id FROM claimed) AND status = 'pending'
+          ORDER BY id
+          FOR NO KEY UPDATE) AS locked, clock
+    WHERE j.id = locked.id
+)
+SELECT * FROM claimed ORDER BY due_at, id
+"""
 )
 
 # The write-ahead send intent (DESIGN 3, rule 2): payout_core.state_machine.send
@@ -208,19 +231,6 @@ TRANSFER_AND_NOW: Final = (
     + DATABASE_NOW
     + " AS db_now FROM payout_transfers WHERE id = %(id)s"
 )
-
-# The claimed transfers' jobs move from pending to processing, in the claim's
-# transaction. Job rows are locked in id order (FOR NO KEY UPDATE under a sort)
-# so that two claims over the same jobs cannot deadlock.
-START_JOBS: Final = """
-UPDATE payout_jobs AS j
-SET status = 'processing', updated_at = %(now)s
-FROM (SELECT id FROM payout_jobs
-      WHERE id = ANY(%(job_ids)s::uuid[]) AND status = 'pending'
-      ORDER BY id
-      FOR NO KEY UPDATE) AS locked
-WHERE j.id = locked.id
-"""
 
 # -- record ---------------------------------------------------------------------
 

@@ -153,23 +153,31 @@ class PostgresStore:
         if limit < 1:
             return []
         now = self._now()
-        with self._db.transaction("claim due transfers") as cursor:
-            self._escalate_abandoned(cursor, now)
-            params = {"now": now, "limit": limit, "token": token, "lease": lease}
-            claimed = cursor.execute(q.CLAIM_DUE, params).fetchall()
-            if claimed:
-                job_ids = sorted({row["job_id"] for row in claimed})
-                cursor.execute(q.START_JOBS, {"now": claimed[0]["updated_at"], "job_ids": job_ids})
-        # RETURNING keeps no order: oldest due first, as the claim chose them.
-        claimed.sort(key=lambda row: (row["due_at"], row["id"]))
+        params = {
+            "now": now,
+            "limit": limit,
+            "token": token,
+            "lease": lease,
+            "abandoned_limit": sm.ABANDONED_CLAIMS_LIMIT,
+        }
+        # Two statements in one round trip (pipeline), each its own unit of work:
+        # the claim never takes over what the first finds to escalate.
+        with self._db.statements("claim due transfers") as cursor:
+            with cursor.connection.pipeline():
+                abandoned = cursor.connection.cursor(row_factory=dict_row)
+                abandoned.execute(
+                    q.ABANDONED_TOO_OFTEN, {"now": now, "limit": sm.ABANDONED_CLAIMS_LIMIT}
+                )
+                cursor.execute(q.CLAIM_DUE, params)
+            claimed = cursor.fetchall()
+            self._escalate(cursor, abandoned.fetchall())
         return [rows.transfer_from_row(row) for row in claimed]
 
-    def _escalate_abandoned(self, cursor: psycopg.Cursor[DictRow], now: datetime | None) -> None:
+    def _escalate(self, cursor: psycopg.Cursor[DictRow], abandoned: list[DictRow]) -> None:
         """Rule 7: a claim that expired one time too many in a row goes to an
         operator instead of to another worker to kill (state_machine.escalate,
-        written with the guarded RECORD_OUTCOME, in the claim's transaction)."""
-        params = {"now": now, "limit": sm.ABANDONED_CLAIMS_LIMIT}
-        for row in cursor.execute(q.ABANDONED_TOO_OFTEN, params).fetchall():
+        written with the guarded RECORD_OUTCOME)."""
+        for row in abandoned:
             stored = rows.transfer_from_row(row)
             escalated = sm.escalate(stored, reason=sm.abandoned_reason(stored), now=row["db_now"])
             cursor.execute(q.RECORD_OUTCOME, rows.outcome_params(stored, escalated))
