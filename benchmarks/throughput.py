@@ -10,6 +10,11 @@ embedded PostgreSQL when unset), schedules settlements of ``--job-size`` winners
 runs ticks with the simulated gateway until every transfer is terminal. With
 ``--latency-ms`` the gateway sleeps like a real Stripe call, which shows how
 concurrency hides network time. The scratch database is dropped at the end.
+
+It runs the tick in this process, with no command, no fake Stripe and no
+second worker: the smallest measure of the engine, for comparing two trees
+side by side (``compare.py``). ``bench.py`` measures a fleet as an operator
+runs it.
 """
 
 from __future__ import annotations
@@ -18,23 +23,15 @@ import argparse
 import os
 import statistics
 import time
-import uuid
 from datetime import timedelta
 
-import psycopg
 import psycopg_pool
+from bench import scratch_database
 
 from payout_adapters import clock, embedded, postgres
 from payout_adapters.memory import InMemoryAccountDirectory, SimulatedGateway
 from payout_core import models, retry
 from payout_core.services import scheduling, tick
-
-
-def scratch_database(base_url: str) -> tuple[str, str]:
-    name = f"payout_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return psycopg.conninfo.make_conninfo(base_url, dbname=name), name
 
 
 def main() -> None:
@@ -49,17 +46,13 @@ def main() -> None:
     args = parser.parse_args()
 
     base = os.environ.get("PAYOUT_BENCH_DATABASE_URL") or embedded.start().url
-    url, name = scratch_database(base)
-    try:
+    with scratch_database(base) as url:
         postgres.migrate(url)
         pool = postgres.connect_pool(url, max_size=args.concurrency + 2)
         try:
             run(pool, args)
         finally:
             pool.close()
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def run(pool: psycopg_pool.ConnectionPool, args: argparse.Namespace) -> None:
