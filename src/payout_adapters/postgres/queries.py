@@ -422,7 +422,7 @@ ORDER BY updated_at, id LIMIT %(limit)s"""
 )
 
 # How many transfers are in each status, at a cost that does not grow with the
-# history: the terminal ones from the jobs' counters (kept by RECORD_OUTCOME_AND_EFFECTS; one
+# history: the terminal ones from the jobs' counters (kept by the outcome's statements; one
 # row per job), the open ones from index payout_transfers_status_updated_at_idx.
 # /metrics reads it after every tick.
 TRANSFER_COUNTS: Final = """
