@@ -1209,6 +1209,7 @@ class Budget:
     script: list[int]
     then: int
     asked: int = 0
+    on_ask: Callable[[int], None] | None = None  # told how many times it was asked
 
     def acquire(self, budget: ports.Budget, *, max_wait: float | None = None) -> float | None:
         return 0.0
@@ -1219,6 +1220,8 @@ class Budget:
     def ready_within(self, budget: ports.Budget, seconds: float) -> int:
         assert budget is ports.Budget.CREATE
         self.asked += 1
+        if self.on_ask is not None:
+            self.on_ask(self.asked)
         return self.script.pop(0) if self.script else self.then
 
 
@@ -1264,6 +1267,47 @@ def test_a_worker_claims_nothing_while_the_budget_grants_nothing() -> None:
 
     assert report.completed == 2
     assert asked_at_claims[0] == 4  # the first claim came after the three refusals
+
+
+def test_claim_tokens_name_the_worker_that_holds_them() -> None:
+    tokens: list[str | None] = []
+    p: Payouts
+
+    def handler(request: Request, call: simulated.Call) -> None:
+        tokens.extend(t.claim_token for t in p.store.transfers() if t.status is S.PROCESSING)
+
+    p = payouts(handler)
+    p.schedule("u1", "u2")
+
+    tick.run_tick(
+        store=p.store,
+        directory=p.directory,
+        gateway=p.gateway,
+        clock=p.worker_clock,
+        settings=p.settings,
+        worker="host-a:42",
+    )
+
+    assert tokens
+    assert all(t is not None and t.startswith("host-a:42/") for t in tokens)
+
+
+def test_a_stop_ends_a_tick_that_waits_for_the_stripe_budget() -> None:
+    p = payouts()
+    p.schedule("u1")
+    stop = threading.Event()
+
+    def stopping(asked: int) -> None:
+        if asked >= 2:
+            stop.set()  # SIGTERM while the worker waits for the budget
+
+    # A long Retry-After: the budget grants nothing.
+    budget = Budget(script=[], then=0, on_ask=stopping)
+
+    report = p.tick(stop=stop, limiter=budget)
+
+    assert (report.claimed, report.error) == (0, None)
+    assert p.store.transfers()[0].status is S.PENDING
 
 
 def test_execute_claimed_returns_one_result_per_transfer_in_claim_order() -> None:
