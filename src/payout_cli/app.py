@@ -26,7 +26,7 @@ from payout_cli import admin, bootstrap, logs, output, runner
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
 from payout_core import errors, models, reconcile, validation
-from payout_core.services import intake, scheduling, tick
+from payout_core.services import control, intake, scheduling, tick
 
 __all__ = ["app", "main"]
 
@@ -66,6 +66,7 @@ def _exit_codes() -> Iterator[None]:
         BadInput,
         settings_.ConfigError,
         errors.InvalidSettlement,
+        errors.InvalidOperatorAction,
         errors.SettlementConflict,
         errors.DuplicatePayout,
     ) as refusal:
@@ -257,7 +258,9 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
             )
 
         def observe_queue() -> None:
-            metrics.observe_queue(db.store.transfer_counts(), db.store.queue_depth())
+            pause = db.store.pause_state()
+            registry.update(pause=pause)
+            metrics.observe_queue(db.store.transfer_counts(), db.store.queue_depth(), pause)
 
         registry = runner.Registry(interval_seconds=settings.interval_seconds)
         loop_runner = runner.Runner(
@@ -326,10 +329,13 @@ def status(
             ]
             processing = db.store.list_transfers(status=models.TransferStatus.PROCESSING, limit=200)
             runs = db.store.recent_runs(5)
+            pause = db.store.pause_state()
+            actions = db.store.operator_actions(limit=10)
             shown_as = db.shown_as
         stuck = [t for t in processing if t.lease_expires_at and t.lease_expires_at <= now]
         data = {
             "database": shown_as,
+            "pause": pause.as_dict(),
             "transfers_by_status": {s.value: n for s, n in counts.items()},
             "due": depth.due,
             "stuck": depth.stuck,
@@ -340,6 +346,7 @@ def status(
             "retrying_transfers": [_transfer_dict(t) for t in retrying],
             "stuck_transfers": [_transfer_dict(t) for t in stuck],
             "recent_runs": [runner.report_as_dict(r) for r in runs],
+            "operator_actions": [_action_dict(a) for a in actions],
         }
         if as_json:
             output.print_json(data)
@@ -347,9 +354,29 @@ def status(
         _print_status(data)
 
 
+def _action_dict(action: models.OperatorAction) -> dict[str, Any]:
+    return {
+        "action": action.action.value,
+        "actor": action.actor,
+        "reason": action.reason,
+        "transfer_id": action.transfer_id,
+        "before": action.before,
+        "after": action.after,
+        "created_at": action.created_at.isoformat(),
+    }
+
+
 def _print_status(data: dict[str, Any]) -> None:
     con = output.console
     con.print(f"database: {data['database']}")
+    pause = data["pause"]
+    if pause["paused"]:
+        con.print(
+            f"[bold red]PAUSED[/] by {pause['actor']} since {pause['since']}: {pause['reason']} "
+            "(no worker claims a transfer; `payout-core resume` ends it)",
+            markup=True,
+            highlight=False,
+        )
     by_status = data["transfers_by_status"]
     con.print(
         output.table(
@@ -424,6 +451,51 @@ def _print_status(data: dict[str, Any]) -> None:
             ],
         )
     )  # fmt: skip
+    if data["operator_actions"]:
+        con.print(
+            output.table(
+                "Latest operator actions",
+                ["when", "action", "by", "why", "transfer"],
+                [
+                    [a["created_at"], a["action"], a["actor"], a["reason"], a["transfer_id"] or ""]
+                    for a in data["operator_actions"]
+                ],
+            )
+        )
+
+
+Actor = Annotated[
+    str, typer.Option("--actor", help="Who does this (a name the audit trail keeps).")
+]
+Reason = Annotated[str, typer.Option("--reason", help="Why (the audit trail keeps it).")]
+
+
+@app.command()
+def pause(actor: Actor, reason: Reason, database_url: DatabaseUrl = None) -> None:
+    """Pause the whole fleet: no worker claims a transfer from its next claim on.
+
+    Transfers in flight finish and are recorded. Workers keep serving their
+    admin endpoints and taking settlements from the inbox.
+    """
+    with _exit_codes():
+        control.validate_actor_and_reason(actor, reason)
+        settings = _settings(database_url=database_url)
+        with bootstrap.open_database(settings, max_size=2) as db:
+            state = control.pause(
+                db.store, actor=actor, reason=reason, now=clock_.SystemClock().now()
+            )
+        output.note(f"the fleet is paused by {state.actor}: {state.reason}")
+
+
+@app.command()
+def resume(actor: Actor, reason: Reason, database_url: DatabaseUrl = None) -> None:
+    """End a pause: workers claim transfers again from their next tick."""
+    with _exit_codes():
+        control.validate_actor_and_reason(actor, reason)
+        settings = _settings(database_url=database_url)
+        with bootstrap.open_database(settings, max_size=2) as db:
+            control.resume(db.store, actor=actor, reason=reason, now=clock_.SystemClock().now())
+        output.note(f"the fleet is resumed by {actor.strip()}")
 
 
 @app.command(name="reconcile")

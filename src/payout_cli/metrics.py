@@ -31,6 +31,7 @@ class Metrics:
     needs_operator: prom.Gauge = attrs.field(init=False)
     by_status: prom.Gauge = attrs.field(init=False)
     halted: prom.Gauge = attrs.field(init=False)
+    paused: prom.Gauge = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -85,6 +86,12 @@ class Metrics:
             "1 while the last tick was halted by a systemic gateway error (bad key, no balance).",
             registry=r,
         )
+        self.paused = prom.Gauge(
+            "payout_paused",
+            "1 while an operator has paused the fleet (`payout-core pause`): no worker claims "
+            "a transfer. `payout-core status` says who paused it and why.",
+            registry=r,
+        )
 
     def observe_tick(self, report: models.RunReport, seconds: float) -> None:
         self.tick_duration.observe(seconds)
@@ -101,8 +108,12 @@ class Metrics:
             self.settlements.labels(result="rejected").inc(report.settlements_rejected)
 
     def observe_queue(
-        self, counts: dict[models.TransferStatus, int], depth: ports.QueueDepth
+        self,
+        counts: dict[models.TransferStatus, int],
+        depth: ports.QueueDepth,
+        pause: models.PauseState,
     ) -> None:
+        self.paused.set(1 if pause.paused else 0)
         for status, n in counts.items():
             self.by_status.labels(status=status.value).set(n)
         self.due.set(depth.due)

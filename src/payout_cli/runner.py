@@ -50,6 +50,7 @@ class Registry:
     last_run: models.RunReport | None = None
     next_run_at: datetime | None = None
     consecutive_failures: int = 0
+    pause: models.PauseState = attrs.Factory(models.PauseState)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     def update(self, **changes: Any) -> None:
@@ -70,7 +71,9 @@ class Registry:
                         "consecutive_failures": self.consecutive_failures,
                         "last_run": report_as_dict(self.last_run) if self.last_run else None,
                     }
-                ]
+                ],
+                # An operator's pause: no worker of the fleet claims anything.
+                "pause": self.pause.as_dict(),
             }
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "DuplicatePayout",
     "IllegalTransition",
     "InfrastructureError",
+    "InvalidOperatorAction",
     "InvalidSettlement",
     "PayoutError",
     "Problem",
@@ -57,6 +58,14 @@ class InvalidSettlement(PayoutError):
         self.problems: tuple[Problem, ...] = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid settlement ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class InvalidOperatorAction(PayoutError):
+    """An operator's command is missing what it needs (who, why). Nothing was written."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
 
 
 class SettlementConflict(PayoutError):

@@ -18,6 +18,9 @@ __all__ = [
     "LedgerDirection",
     "LedgerEntry",
     "LedgerEntryType",
+    "OperatorAction",
+    "OperatorActionKind",
+    "PauseState",
     "PayoutJob",
     "PayoutTransfer",
     "RunReport",
@@ -220,3 +223,44 @@ class RunReport:
     @property
     def succeeded(self) -> bool:
         return self.error is None and self.halted_reason is None
+
+
+@attrs.frozen(kw_only=True)
+class PauseState:
+    """Whether the fleet is paused (``payout_control``), by whom, why, since when.
+
+    While paused, no worker claims a transfer; those in flight finish.
+    """
+
+    paused: bool = False
+    actor: str | None = None
+    reason: str | None = None
+    since: datetime | None = attrs.field(default=None, validator=_aware)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "paused": self.paused,
+            "actor": self.actor,
+            "reason": self.reason,
+            "since": None if self.since is None else self.since.isoformat(),
+        }
+
+
+class OperatorActionKind(enum.StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+@attrs.frozen(kw_only=True)
+class OperatorAction:
+    """One thing an operator did by hand (a row of ``payout_operator_actions``,
+    append-only): who, why, what, on which transfer if any, the state before
+    and after, when."""
+
+    action: OperatorActionKind
+    actor: str
+    reason: str
+    created_at: datetime = attrs.field(validator=_aware)
+    transfer_id: str | None = None
+    before: dict[str, object] | None = None
+    after: dict[str, object] | None = None

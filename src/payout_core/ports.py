@@ -174,7 +174,8 @@ class PayoutStore(Protocol):
         escalated to an operator instead of claimed. Transfers claimed by a
         concurrent caller are skipped, never waited on. Their jobs move from
         pending to processing. Committed before returning. Each claimed
-        transfer's ``updated_at`` is the store's time of the claim.
+        transfer's ``updated_at`` is the store's time of the claim. While the
+        fleet is paused (:meth:`set_paused`), nothing is claimed.
 
         Raises:
             StoreUnavailable: nothing was claimed.
@@ -259,6 +260,28 @@ class PayoutStore(Protocol):
 
     def transfer_counts(self) -> dict[models.TransferStatus, int]:
         """How many transfers are in each status (every status present)."""
+        ...
+
+    def pause_state(self) -> models.PauseState:
+        """Whether the fleet is paused, by whom and why.
+
+        Raises:
+            StoreUnavailable: the store could not be read.
+        """
+        ...
+
+    def set_paused(self, action: models.OperatorAction) -> models.PauseState:
+        """Pause (``action.action`` is ``pause``) or resume the fleet, and record
+        ``action`` with the state before and after it, in one unit of work.
+        From then on :meth:`claim_due` claims nothing while paused.
+
+        Raises:
+            StoreUnavailable: the store could not be written; nothing was.
+        """
+        ...
+
+    def operator_actions(self, limit: int = 20) -> list[models.OperatorAction]:
+        """The latest operator actions, newest first."""
         ...
 
     def record_run(self, report: models.RunReport) -> None:

@@ -185,3 +185,10 @@ def record_outcome(
     """Record ``updated`` over ``claimed`` with its ledger row (``book``), as the service does."""
     entry = ledger.entry_for(updated, now=now) if book else None
     return store.record(claimed=claimed, updated=updated, ledger_entry=entry, now=now)
+
+
+def operator_action(kind: str, now: datetime) -> models.OperatorAction:
+    """A pause or resume by ``ops-1``, because ``why``."""
+    return models.OperatorAction(
+        action=models.OperatorActionKind(kind), actor="ops-1", reason="why", created_at=now
+    )

@@ -688,3 +688,53 @@ class StoreContract:
         failed = attrs.evolve(runs[2], finished_at=clock.now(), error="StoreUnavailable: gone")
         store.record_run(failed)
         assert store.recent_runs(limit=1) == [failed]
+
+    # -- the fleet-wide pause ---------------------------------------------------------
+
+    def test_while_paused_nothing_is_claimed_and_a_resume_claims_again(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        b.schedule(store, b.settlement("u-1", "u-2"), now=clock.now())
+        assert store.pause_state() == models.PauseState()
+
+        paused = store.set_paused(b.operator_action("pause", clock.now()))
+
+        assert (paused.paused, paused.actor, paused.reason) == (True, "ops-1", "why")
+        assert paused.since == clock.now()
+        assert store.pause_state() == paused
+        assert store.claim_due(limit=10, lease=LEASE, token="w-1") == []
+        clock.advance(60)
+        resumed = store.set_paused(b.operator_action("resume", clock.now()))
+        assert resumed == models.PauseState()
+        assert len(store.claim_due(limit=10, lease=LEASE, token="w-1")) == 2
+
+    def test_every_pause_and_resume_is_recorded_with_the_state_before_and_after(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        store.set_paused(b.operator_action("pause", clock.now()))
+        clock.advance(5)
+        # Again: recorded again, and the pause is now the second one's.
+        store.set_paused(b.operator_action("pause", clock.now()))
+        clock.advance(5)
+        store.set_paused(b.operator_action("resume", clock.now()))
+
+        newest, again, first = store.operator_actions()
+
+        assert [a.action.value for a in (first, again, newest)] == ["pause", "pause", "resume"]
+        assert [a.created_at for a in (first, again, newest)] == [
+            T0,
+            T0 + timedelta(seconds=5),
+            T0 + timedelta(seconds=10),
+        ]
+        assert {(a.actor, a.reason, a.transfer_id) for a in (first, again, newest)} == {
+            ("ops-1", "why", None)
+        }
+        assert first.before == models.PauseState().as_dict()
+        assert first.after == again.before
+        assert first.after is not None
+        assert first.after["paused"] is True
+        assert again.after == newest.before
+        assert again.after is not None
+        assert again.after["since"] == (T0 + timedelta(seconds=5)).isoformat()
+        assert newest.after == models.PauseState().as_dict()
+        assert store.operator_actions(limit=1) == [newest]

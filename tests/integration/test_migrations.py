@@ -25,6 +25,8 @@ TABLES = {
     "payout_settlement_inbox",
     "payout_scheduler_runs",
     "payout_rate_schedule",
+    "payout_control",
+    "payout_operator_actions",
     "payout_schema_migrations",
 }
 

@@ -266,6 +266,17 @@ def test_an_inbox_row_is_taken_with_a_verdict(conn: Conn) -> None:
     assert constraint_of(rejected_without_reason) == "payout_settlement_inbox_rejected_check"
 
 
+def plan_nodes(plan: object) -> list[dict[str, object]]:
+    """Every node of an ``EXPLAIN (FORMAT JSON)`` plan."""
+    found: list[dict[str, object]] = []
+    todo = [p["Plan"] for p in plan] if isinstance(plan, list) else []
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        todo.extend(node.get("Plans", []))
+    return found
+
+
 def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Conn) -> None:
     admin.execute(
         "INSERT INTO payout_jobs (id, settlement_id, contest_id, currency, total_transfers, "
@@ -300,7 +311,11 @@ def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Co
     assert plan is not None
     text = json.dumps(plan[0])
     assert "payout_transfers_claimable_idx" in text
-    assert '"Seq Scan"' not in text
+    # No sequential scan of the transfers (the one-row pause and the jobs, a
+    # handful here, may be read whole).
+    assert "payout_transfers" not in {
+        node.get("Relation Name") for node in plan_nodes(plan[0]) if node["Node Type"] == "Seq Scan"
+    }
     # Bounded by the due time, not filtered row by row: the scan stops at the
     # first transfer not yet due, however many wait behind it.
     assert '"Index Cond": "(claimable_at <= ' in text

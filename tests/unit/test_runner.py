@@ -95,7 +95,9 @@ def test_metrics_count_what_each_tick_did() -> None:
     m.observe_tick(report(completed=3, retried=2, stale=1, settlements_accepted=1), 0.5)
     m.observe_tick(report(halted_reason="x"), 0.1)
     m.observe_queue(
-        dict.fromkeys(models.TransferStatus, 1), ports.QueueDepth(due=4, stuck=1, needs_operator=2)
+        dict.fromkeys(models.TransferStatus, 1),
+        ports.QueueDepth(due=4, stuck=1, needs_operator=2),
+        models.PauseState(paused=True, actor="ops", reason="why", since=T0),
     )
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -107,6 +109,7 @@ def test_metrics_count_what_each_tick_did() -> None:
     assert samples[("payout_transfer_attempts_total", (("outcome", "stale"),))] == 1
     assert samples[("payout_ticks_total", (("result", "halted"),))] == 1
     assert samples[("payout_halted", ())] == 1
+    assert samples[("payout_paused", ())] == 1
     assert samples[("payout_transfers_due", ())] == 4
     assert samples[("payout_transfers_stuck", ())] == 1
     assert samples[("payout_transfers_needs_operator", ())] == 2

@@ -183,6 +183,8 @@ class InMemoryStore:
         self._ledger_keys: set[str] = set()
         self._booked: set[tuple[str, models.LedgerEntryType]] = set()
         self._runs: dict[str, models.RunReport] = {}
+        self._pause = models.PauseState()
+        self._actions: list[models.OperatorAction] = []
         self._available = True
         self._faults: list[_Fault] = []
 
@@ -337,6 +339,8 @@ class InMemoryStore:
                 (t for t in map(self._transfers.__getitem__, self._open) if sm.is_due(t, now)),
                 key=_due_order,
             )
+            if self._pause.paused:
+                limit = 0  # escalations still happen; claims do not
             claimed: list[models.PayoutTransfer] = []
             for t in due:
                 if sm.abandoned_too_often(t):
@@ -430,6 +434,36 @@ class InMemoryStore:
         if entry.attempt_number < 1:
             problems.append("attempt_number must be >= 1")
         return problems
+
+    def pause_state(self) -> models.PauseState:
+        with self._operation("pause_state"):
+            return self._pause
+
+    def set_paused(self, action: models.OperatorAction) -> models.PauseState:
+        with self._operation("set_paused"):
+            before = self._pause
+            if action.action is models.OperatorActionKind.PAUSE:
+                after = models.PauseState(
+                    paused=True, actor=action.actor, reason=action.reason, since=self._clock.now()
+                )
+            elif action.action is models.OperatorActionKind.RESUME:
+                after = models.PauseState()
+            else:
+                raise ValueError(f"{action.action} neither pauses nor resumes")
+            self._actions.append(
+                attrs.evolve(
+                    action,
+                    created_at=self._clock.now(),
+                    before=before.as_dict(),
+                    after=after.as_dict(),
+                )
+            )
+            self._pause = after
+            return after
+
+    def operator_actions(self, limit: int = 20) -> list[models.OperatorAction]:
+        with self._operation("operator_actions"):
+            return list(reversed(self._actions))[: max(limit, 0)]
 
     def record_run(self, report: models.RunReport) -> None:
         with self._operation("record_run"):

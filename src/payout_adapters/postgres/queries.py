@@ -131,7 +131,7 @@ WHERE status = 'processing'
 # then). Range scan of the partial index payout_transfers_claimable_idx, which
 # holds only claimable transfers. FOR UPDATE SKIP LOCKED: rows another
 # claimer is taking are skipped, never waited on, so concurrent workers claim
-# disjoint sets.
+# disjoint sets. While the fleet is paused (payout_control), it claims nothing.
 #
 # The SET list is payout_core.state_machine.claim, column by column (old values
 # on the right): a claim spends nothing and changes no doubt (the send intent
@@ -154,6 +154,8 @@ due AS (
     + DATABASE_NOW
     + """
       AND NOT (status = 'processing' AND abandoned_claims + 1 >= %(abandoned_limit)s)
+      -- The fleet is paused: nothing is claimed (one row, read once: an InitPlan).
+      AND NOT (SELECT paused FROM payout_control)
     ORDER BY claimable_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -553,6 +555,52 @@ SELECT greatest(s.next_at - now(), interval '0') AS backlog, """
 FROM payout_rate_schedule AS s
 WHERE s.budget = %(budget)s
 """
+)
+
+# -- the pause and the operator actions --------------------------------------------
+
+PAUSE_COLUMNS: Final = "paused, paused_by, paused_reason, paused_at"
+
+PAUSE_STATE: Final = "SELECT " + PAUSE_COLUMNS + " FROM payout_control WHERE id"
+
+# The pause before an action, locked until the action commits: two operators
+# acting at once are recorded one after the other, each with what it changed.
+PAUSE_STATE_FOR_UPDATE: Final = PAUSE_STATE + " FOR UPDATE"
+
+SET_PAUSED: Final = (
+    """
+UPDATE payout_control
+SET paused = %(paused)s,
+    paused_by = CASE WHEN %(paused)s THEN %(actor)s END,
+    paused_reason = CASE WHEN %(paused)s THEN %(reason)s END,
+    paused_at = CASE WHEN %(paused)s THEN """
+    + DATABASE_NOW
+    + """ END,
+    updated_at = """
+    + DATABASE_NOW
+    + """
+WHERE id
+RETURNING """
+    + PAUSE_COLUMNS
+)
+
+OPERATOR_ACTION_COLUMNS: Final = "action, actor, reason, transfer_id, before, after, created_at"
+
+# Append one operator action; the table's trigger refuses any later change.
+INSERT_OPERATOR_ACTION: Final = (
+    "INSERT INTO payout_operator_actions ("
+    + OPERATOR_ACTION_COLUMNS
+    + """)
+VALUES (%(action)s, %(actor)s, %(reason)s, %(transfer_id)s, %(before)s, %(after)s, """
+    + DATABASE_NOW
+    + ")"
+)
+
+# Newest first. Index payout_operator_actions_created_at_idx.
+OPERATOR_ACTIONS: Final = (
+    "SELECT "
+    + OPERATOR_ACTION_COLUMNS
+    + " FROM payout_operator_actions ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 )
 
 # -- settlement inbox -----------------------------------------------------------

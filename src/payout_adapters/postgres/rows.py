@@ -249,3 +249,25 @@ def run_params(report: models.RunReport) -> dict[str, Any]:
         "halted_reason": report.halted_reason,
         "error": report.error,
     }
+
+
+def pause_from_row(row: Row) -> models.PauseState:
+    return models.PauseState(
+        paused=row["paused"],
+        actor=row["paused_by"],
+        reason=row["paused_reason"],
+        since=row["paused_at"],
+    )
+
+
+def operator_action_from_row(row: Row) -> models.OperatorAction:
+    transfer_id = row["transfer_id"]
+    return models.OperatorAction(
+        action=models.OperatorActionKind(row["action"]),
+        actor=row["actor"],
+        reason=row["reason"],
+        transfer_id=None if transfer_id is None else _text(transfer_id),
+        before=row["before"],
+        after=row["after"],
+        created_at=row["created_at"],
+    )

@@ -21,6 +21,7 @@ from typing import Any, LiteralString
 import psycopg
 import psycopg_pool
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 
 from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
@@ -253,6 +254,48 @@ class PostgresStore:
                 ) from exc
         # No row updated: the lease was taken over; the newer claim owns it.
         return row is not None and row["recorded"] == 1
+
+    def pause_state(self) -> models.PauseState:
+        row = self._db.fetch_one("read the pause", q.PAUSE_STATE, {})
+        return models.PauseState() if row is None else rows.pause_from_row(row)
+
+    def set_paused(self, action: models.OperatorAction) -> models.PauseState:
+        if action.action not in (models.OperatorActionKind.PAUSE, models.OperatorActionKind.RESUME):
+            raise ValueError(f"{action.action} neither pauses nor resumes")
+        now = self._now()
+        with self._db.transaction(f"{action.action.value} the fleet") as cursor:
+            before = cursor.execute(q.PAUSE_STATE_FOR_UPDATE, {}).fetchone()
+            if before is None:
+                raise errors.StoreUnavailable(
+                    "cannot pause or resume: payout_control has no row; run `payout-core migrate`"
+                )
+            params = {
+                "now": now,
+                "paused": action.action is models.OperatorActionKind.PAUSE,
+                "actor": action.actor,
+                "reason": action.reason,
+            }
+            after = cursor.execute(q.SET_PAUSED, params).fetchone()
+            if after is None:  # pragma: no cover - the row is locked above
+                raise errors.StoreUnavailable("cannot pause or resume: payout_control vanished")
+            state = rows.pause_from_row(after)
+            cursor.execute(
+                q.INSERT_OPERATOR_ACTION,
+                {
+                    **params,
+                    "action": action.action.value,
+                    "transfer_id": None,
+                    "before": Jsonb(rows.pause_from_row(before).as_dict()),
+                    "after": Jsonb(state.as_dict()),
+                },
+            )
+        return state
+
+    def operator_actions(self, limit: int = 20) -> list[models.OperatorAction]:
+        found = self._db.fetch_all(
+            "read the operator actions", q.OPERATOR_ACTIONS, {"limit": max(limit, 0)}
+        )
+        return [rows.operator_action_from_row(row) for row in found]
 
     def record_run(self, report: models.RunReport) -> None:
         with self._db.transaction("record a run") as cursor:
