@@ -27,6 +27,7 @@ from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
 from payout_core import errors, models, reconcile, validation
 from payout_core.services import control, intake, scheduling, tick
+from payout_core.services import status as status_
 
 __all__ = ["app", "main"]
 
@@ -317,36 +318,22 @@ def status(
         settings = _settings(database_url=database_url)
         now = clock_.SystemClock().now()
         with bootstrap.open_database(settings, max_size=2) as db:
-            counts = db.store.transfer_counts()
-            depth = db.store.queue_depth()
-            waiting = db.store.needing_operator(limit=50)
-            jobs = db.store.list_jobs(limit=20)
-            failed = db.store.list_transfers(status=models.TransferStatus.FAILED_TERMINAL, limit=50)
-            retrying = [
-                t
-                for t in db.store.list_transfers(status=models.TransferStatus.RETRYABLE, limit=50)
-                if t.needs_operator is None  # listed with those that need an operator
-            ]
-            processing = db.store.list_transfers(status=models.TransferStatus.PROCESSING, limit=200)
-            runs = db.store.recent_runs(5)
-            pause = db.store.pause_state()
-            actions = db.store.operator_actions(limit=10)
+            shown = status_.status(db.store, now=now)
             shown_as = db.shown_as
-        stuck = [t for t in processing if t.lease_expires_at and t.lease_expires_at <= now]
         data = {
             "database": shown_as,
-            "pause": pause.as_dict(),
-            "transfers_by_status": {s.value: n for s, n in counts.items()},
-            "due": depth.due,
-            "stuck": depth.stuck,
-            "needs_operator": depth.needs_operator,
-            "jobs": [_job_dict(j) for j in jobs],
-            "needs_operator_transfers": [_transfer_dict(t) for t in waiting],
-            "failed_transfers": [_transfer_dict(t) for t in failed],
-            "retrying_transfers": [_transfer_dict(t) for t in retrying],
-            "stuck_transfers": [_transfer_dict(t) for t in stuck],
-            "recent_runs": [runner.report_as_dict(r) for r in runs],
-            "operator_actions": [_action_dict(a) for a in actions],
+            "pause": shown.pause.as_dict(),
+            "transfers_by_status": {s.value: n for s, n in shown.counts.items()},
+            "due": shown.depth.due,
+            "stuck": shown.depth.stuck,
+            "needs_operator": shown.depth.needs_operator,
+            "jobs": [_job_dict(j) for j in shown.jobs],
+            "needs_operator_transfers": [_transfer_dict(t) for t in shown.needs_operator],
+            "failed_transfers": [_transfer_dict(t) for t in shown.failed],
+            "retrying_transfers": [_transfer_dict(t) for t in shown.retrying],
+            "stuck_transfers": [_transfer_dict(t) for t in shown.stuck],
+            "recent_runs": [runner.report_as_dict(r) for r in shown.runs],
+            "operator_actions": [_action_dict(a) for a in shown.actions],
         }
         if as_json:
             output.print_json(data)
