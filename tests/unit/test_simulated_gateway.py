@@ -138,6 +138,29 @@ def test_a_lost_response_creates_exactly_one_transfer_and_a_retry_replays_it() -
     assert len(gw.created_transfers()) == 1
 
 
+def test_a_validation_refusal_never_answers_a_key_stripe_already_holds() -> None:
+    """Stripe validates parameters behind its idempotency layer: a resend of a
+    key that created a transfer is replayed, not refused. (Found by the
+    property test: a scripted refusal of such a resend failed a paid winner.)"""
+
+    def handler(
+        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        first = call.number == 1
+        return Fault.lost_response() if first else Fault.permanent("account_invalid")
+
+    gw = gateway(handler)
+    assert isinstance(gw.create_transfer(transfer_request()), outcomes.Unknown)
+    [record] = gw.created_transfers()
+
+    resent = gw.create_transfer(transfer_request())
+
+    assert resent == outcomes.Succeeded(stripe_transfer_id=record.id, replayed=True)
+    # A key Stripe does not know is refused as scripted.
+    other = gw.create_transfer(transfer_request("t-2"))
+    assert isinstance(other, outcomes.Permanent)
+
+
 def test_a_server_error_is_saved_under_its_key_and_replayed() -> None:
     gw = gateway(on_first_create(Fault.server_error(created=False)))
     first = gw.create_transfer(transfer_request())

@@ -168,10 +168,12 @@ class Fault:
 
     @classmethod
     def permanent(cls, code: str, message: str | None = None) -> Fault:
-        """A refusal (``account_invalid``, ``amount_too_small``, ...) answered in
-        front of the API: **not** saved under the key, so the next request with
-        the key executes normally. Stripe saves its own refusals under the key
-        and replays them; :meth:`SimulatedGateway.decline` does that."""
+        """A refusal (``account_invalid``, ``amount_too_small``, ...) answered by
+        parameter validation: **not** saved under the key, so the next request
+        with the key executes normally. Validation comes behind the idempotency
+        layer, so a key Stripe already knows is answered by that layer (a
+        replay) instead. Stripe saves its own refusals under the key and
+        replays them; :meth:`SimulatedGateway.decline` does that."""
         return cls.respond(
             outcomes.Permanent(code=code, message=message or f"simulated decline: {code}")
         )
@@ -428,6 +430,16 @@ class SimulatedGateway:
             call = self._next_call(Operation.CREATE, request.idempotency_key)
             outage = self._outage
         fault = outage or self._ask_handler(request, call)
+        if (
+            fault is not None
+            and fault.kind is FaultKind.RESPOND
+            and isinstance(fault.outcome, outcomes.Permanent)
+        ):
+            with self._lock:
+                if self._stripe.knows(request.idempotency_key):
+                    # Parameters are validated behind the idempotency layer: a
+                    # key Stripe knows is replayed, never refused anew.
+                    fault = None
         kind = fault.kind if fault is not None else None
         if fault is not None and kind is FaultKind.RESPOND:
             self._pause()

@@ -178,6 +178,13 @@ class StripeModel:
 
     # -- Create Transfer -----------------------------------------------------------------------
 
+    def knows(self, key: str) -> bool:
+        """Whether the idempotency layer holds ``key`` (answered or in flight, not
+        yet forgotten): a request with it is answered by that layer."""
+        now = self._catch_up()
+        known = self._keys.get(key)
+        return known is not None and not (known.answer is not None and self._expired(known, now))
+
     def receive(self, request: outcomes.TransferRequest) -> Answer | None:
         """The idempotency layer, in front of the endpoint.
 
