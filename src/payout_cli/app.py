@@ -19,14 +19,15 @@ from typing import Annotated, Any
 
 import attrs
 import typer
+from rich.table import Table
 
 from payout_adapters import clock as clock_
 from payout_adapters import postgres
 from payout_cli import admin, bootstrap, logs, output, runner
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
-from payout_core import errors, models, reconcile, validation
-from payout_core.services import control, intake, scheduling, tick
+from payout_core import errors, models, outcomes, reconcile, validation
+from payout_core.services import control, inspection, intake, scheduling, tick
 from payout_core.services import status as status_
 
 __all__ = ["app", "main"]
@@ -39,7 +40,9 @@ app = typer.Typer(
     help="Pay contest winnings to Stripe connected accounts, exactly once.",
 )
 accounts_app = typer.Typer(no_args_is_help=True, help="Connected accounts of winners.")
+transfers_app = typer.Typer(no_args_is_help=True, help="One payout transfer, for an operator.")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(transfers_app, name="transfers")
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -353,6 +356,17 @@ def _action_dict(action: models.OperatorAction) -> dict[str, Any]:
     }
 
 
+def _actions_table(title: str, actions: list[dict[str, Any]]) -> Table:
+    return output.table(
+        title,
+        ["when", "action", "by", "why", "transfer"],
+        [
+            [a["created_at"], a["action"], a["actor"], a["reason"], a["transfer_id"] or ""]
+            for a in actions
+        ],
+    )
+
+
 def _print_status(data: dict[str, Any]) -> None:
     con = output.console
     con.print(f"database: {data['database']}")
@@ -439,16 +453,7 @@ def _print_status(data: dict[str, Any]) -> None:
         )
     )  # fmt: skip
     if data["operator_actions"]:
-        con.print(
-            output.table(
-                "Latest operator actions",
-                ["when", "action", "by", "why", "transfer"],
-                [
-                    [a["created_at"], a["action"], a["actor"], a["reason"], a["transfer_id"] or ""]
-                    for a in data["operator_actions"]
-                ],
-            )
-        )
+        con.print(_actions_table("Latest operator actions", data["operator_actions"]))
 
 
 Actor = Annotated[
@@ -483,6 +488,100 @@ def resume(actor: Actor, reason: Reason, database_url: DatabaseUrl = None) -> No
         with bootstrap.open_database(settings, max_size=2) as db:
             control.resume(db.store, actor=actor, reason=reason, now=clock_.SystemClock().now())
         output.note(f"the fleet is resumed by {actor.strip()}")
+
+
+def _lookup_dict(found: outcomes.LookupOutcome | None) -> dict[str, Any]:
+    match found:
+        case None:
+            return {"asked": False}
+        case outcomes.Found(stripe_transfer_id=stripe_id):
+            return {"asked": True, "found": True, "stripe_transfer_id": stripe_id}
+        case outcomes.NotFound():
+            return {"asked": True, "found": False}
+        case _:
+            return {"asked": True, "error": f"{found.code}: {found.message}"}
+
+
+@transfers_app.command("show")
+def transfers_show(
+    transfer_id: Annotated[str, typer.Argument(help="The payout transfer's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The transfer, its keys, its ledger rows, the actions on it, and what Stripe holds."""
+    with _exit_codes():
+        settings = _settings(database_url=database_url)
+        with bootstrap.open_database(settings, max_size=2) as db:
+            gateway = None
+            if (
+                settings.gateway is settings_.GatewayKind.STRIPE
+                and settings.stripe_api_key is not None
+            ):
+                gateway = bootstrap.build_gateway(settings, limiter=db.rate_limiter)
+            shown = inspection.view_transfer(db.store, transfer_id, gateway=gateway)
+        if shown is None:
+            raise BadInput(f"no payout transfer {transfer_id!r}")
+        data: dict[str, Any] = {
+            "transfer": _transfer_dict(shown.transfer),
+            "keys": [attrs.asdict(k) for k in shown.keys],
+            "ledger": [
+                {
+                    "entry_type": e.entry_type.value,
+                    "direction": e.direction.value,
+                    "amount_cents": e.amount_cents,
+                    "attempt_number": e.attempt_number,
+                    "stripe_transfer_id": e.stripe_transfer_id,
+                    "failure_code": e.failure_code,
+                    "created_at": e.created_at.isoformat(),
+                }
+                for e in shown.ledger
+            ],
+            "actions": [_action_dict(a) for a in shown.actions],
+            "at_stripe": _lookup_dict(shown.at_stripe),
+        }
+        if as_json:
+            output.print_json(data)
+            return
+        con = output.console
+        t = data["transfer"]
+        con.print(
+            output.table(
+                f"Transfer {t['id']}",
+                ["field", "value"],
+                [[k, "" if v is None else str(v)] for k, v in t.items()],
+            )
+        )
+        con.print(
+            output.table(
+                "Idempotency keys (one per attempt that ended; the current one last)",
+                ["generation", "key", "current"],
+                [[k["generation"], k["key"], "yes" if k["current"] else ""] for k in data["keys"]],
+            )
+        )
+        con.print(
+            output.table(
+                "Ledger",
+                ["when", "entry", "amount", "attempt", "stripe transfer", "code"],
+                [
+                    [
+                        e["created_at"], e["entry_type"], e["amount_cents"], e["attempt_number"],
+                        e["stripe_transfer_id"] or "", e["failure_code"] or "",
+                    ]
+                    for e in data["ledger"]
+                ],
+            )
+        )  # fmt: skip
+        if data["actions"]:
+            con.print(_actions_table("Operator actions on this transfer", data["actions"]))
+        stripe = data["at_stripe"]
+        if not stripe["asked"]:
+            con.print("Stripe not asked: no STRIPE_API_KEY (or the simulated gateway).")
+        elif "error" in stripe:
+            con.print(f"Stripe could not be asked: {logs.scrub(stripe['error'])}", markup=False)
+        elif stripe["found"]:
+            con.print(f"At Stripe: {stripe['stripe_transfer_id']}", markup=False)
+        else:
+            con.print("At Stripe: no transfer for this payout.")
 
 
 @app.command(name="reconcile")

@@ -280,8 +280,11 @@ class PayoutStore(Protocol):
         """
         ...
 
-    def operator_actions(self, limit: int = 20) -> list[models.OperatorAction]:
-        """The latest operator actions, newest first."""
+    def operator_actions(
+        self, limit: int = 20, *, transfer_id: str | None = None
+    ) -> list[models.OperatorAction]:
+        """The latest operator actions, newest first; only those on
+        ``transfer_id`` when given."""
         ...
 
     def record_run(self, report: models.RunReport) -> None:

@@ -738,3 +738,13 @@ class StoreContract:
         assert again.after["since"] == (T0 + timedelta(seconds=5)).isoformat()
         assert newest.after == models.PauseState().as_dict()
         assert store.operator_actions(limit=1) == [newest]
+
+    def test_the_actions_of_one_transfer_leave_out_the_fleets(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, [t] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        store.set_paused(b.operator_action("pause", clock.now()))
+
+        assert store.operator_actions(transfer_id=t.id) == []
+        assert store.operator_actions(transfer_id=b.new_id()) == []
+        assert len(store.operator_actions()) == 1

@@ -461,9 +461,12 @@ class InMemoryStore:
             self._pause = after
             return after
 
-    def operator_actions(self, limit: int = 20) -> list[models.OperatorAction]:
+    def operator_actions(
+        self, limit: int = 20, *, transfer_id: str | None = None
+    ) -> list[models.OperatorAction]:
         with self._operation("operator_actions"):
-            return list(reversed(self._actions))[: max(limit, 0)]
+            found = [a for a in self._actions if transfer_id in (None, a.transfer_id)]
+            return list(reversed(found))[: max(limit, 0)]
 
     def record_run(self, report: models.RunReport) -> None:
         with self._operation("record_run"):

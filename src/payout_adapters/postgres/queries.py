@@ -603,6 +603,14 @@ OPERATOR_ACTIONS: Final = (
     + " FROM payout_operator_actions ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
 )
 
+# One transfer's, newest first. Index payout_operator_actions_transfer_idx.
+OPERATOR_ACTIONS_OF_TRANSFER: Final = (
+    "SELECT "
+    + OPERATOR_ACTION_COLUMNS
+    + " FROM payout_operator_actions WHERE transfer_id = %(transfer_id)s"
+    " ORDER BY id DESC LIMIT %(limit)s"
+)
+
 # -- settlement inbox -----------------------------------------------------------
 
 # Rows not yet taken, oldest first. Partial index payout_settlement_inbox_new_idx.

@@ -291,10 +291,21 @@ class PostgresStore:
             )
         return state
 
-    def operator_actions(self, limit: int = 20) -> list[models.OperatorAction]:
-        found = self._db.fetch_all(
-            "read the operator actions", q.OPERATOR_ACTIONS, {"limit": max(limit, 0)}
-        )
+    def operator_actions(
+        self, limit: int = 20, *, transfer_id: str | None = None
+    ) -> list[models.OperatorAction]:
+        params = {"limit": max(limit, 0)}
+        if transfer_id is None:
+            found = self._db.fetch_all("read the operator actions", q.OPERATOR_ACTIONS, params)
+        else:
+            key = rows.as_uuid(transfer_id)
+            if key is None:
+                return []
+            found = self._db.fetch_all(
+                "read a transfer's operator actions",
+                q.OPERATOR_ACTIONS_OF_TRANSFER,
+                {**params, "transfer_id": key},
+            )
         return [rows.operator_action_from_row(row) for row in found]
 
     def record_run(self, report: models.RunReport) -> None:
