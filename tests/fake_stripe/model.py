@@ -50,7 +50,7 @@ import enum
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -142,6 +142,9 @@ class Report:
     rate_limited: int  # 429s answered by the fake's own rate limiter
     max_creates_in_one_second: int  # the most creates executed in any one-second window
     statuses: Mapping[str, int]  # answers per HTTP status; "dropped" for no answer
+    # When each transfer was created (its create's arrival, by the fake's clock),
+    # in order: the pace at which the fleet paid, as Stripe saw it.
+    created_at: Sequence[float] = ()
 
 
 @attrs.define
@@ -402,6 +405,15 @@ class FakeStripe:
             duplicated_payouts=sum(1 for n in per_payout.values() if n > 1),
             rate_limited=sum(1 for r in recorded if r.rate_limited),
             max_creates_in_one_second=self.max_in_window("POST", "/v1/transfers"),
+            created_at=sorted(
+                r.received_at
+                for r in recorded
+                if r.method == "POST"
+                and r.path == "/v1/transfers"
+                and r.executed
+                and r.status == 200
+                and not r.replayed
+            ),
             statuses={
                 "dropped" if status is None else str(status): n
                 for status, n in sorted(statuses.items(), key=lambda item: item[0] or 0)
