@@ -422,6 +422,37 @@ class StoreContract:
         assert stored_job is not None
         assert stored_job.status is J.PROCESSING  # open until an operator decides
 
+    def test_every_claim_abandoned_too_often_is_escalated_whatever_the_claims_limit(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, [doomed] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        for n in range(sm.ABANDONED_CLAIMS_LIMIT):
+            assert [c.id for c in store.claim_due(limit=1, lease=LEASE, token=f"w-{n}")] == [
+                doomed.id
+            ]
+            clock.advance(LEASE / 2)
+            if n == sm.ABANDONED_CLAIMS_LIMIT - 1:
+                # Due before the doomed one's last lease ends: first in line.
+                b.schedule(store, b.settlement("u-2", "u-3", settlement_id="s-2"), now=clock.now())
+            clock.advance(LEASE / 2)
+
+        [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-next")
+
+        assert claimed.user_id in ("u-2", "u-3")
+        assert [t.id for t in store.needing_operator()] == [doomed.id]
+
+    def test_a_paused_claim_still_escalates_what_was_abandoned_too_often(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, [doomed] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        for n in range(sm.ABANDONED_CLAIMS_LIMIT):
+            store.claim_due(limit=1, lease=LEASE, token=f"w-{n}")
+            clock.advance(LEASE)
+        store.set_paused(b.operator_action("pause", clock.now()))
+
+        assert store.claim_due(limit=1, lease=LEASE, token="w-paused") == []
+        assert [t.id for t in store.needing_operator()] == [doomed.id]
+
     def test_an_outcome_ends_the_run_of_abandoned_claims(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:

@@ -347,9 +347,8 @@ class InMemoryStore:
                     escalated = sm.escalate(t, reason=sm.abandoned_reason(t), now=now)
                     self._transfers[t.id] = escalated
                     continue
-                if len(claimed) == limit:
-                    break
-                claimed.append(sm.claim(t, now=now, lease=lease, token=token))
+                if len(claimed) < limit:  # and on: every one to escalate is, as in SQL
+                    claimed.append(sm.claim(t, now=now, lease=lease, token=token))
             for t in claimed:
                 self._transfers[t.id] = t
             for job_id in sorted({t.job_id for t in claimed}):
