@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -242,10 +243,13 @@ def test_connections_the_server_dropped_are_replaced_without_a_failure(
     pg_store: postgres.PostgresStore, pool: psycopg_pool.ConnectionPool, admin: Conn
 ) -> None:
     job = settle(pg_store, ("u-1", 1500))
-    admin.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    )
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    admin.execute("SELECT pg_terminate_backend(pid) " + others)
+    # Dropped: the server's sessions are gone (pg_terminate_backend only signals them).
+    deadline = time.monotonic() + 10
+    while admin.execute("SELECT count(*) " + others).fetchone() != (0,):
+        assert time.monotonic() < deadline, "the terminated sessions did not end"
+        time.sleep(0.01)
 
     assert pg_store.get_job(job.id) == job
     assert not pool.closed
