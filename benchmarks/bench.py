@@ -367,26 +367,23 @@ def measure(
             "count(*) FILTER (WHERE status NOT IN ('completed', 'failed_terminal')) "
             "FROM payout_transfers"
         ).fetchone() or (0, 0, 0)
-        # Each completion's database time, in order.
-        done = [
-            t
-            for (t,) in conn.execute(
-                "SELECT updated_at FROM payout_transfers WHERE status = 'completed' ORDER BY 1"
-            )
-        ]
         (ledger_duplicates,) = conn.execute(
             "SELECT count(*) FROM (SELECT transfer_id FROM payout_ledger "
             "GROUP BY transfer_id HAVING count(*) > 1) AS d"
         ).fetchone() or (0,)
-    # When each winner was paid: as Stripe saw it (the arrival of each create
-    # that made a transfer), or, with the simulated gateway, the outcome's time
-    # in the database (the attempt's send time, which is the claim's at zero
-    # latency).
-    times = (
-        [t.timestamp() for t in done]
-        if stripe is None
-        else [float(t) for t in stripe["created_at"]]
-    )
+        # When each winner was paid: as Stripe saw it (the arrival of each
+        # create that made a transfer), or, with the simulated gateway, the
+        # outcome's time in the database (the attempt's send time, which is the
+        # claim's at zero latency).
+        if stripe is not None:
+            times = [float(t) for t in stripe["created_at"]]
+        else:
+            times = [
+                t.timestamp()
+                for (t,) in conn.execute(
+                    "SELECT updated_at FROM payout_transfers WHERE status = 'completed' ORDER BY 1"
+                )
+            ]
     seconds, sustained = _pace(times)
     return Result(
         scenario=scenario,

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import attrs
+
 from payout_core import attempt, models, ports
 from payout_core import state_machine as sm
 from payout_core.attempt import AttemptResult, Disposition, Timing
@@ -158,48 +160,53 @@ def _give_back(transfer: models.PayoutTransfer, store: ports.PayoutStore) -> Att
     )
 
 
-def _attempt(
-    transfer: models.PayoutTransfer,
-    *,
-    store: ports.PayoutStore,
-    directory: ports.AccountDirectory,
-    gateway: ports.PaymentGateway,
-    clock: ports.Clock,
-    timing: Timing,
-    halted: threading.Event,
-    stop: threading.Event | None,
-) -> AttemptResult:
-    """One claimed transfer's attempt, or its claim given back once ``halted``
-    or ``stop`` is set. Never raises: one failing transfer never stops others."""
-    try:
-        if halted.is_set() or (stop is not None and stop.is_set()):
-            return _give_back(transfer, store)
-        result = execute_transfer(
-            transfer=transfer,
-            store=store,
-            directory=directory,
-            gateway=gateway,
-            clock=clock,
-            timing=timing,
-        )
-    except Exception:
-        # A store outage or a bug in an adapter: this transfer's claim stays
-        # until its lease expires and another worker takes it over with the
-        # same key. The other transfers carry on.
-        log.exception("payout.transfer.error", extra={"transfer_id": transfer.id})
-        return AttemptResult(transfer=transfer, disposition=Disposition.ERROR)
-    if result.systemic is not None:
-        halted.set()
-    return result
+@attrs.frozen(kw_only=True)
+class _Attempts:
+    """What every attempt of a batch of claims needs, and the halt they share.
 
+    Calling it runs one claimed transfer's attempt, or gives its claim back
+    once ``halted`` or ``stop`` is set. Never raises: one failing transfer
+    never stops the others.
+    """
 
-def _with_accounts(
-    directory: ports.AccountDirectory, transfers: Sequence[models.PayoutTransfer]
-) -> ports.AccountDirectory:
-    unpinned = [t.user_id for t in transfers if t.destination_account is None]
-    if len(unpinned) > 1:
-        return _Prefetched(directory, directory.accounts_for(unpinned))
-    return directory
+    store: ports.PayoutStore
+    directory: ports.AccountDirectory
+    gateway: ports.PaymentGateway
+    clock: ports.Clock
+    timing: Timing
+    stop: threading.Event | None
+    halted: threading.Event = attrs.Factory(threading.Event)
+
+    def of(self, transfers: Sequence[models.PayoutTransfer]) -> _Attempts:
+        """These attempts for the claimed ``transfers``, their accounts read in
+        one query (:class:`_Prefetched`); the halt stays shared."""
+        unpinned = [t.user_id for t in transfers if t.destination_account is None]
+        if len(unpinned) < 2:
+            return self
+        prefetched = _Prefetched(self.directory, self.directory.accounts_for(unpinned))
+        return attrs.evolve(self, directory=prefetched)
+
+    def __call__(self, transfer: models.PayoutTransfer) -> AttemptResult:
+        try:
+            if self.halted.is_set() or (self.stop is not None and self.stop.is_set()):
+                return _give_back(transfer, self.store)
+            result = execute_transfer(
+                transfer=transfer,
+                store=self.store,
+                directory=self.directory,
+                gateway=self.gateway,
+                clock=self.clock,
+                timing=self.timing,
+            )
+        except Exception:
+            # A store outage or a bug in an adapter: this transfer's claim stays
+            # until its lease expires and another worker takes it over with the
+            # same key. The other transfers carry on.
+            log.exception("payout.transfer.error", extra={"transfer_id": transfer.id})
+            return AttemptResult(transfer=transfer, disposition=Disposition.ERROR)
+        if result.systemic is not None:
+            self.halted.set()
+        return result
 
 
 def execute_claimed(
@@ -221,21 +228,9 @@ def execute_claimed(
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    halted = threading.Event()
-    directory = _with_accounts(directory, transfers)
-
-    def run_one(transfer: models.PayoutTransfer) -> AttemptResult:
-        return _attempt(
-            transfer,
-            store=store,
-            directory=directory,
-            gateway=gateway,
-            clock=clock,
-            timing=timing,
-            halted=halted,
-            stop=stop,
-        )
-
+    run_one = _Attempts(
+        store=store, directory=directory, gateway=gateway, clock=clock, timing=timing, stop=stop
+    ).of(transfers)
     if concurrency == 1 or len(transfers) <= 1:
         return [run_one(t) for t in transfers]
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="payout") as pool:
@@ -266,9 +261,9 @@ class Slots:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.concurrency = concurrency
-        self.halted = threading.Event()
-        self._store, self._directory, self._gateway = store, directory, gateway
-        self._clock, self._timing, self._stop = clock, timing, stop
+        self._attempts = _Attempts(
+            store=store, directory=directory, gateway=gateway, clock=clock, timing=timing, stop=stop
+        )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="payout")
         self._running: set[Future[AttemptResult]] = set()
 
@@ -277,6 +272,10 @@ class Slots:
 
     def __exit__(self, *_exc: object) -> None:
         self._pool.shutdown(wait=True)
+
+    @property
+    def halted(self) -> threading.Event:
+        return self._attempts.halted
 
     @property
     def free(self) -> int:
@@ -290,21 +289,9 @@ class Slots:
         """Begin an attempt for each of ``transfers``, claimed for free slots."""
         if len(transfers) > self.free:
             raise ValueError(f"{len(transfers)} transfers for {self.free} free slot(s)")
-        directory = _with_accounts(self._directory, transfers)
+        run_one = self._attempts.of(transfers)
         for transfer in transfers:
-            self._running.add(
-                self._pool.submit(
-                    _attempt,
-                    transfer,
-                    store=self._store,
-                    directory=directory,
-                    gateway=self._gateway,
-                    clock=self._clock,
-                    timing=self._timing,
-                    halted=self.halted,
-                    stop=self._stop,
-                )
-            )
+            self._running.add(self._pool.submit(run_one, transfer))
 
     def finished(self, timeout: float | None = None) -> list[AttemptResult]:
         """Wait up to ``timeout`` (for ever: ``None``) until an attempt ends,

@@ -259,10 +259,7 @@ def _send(
             if drained or claimed_total >= budget:
                 break  # nothing due, or the tick's budget spent
             # The Stripe budget grants nothing soon: wait for it, not for a lease.
-            if stop is not None:
-                stop.wait(_BUDGET_POLL_SECONDS)
-            else:
-                time.sleep(_BUDGET_POLL_SECONDS)
+            (time.sleep if stop is None else stop.wait)(_BUDGET_POLL_SECONDS)
             continue
         # Wait for a slot; only briefly while the budget, not the slots, holds claims back.
         report = _tally(report, slots.finished(None if granted == wanted else _BUDGET_POLL_SECONDS))
