@@ -13,7 +13,9 @@ import signal
 import socket
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,9 +27,18 @@ from payout_adapters import clock as clock_
 from payout_adapters import postgres
 from payout_cli import admin, bootstrap, logs, output, runner
 from payout_cli import metrics as metrics_
+from payout_cli import progress as progress_
 from payout_cli import settings as settings_
-from payout_core import errors, models, outcomes, reconcile, validation
-from payout_core.services import control, inspection, intake, scheduling, tick
+from payout_core import attempt, errors, models, outcomes, ports, validation
+from payout_core.services import (
+    control,
+    inspection,
+    intake,
+    reconciliation,
+    scheduling,
+    tick,
+    transfer_actions,
+)
 from payout_core.services import status as status_
 
 __all__ = ["app", "main"]
@@ -71,6 +82,7 @@ def _exit_codes() -> Iterator[None]:
         settings_.ConfigError,
         errors.InvalidSettlement,
         errors.InvalidOperatorAction,
+        errors.ActionRefused,
         errors.SettlementConflict,
         errors.DuplicatePayout,
     ) as refusal:
@@ -100,7 +112,7 @@ def _transfer_dict(t: models.PayoutTransfer) -> dict[str, Any]:
         "attempt_count", "max_attempts", "next_attempt_at", "lease_expires_at",
         "destination_account", "stripe_transfer_id", "failure_code", "failure_message",
         "key_generation", "key_first_sent_at", "last_send_at", "outcome_uncertain",
-        "needs_operator",
+        "needs_operator", "reissue_of",
     )  # fmt: skip
     fields = attrs.asdict(t)
     return {k: fields[k] for k in keep}
@@ -584,38 +596,153 @@ def transfers_show(
             con.print("At Stripe: no transfer for this payout.")
 
 
-@app.command(name="reconcile")
-def reconcile_command(database_url: DatabaseUrl = None) -> None:
-    """Check every ledger and job invariant, and with a Stripe key each completed transfer at
-    Stripe. Exit 1 and list each mismatch."""
+def _stripe_for_operator(
+    settings: settings_.Settings, db: bootstrap.Database
+) -> ports.TransferRecords:
+    return bootstrap.build_transfer_records(settings, limiter=db.rate_limiter)
+
+
+@transfers_app.command("resolve")
+def transfers_resolve(
+    transfer_id: Annotated[str, typer.Argument(help="The payout transfer's id.")],
+    actor: Actor,
+    reason: Reason,
+    found: Annotated[
+        str | None,
+        typer.Option("--found", help="Stripe holds this transfer (tr_...) for it: completed."),
+    ] = None,
+    absent: Annotated[
+        bool,
+        typer.Option("--absent", help="Stripe holds none for it: failed (it may be reissued)."),
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Close a transfer that needs an operator, after checking the claim at Stripe.
+
+    --found checks that Stripe's transfer exists and is this one's payment
+    (amount, currency, pinned destination, group, metadata.payout_transfer_id);
+    --absent checks that Stripe holds none and no send can still be running.
+    Either refuses, writing nothing, when Stripe disagrees.
+    """
     with _exit_codes():
+        if (found is None) == (not absent):
+            raise BadInput("give exactly one of --found tr_... and --absent")
+        control.validate_actor_and_reason(actor, reason)
+        if found is not None:
+            transfer_actions.validate_stripe_transfer_id(found)
         settings = _settings(database_url=database_url)
-        checker = None
-        if settings.stripe_api_key is not None:
-            checker = bootstrap.build_stripe_checker(settings)
-        mismatches: list[str] = []
-        checked_jobs = checked_at_stripe = 0
         with bootstrap.open_database(settings, max_size=2) as db:
-            for job in db.store.list_jobs(limit=1_000_000):
-                transfers = db.store.transfers_of(job.id)
-                rows = db.store.ledger(job_id=job.id)
-                mismatches.extend(str(m) for m in reconcile.check_job(job, transfers, rows))
-                checked_jobs += 1
-                if checker is None:
-                    continue
-                for t in transfers:
-                    if t.status is models.TransferStatus.COMPLETED:
-                        mismatches.extend(checker(t))
-                        checked_at_stripe += 1
-        for line in mismatches:
-            output.console.print(f"MISMATCH {logs.scrub(line)}", markup=False)
-        stripe_note = (
-            f", {checked_at_stripe} completed transfer(s) checked at Stripe"
-            if checker is not None
-            else " (no STRIPE_API_KEY: transfers not checked at Stripe)"
+            records = _stripe_for_operator(settings, db)
+            now = clock_.SystemClock().now()
+            if found is not None:
+                closed = transfer_actions.resolve_found(
+                    db.store, records, transfer_id, found, actor=actor, reason=reason, now=now
+                )
+            else:
+                closed = transfer_actions.resolve_absent(
+                    db.store,
+                    records,
+                    transfer_id,
+                    actor=actor,
+                    reason=reason,
+                    now=now,
+                    margin=attempt.send_margin(timedelta(seconds=settings.stripe_timeout_seconds)),
+                )
+        output.note(f"transfer {closed.id} is {closed.status} (resolved by {actor.strip()})")
+
+
+@transfers_app.command("reissue")
+def transfers_reissue(
+    transfer_id: Annotated[str, typer.Argument(help="The failed_terminal transfer's id.")],
+    actor: Actor,
+    reason: Reason,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Pay a failed_terminal winner again, once the cause is fixed: a new transfer
+    for the same contest and user, linked to the failed one, under a new
+    idempotency key. Refused while Stripe holds any transfer for the failed one."""
+    with _exit_codes():
+        control.validate_actor_and_reason(actor, reason)
+        settings = _settings(database_url=database_url)
+        with bootstrap.open_database(settings, max_size=2) as db:
+            records = _stripe_for_operator(settings, db)
+            new = transfer_actions.reissue(
+                db.store,
+                records,
+                transfer_id,
+                actor=actor,
+                reason=reason,
+                now=clock_.SystemClock().now(),
+                new_id=lambda: str(uuid.uuid4()),
+            )
+        output.console.print(new.id, markup=False)
+        output.note(
+            f"transfer {transfer_id} is reissued as {new.id}; the next tick pays it "
+            f"and its job stays open until then"
         )
-        output.note(f"{checked_jobs} job(s) checked{stripe_note}; {len(mismatches)} mismatch(es)")
-    if mismatches:
+
+
+Since = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="List every Stripe transfer created from this ISO 8601 time on (with its "
+        "offset, e.g. 2026-11-01T00:00:00+00:00), instead of each contest's group.",
+        show_default=False,
+    ),
+]
+
+
+def _parse_since(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        when = datetime.fromisoformat(since)
+    except ValueError:
+        raise BadInput(f"--since {since!r} is not an ISO 8601 time") from None
+    if when.utcoffset() is None:
+        raise BadInput(f"--since {since!r} has no UTC offset (add +00:00 or Z)")
+    return when
+
+
+@app.command(name="reconcile")
+def reconcile_command(
+    since: Since = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Check the database's own invariants, then Stripe's side both ways. Exit 1 with
+    one line per finding, 0 with a summary."""
+    with _exit_codes():
+        when = _parse_since(since)
+        settings = _settings(database_url=database_url)
+        with bootstrap.open_database(settings, max_size=2) as db:
+            records = None
+            if (
+                settings.gateway is settings_.GatewayKind.STRIPE
+                and settings.stripe_api_key is not None
+            ):
+                records = bootstrap.build_transfer_records(settings, limiter=db.rate_limiter)
+            elif when is not None:
+                raise BadInput("--since lists Stripe's transfers, and STRIPE_API_KEY is not set")
+            with progress_.shown_on_terminal() as show:
+                result = reconciliation.reconcile_all(db.store, records, since=when, progress=show)
+    if as_json:
+        output.print_json(result.as_dict())
+    else:
+        for finding in result.findings:
+            output.console.print(f"FINDING {logs.scrub(str(finding))}", markup=False)
+        stripe_note = (
+            f"{result.stripe_transfers} Stripe transfer(s) listed ({result.scope}), "
+            f"{result.in_flight} in flight, {result.others} not payout-core's"
+            if records is not None
+            else "Stripe not checked (no STRIPE_API_KEY, or the simulated gateway)"
+        )
+        output.note(
+            f"{result.jobs} job(s) and {result.transfers} transfer(s) checked; {stripe_note}; "
+            f"{len(result.findings)} finding(s)"
+        )
+    if not result.ok:
         raise typer.Exit(EXIT_FAILURE)
 
 

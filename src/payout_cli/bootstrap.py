@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ from payout_adapters import postgres
 from payout_adapters.memory import gateway as simulated
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
-from payout_core import models, ports, retry
+from payout_core import ports, retry
 from payout_core.services import tick
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Database",
     "build_gateway",
-    "build_stripe_checker",
+    "build_transfer_records",
     "open_database",
     "require_current_schema",
     "require_gateway_settings",
@@ -184,14 +184,23 @@ def _stripe_gateway(
     )
 
 
-def build_stripe_checker(
-    settings: settings_.Settings,
-) -> Callable[[models.PayoutTransfer], list[str]]:
-    """For ``reconcile``: compare a completed transfer with Stripe's record of it."""
-    from payout_adapters.stripe import reconcile as stripe_reconcile  # noqa: PLC0415
+def build_transfer_records(
+    settings: settings_.Settings, *, limiter: ports.RateLimiter
+) -> ports.TransferRecords:
+    """What Stripe holds, for ``reconcile`` and the operator's commands, paced
+    by ``limiter`` (the fleet's, from :class:`Database`: reads spend its read
+    budget, never the workers' creates).
 
-    gateway = _stripe_gateway(settings)
-    return lambda transfer: stripe_reconcile.check_completed(gateway, transfer)
+    Raises:
+        ConfigError: no Stripe to read (the simulated gateway holds nothing
+            between processes), or no ``STRIPE_API_KEY``.
+    """
+    if settings.gateway is settings_.GatewayKind.SIMULATED:
+        raise settings_.ConfigError(
+            "this command reads Stripe, and PAYOUT_GATEWAY=simulated has no Stripe to read: "
+            "run it with the stripe gateway and STRIPE_API_KEY"
+        )
+    return _stripe_gateway(settings, limiter)
 
 
 def require_current_schema(db: Database) -> None:

@@ -14,7 +14,7 @@ import attrs
 
 from payout_core import models
 
-__all__ = ["advance", "start"]
+__all__ = ["advance", "reopen", "start"]
 
 
 def start(job: models.PayoutJob, *, now: datetime) -> models.PayoutJob:
@@ -41,5 +41,18 @@ def advance(
         completed_count=completed,
         failed_count=failed,
         completed_at=(job.completed_at or now) if done else job.completed_at,
+        updated_at=now,
+    )
+
+
+def reopen(job: models.PayoutJob, *, amount_cents: int, now: datetime) -> models.PayoutJob:
+    """The job after a failed winner was reissued (``transfers reissue``): one
+    more transfer, its amount added, open again until that one is terminal."""
+    return attrs.evolve(
+        job,
+        status=models.JobStatus.PROCESSING,
+        total_transfers=job.total_transfers + 1,
+        total_amount_cents=job.total_amount_cents + amount_cents,
+        completed_at=None,
         updated_at=now,
     )

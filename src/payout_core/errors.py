@@ -9,8 +9,11 @@ bad input, a bug caught by a guard, or an infrastructure failure::
     ├── SettlementConflict       a known settlement_id arrived with other contents
     ├── DuplicatePayout          a winner of this contest is already in another settlement
     ├── IllegalTransition        a transfer was asked to make a move the state machine forbids
+    ├── InvalidOperatorAction    an operator's command lacks who or why
+    ├── ActionRefused            an operator's action contradicts the record or Stripe
     └── InfrastructureError      the store or a gateway could not do its job (retry later)
-        └── StoreUnavailable     the database did not answer
+        ├── StoreUnavailable     the database did not answer
+        └── GatewayUnavailable   Stripe could not be read (a list or a look-up failed)
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from collections.abc import Iterable
 import attrs
 
 __all__ = [
+    "ActionRefused",
     "DuplicatePayout",
+    "GatewayUnavailable",
     "IllegalTransition",
     "InfrastructureError",
     "InvalidOperatorAction",
@@ -66,6 +71,18 @@ class InvalidOperatorAction(PayoutError):
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class ActionRefused(PayoutError):
+    """An operator's action on a transfer was refused: the transfer is not in a
+    state it applies to, or Stripe contradicts it. Nothing was written.
+
+    ``transfer_id`` names the transfer; the message says what disagrees.
+    """
+
+    def __init__(self, transfer_id: str, message: str) -> None:
+        self.transfer_id = transfer_id
+        super().__init__(f"transfer {transfer_id}: {message}")
 
 
 class SettlementConflict(PayoutError):
@@ -116,3 +133,14 @@ class InfrastructureError(PayoutError):
 
 class StoreUnavailable(InfrastructureError):
     """The store (database) could not be reached or failed mid-operation."""
+
+
+class GatewayUnavailable(InfrastructureError):
+    """Stripe could not be read, so whatever needed it cannot be decided.
+
+    ``code`` is the failure's code (``rate_limited``, ``api_connection_error``, ...).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(f"Stripe could not be read ({code}): {message}")

@@ -146,6 +146,8 @@ class PayoutTransfer:
     * ``lookup_failures`` / ``abandoned_claims``: look-ups that failed in a row,
       and claims in a row that expired without an outcome; past a bound the
       transfer ``needs_operator`` (the reason), and no claim takes it.
+    * ``reissue_of``: the failed transfer this one replaces (DESIGN 7): one
+      live or completed transfer per contest and user, any number of failed.
     """
 
     id: str
@@ -175,12 +177,28 @@ class PayoutTransfer:
     lookup_failures: int = 0
     abandoned_claims: int = 0
     needs_operator: str | None = None
+    # The failed_terminal transfer this one pays again (``transfers reissue``).
+    reissue_of: str | None = None
     created_at: datetime = attrs.field(validator=_aware)
     updated_at: datetime = attrs.field(validator=_aware)
 
     @property
     def attempts_left(self) -> int:
         return self.max_attempts - self.attempt_count
+
+    def as_summary(self) -> dict[str, object]:
+        """What an operator action's ``before`` and ``after`` record of it."""
+        return {
+            "status": self.status.value,
+            "attempt_count": self.attempt_count,
+            "key_generation": self.key_generation,
+            "outcome_uncertain": self.outcome_uncertain,
+            "needs_operator": self.needs_operator,
+            "destination_account": self.destination_account,
+            "stripe_transfer_id": self.stripe_transfer_id,
+            "failure_code": self.failure_code,
+            "reissue_of": self.reissue_of,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -249,6 +267,9 @@ class PauseState:
 class OperatorActionKind(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
+    RESOLVE_FOUND = "resolve_found"  # a transfer needing an operator: Stripe holds it
+    RESOLVE_ABSENT = "resolve_absent"  # a transfer needing an operator: Stripe holds none
+    REISSUE = "reissue"  # a failed_terminal winner paid again, by a new transfer
 
 
 @attrs.frozen(kw_only=True)

@@ -29,6 +29,8 @@ transfer.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import attrs
 
 __all__ = [
@@ -37,9 +39,12 @@ __all__ = [
     "LookupOutcome",
     "NotFound",
     "Permanent",
+    "RetrieveOutcome",
+    "StripeTransfer",
     "Succeeded",
     "Systemic",
     "TransferLookup",
+    "TransferQuery",
     "TransferRequest",
     "Transient",
     "Unknown",
@@ -135,3 +140,30 @@ class NotFound:
 
 GatewayOutcome = Succeeded | Transient | Unknown | Permanent | Systemic
 LookupOutcome = Found | NotFound | Transient | Unknown | Permanent | Systemic
+
+
+@attrs.frozen(kw_only=True)
+class StripeTransfer:
+    """A transfer as Stripe holds it (``reconcile``, ``transfers resolve``)."""
+
+    id: str
+    amount_cents: int
+    currency: str
+    destination: str | None
+    transfer_group: str | None
+    payout_transfer_id: str | None  # ``metadata.payout_transfer_id``
+    created_at: datetime
+    amount_reversed: int = 0
+    reversed: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class TransferQuery:
+    """Which of Stripe's transfers to list: one transfer group's, or every one
+    created at or after ``created_since`` (or both filters at once)."""
+
+    transfer_group: str | None = None
+    created_since: datetime | None = None
+
+
+RetrieveOutcome = StripeTransfer | NotFound | Transient | Unknown | Permanent | Systemic

@@ -9,7 +9,7 @@ one a single short transaction and the in-memory store a single locked step.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -29,6 +29,8 @@ __all__ = [
     "RateLimiter",
     "ScheduleResult",
     "SettlementInbox",
+    "TransferHistory",
+    "TransferRecords",
 ]
 
 
@@ -133,6 +135,38 @@ class PaymentGateway(Protocol):
         ...
 
 
+class TransferRecords(Protocol):
+    """What the payment gateway holds, read only: for ``reconcile`` and the
+    operator's commands, never for paying. Reads take the fleet's read budget
+    when the gateway paces its requests."""
+
+    def retrieve_transfer(self, stripe_transfer_id: str) -> outcomes.RetrieveOutcome:
+        """The transfer ``stripe_transfer_id`` as the gateway holds it;
+        ``NotFound`` only when the gateway says it has no such transfer.
+
+        Raises:
+            Nothing expected: a raised exception is a bug in the adapter.
+        """
+        ...
+
+    def list_transfers(self, query: outcomes.TransferQuery) -> Iterator[outcomes.StripeTransfer]:
+        """Every transfer ``query`` selects, newest first, page by page as the
+        iteration goes (each page one request).
+
+        Raises:
+            GatewayUnavailable: a page could not be read; the listing is incomplete.
+        """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class TransferHistory:
+    """One transfer with its ledger rows, in write order (for ``reconcile``)."""
+
+    transfer: models.PayoutTransfer
+    ledger: tuple[models.LedgerEntry, ...]
+
+
 @attrs.frozen(kw_only=True)
 class ScheduleResult:
     job: models.PayoutJob
@@ -232,6 +266,18 @@ class PayoutStore(Protocol):
 
     def get_transfer(self, transfer_id: str) -> models.PayoutTransfer | None: ...
 
+    def jobs_after(self, after: str | None, *, limit: int) -> list[models.PayoutJob]:
+        """Up to ``limit`` jobs whose id sorts after ``after`` (from the first
+        when ``None``), in id order: every job, page by page (``reconcile``)."""
+        ...
+
+    def transfer_histories(
+        self, job_id: str, *, after: str | None, limit: int
+    ) -> list[TransferHistory]:
+        """Up to ``limit`` of the job's transfers whose id sorts after ``after``,
+        in id order, each with its ledger rows: a job of any size, page by page."""
+        ...
+
     def transfers_of(self, job_id: str) -> list[models.PayoutTransfer]:
         """The job's transfers, ordered by user id."""
         ...
@@ -277,6 +323,48 @@ class PayoutStore(Protocol):
 
         Raises:
             StoreUnavailable: the store could not be written; nothing was.
+        """
+        ...
+
+    def resolve(
+        self,
+        *,
+        before: models.PayoutTransfer,
+        after: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry,
+        action: models.OperatorAction,
+    ) -> bool:
+        """Close a transfer that needs an operator (``transfers resolve``): write
+        ``after`` (completed or failed_terminal), append ``ledger_entry``, bring
+        the job's counts and status up to date and record ``action``, all at once.
+
+        Only if the stored transfer is still ``before`` (same status, still
+        needing an operator, same ``updated_at``); otherwise nothing is written
+        and the answer is ``False``.
+
+        Raises:
+            StoreUnavailable: nothing was written.
+        """
+        ...
+
+    def reissue(
+        self,
+        *,
+        failed: models.PayoutTransfer,
+        reissued: models.PayoutTransfer,
+        action: models.OperatorAction,
+    ) -> bool:
+        """Pay a failed winner again (``transfers reissue``): insert ``reissued``
+        (pending, ``reissue_of`` the failed one), reopen the job (one more
+        transfer, its amount added, status processing, not complete) and record
+        ``action``, all at once.
+
+        Only if ``failed`` is still failed_terminal, was never reissued, and no
+        other live or completed transfer pays this winner in this contest;
+        otherwise nothing is written and the answer is ``False``.
+
+        Raises:
+            StoreUnavailable: nothing was written.
         """
         ...
 

@@ -13,7 +13,7 @@ import attrs
 
 from payout_core import models
 
-__all__ = ["Mismatch", "check_job"]
+__all__ = ["JobCheck", "Mismatch", "check_job"]
 
 S = models.TransferStatus
 E = models.LedgerEntryType
@@ -83,52 +83,108 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
     return found
 
 
+@attrs.define
+class JobCheck:
+    """Checks one job transfer by transfer, so that a job of any size is
+    checked page by page in bounded memory (``payout-core reconcile``):
+    :meth:`add` each transfer with its ledger rows, then :meth:`finish`."""
+
+    job: models.PayoutJob
+    found: list[Mismatch] = attrs.field(factory=list)
+    _transfers: int = 0
+    _amount: int = 0
+    _completed: int = 0
+    _failed: int = 0
+    _booked: int = 0
+    _paid: int = 0
+    _failed_ids: set[str] = attrs.field(factory=set)
+    _reissues: dict[str, str] = attrs.field(factory=dict)  # failed id -> its reissue
+
+    def add(self, transfer: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]) -> None:
+        self.found.extend(_check_transfer(transfer, rows))
+        self._transfers += 1
+        self._amount += transfer.amount_cents
+        self._completed += transfer.status is S.COMPLETED
+        self._failed += transfer.status is S.FAILED_TERMINAL
+        if transfer.status is S.COMPLETED:
+            self._paid += transfer.amount_cents
+        if transfer.status is S.FAILED_TERMINAL:
+            self._failed_ids.add(transfer.id)
+        self._booked += sum(r.amount_cents for r in rows if r.entry_type is E.PAYOUT_COMPLETED)
+        if transfer.reissue_of is not None:
+            earlier = self._reissues.setdefault(transfer.reissue_of, transfer.id)
+            if earlier != transfer.id:
+                self.found.append(
+                    Mismatch(
+                        f"transfer {transfer.id}",
+                        f"reissues {transfer.reissue_of}, which {earlier} reissues too",
+                    )
+                )
+
+    def finish(self) -> list[Mismatch]:
+        """Every way the job's totals disagree with what was added (and each
+        transfer's own problems)."""
+        job, found = self.job, list(self.found)
+        subject = f"job {job.id}"
+        for failed_id, reissue in sorted(self._reissues.items()):
+            if failed_id not in self._failed_ids:
+                found.append(
+                    Mismatch(
+                        f"transfer {reissue}",
+                        f"reissues {failed_id}, which is no failed_terminal transfer of its job",
+                    )
+                )
+        if job.total_transfers != self._transfers:
+            found.append(
+                Mismatch(
+                    subject, f"total_transfers is {job.total_transfers}, it has {self._transfers}"
+                )
+            )
+        if job.total_amount_cents != self._amount:
+            found.append(
+                Mismatch(subject, "total_amount_cents differs from the sum of its transfers")
+            )
+        if (job.completed_count, job.failed_count) != (self._completed, self._failed):
+            found.append(
+                Mismatch(
+                    subject,
+                    f"counts say {job.completed_count} completed and {job.failed_count} failed, "
+                    f"its transfers say {self._completed} and {self._failed}",
+                )
+            )
+        all_terminal = self._transfers > 0 and self._completed + self._failed == self._transfers
+        if (job.status is models.JobStatus.COMPLETE) != all_terminal:
+            found.append(
+                Mismatch(subject, f"status is {job.status} but all-terminal is {all_terminal}")
+            )
+        if self._booked != self._paid:
+            found.append(
+                Mismatch(
+                    subject,
+                    f"ledger debits {self._booked} but completed transfers total {self._paid}",
+                )
+            )
+        return found
+
+
 def check_job(
     job: models.PayoutJob,
     transfers: Sequence[models.PayoutTransfer],
     ledger: Sequence[models.LedgerEntry],
 ) -> list[Mismatch]:
     """Every way ``job``, its transfers and its ledger rows disagree."""
-    found: list[Mismatch] = []
-    subject = f"job {job.id}"
+    check = JobCheck(job)
     by_transfer: dict[str, list[models.LedgerEntry]] = {t.id: [] for t in transfers}
     for row in ledger:
         if row.transfer_id not in by_transfer:
-            found.append(
+            check.found.append(
                 Mismatch(
-                    subject, f"ledger row {row.idempotency_key} names a transfer not in this job"
+                    f"job {job.id}",
+                    f"ledger row {row.idempotency_key} names a transfer not in this job",
                 )
             )
             continue
         by_transfer[row.transfer_id].append(row)
     for t in transfers:
-        found.extend(_check_transfer(t, by_transfer[t.id]))
-
-    completed = [t for t in transfers if t.status is S.COMPLETED]
-    failed = [t for t in transfers if t.status is S.FAILED_TERMINAL]
-    if job.total_transfers != len(transfers):
-        found.append(
-            Mismatch(subject, f"total_transfers is {job.total_transfers}, it has {len(transfers)}")
-        )
-    if job.total_amount_cents != sum(t.amount_cents for t in transfers):
-        found.append(Mismatch(subject, "total_amount_cents differs from the sum of its transfers"))
-    if (job.completed_count, job.failed_count) != (len(completed), len(failed)):
-        found.append(
-            Mismatch(
-                subject,
-                f"counts say {job.completed_count} completed and {job.failed_count} failed, "
-                f"its transfers say {len(completed)} and {len(failed)}",
-            )
-        )
-    all_terminal = bool(transfers) and len(completed) + len(failed) == len(transfers)
-    if (job.status is models.JobStatus.COMPLETE) != all_terminal:
-        found.append(
-            Mismatch(subject, f"status is {job.status} but all-terminal is {all_terminal}")
-        )
-    booked = sum(r.amount_cents for r in ledger if r.entry_type is E.PAYOUT_COMPLETED)
-    paid = sum(t.amount_cents for t in completed)
-    if booked != paid:
-        found.append(
-            Mismatch(subject, f"ledger debits {booked} but completed transfers total {paid}")
-        )
-    return found
+        check.add(t, by_transfer[t.id])
+    return check.finish()

@@ -26,9 +26,15 @@ fail                processing, nothing may exist at Stripe   failed_terminal
 release             processing: the claim is given back       pending or retryable
 escalate            processing: needs an operator             pending or retryable,
                                                               never claimed again
+resolve_found       pending or retryable, needing an          completed
+                    operator, who showed Stripe holds it
+resolve_absent      pending or retryable, needing an          failed_terminal
+                    operator, who showed Stripe holds none
 ==================  ========================================  =====================
 
-``completed`` and ``failed_terminal`` are terminal: no event leaves them.
+``completed`` and ``failed_terminal`` are terminal: no event leaves them. A
+failed winner is paid again by a new transfer (:func:`reissue`), linked to the
+failed one, which stays as it is.
 
 An *attempt* is spent by the send intent that opens it, and lasts until a
 conclusive answer for its key: resending an uncertain key spends nothing. A
@@ -55,6 +61,8 @@ __all__ = [
     "IntentRefusal",
     "abandoned_reason",
     "abandoned_too_often",
+    "check_reissue",
+    "check_resolution",
     "claim",
     "complete",
     "due_at",
@@ -65,7 +73,10 @@ __all__ = [
     "key_trusted",
     "new_key_generation",
     "refuse_send",
+    "reissue",
     "release",
+    "resolve_absent",
+    "resolve_found",
     "retry",
     "send",
 ]
@@ -82,11 +93,14 @@ TRANSITIONS: Final[dict[str, tuple[frozenset[models.TransferStatus], str]]] = {
     "fail": (frozenset({S.PROCESSING}), "failed_terminal"),
     "release": (frozenset({S.PROCESSING}), "pending or retryable"),
     "escalate": (frozenset({S.PROCESSING}), "pending or retryable, needing an operator"),
+    "resolve_found": (frozenset({S.PENDING, S.RETRYABLE}), "completed"),
+    "resolve_absent": (frozenset({S.PENDING, S.RETRYABLE}), "failed_terminal"),
 }
 
 # Failure codes payout-core itself assigns (the gateway's own codes pass through).
 ACCOUNT_NOT_CONNECTED: Final = "stripe_account_not_connected"
 MAX_ATTEMPTS_EXCEEDED: Final = "max_attempts_exceeded"
+RESOLVED_ABSENT: Final = "resolved_absent"
 
 #: Stripe prunes idempotency keys about 24 hours after their first use. For 23
 #: hours, sending the same key again is the conclusive test of what it did.
@@ -296,10 +310,10 @@ def _waiting_status(transfer: models.PayoutTransfer) -> models.TransferStatus:
     )
 
 
-def complete(
-    transfer: models.PayoutTransfer, *, stripe_transfer_id: str, now: datetime
+def _paid(
+    transfer: models.PayoutTransfer, stripe_transfer_id: str, now: datetime, **changes: Any
 ) -> models.PayoutTransfer:
-    _guard(transfer, "complete")
+    """Completed by ``stripe_transfer_id``: the doubt and the failures end."""
     if not stripe_transfer_id:
         raise errors.IllegalTransition(transfer.id, transfer.status.value, "complete without an id")
     if transfer.attempt_count < 1:
@@ -318,7 +332,15 @@ def complete(
         lookup_failures=0,
         next_attempt_at=None,
         updated_at=now,
+        **changes,
     )
+
+
+def complete(
+    transfer: models.PayoutTransfer, *, stripe_transfer_id: str, now: datetime
+) -> models.PayoutTransfer:
+    _guard(transfer, "complete")
+    return _paid(transfer, stripe_transfer_id, now)
 
 
 def _check_at_rest(transfer: models.PayoutTransfer) -> None:
@@ -442,3 +464,113 @@ def escalate(
         lookup_failures=transfer.lookup_failures + 1 if lookup_failed else transfer.lookup_failures,
         updated_at=now,
     )
+
+
+def _guard_operator(transfer: models.PayoutTransfer, event: str) -> None:
+    _guard(transfer, event)
+    if transfer.needs_operator is None:
+        raise errors.IllegalTransition(
+            transfer.id, transfer.status.value, f"{event} a transfer that needs no operator"
+        )
+
+
+def resolve_found(
+    transfer: models.PayoutTransfer, *, stripe_transfer_id: str, now: datetime
+) -> models.PayoutTransfer:
+    """An operator showed that Stripe holds ``stripe_transfer_id`` for this
+    transfer (rule 7): it completed, by the attempt that sent it."""
+    _guard_operator(transfer, "resolve_found")
+    return _paid(transfer, stripe_transfer_id, now, needs_operator=None)
+
+
+def resolve_absent(
+    transfer: models.PayoutTransfer, *, message: str, now: datetime
+) -> models.PayoutTransfer:
+    """An operator showed that Stripe holds no transfer for this one, after the
+    send margin (rule 7): it fails for good, and may be reissued. The doubt's
+    attempt is the one that fails; with no doubt, the failure is an attempt of
+    its own (the earlier ones are already in the ledger)."""
+    _guard_operator(transfer, "resolve_absent")
+    attempts = transfer.attempt_count if transfer.outcome_uncertain else transfer.attempt_count + 1
+    if not 1 <= attempts <= transfer.max_attempts:
+        raise errors.IllegalTransition(
+            transfer.id, transfer.status.value, f"fail as attempt {attempts}"
+        )
+    return _settled(
+        transfer,
+        status=S.FAILED_TERMINAL,
+        attempt_count=attempts,
+        failure_code=RESOLVED_ABSENT,
+        failure_message=message,
+        outcome_uncertain=False,
+        key_replays_error=False,
+        platform_refused=False,
+        lookup_failures=0,
+        next_attempt_at=None,
+        needs_operator=None,
+        updated_at=now,
+    )
+
+
+def reissue(failed: models.PayoutTransfer, *, new_id: str, now: datetime) -> models.PayoutTransfer:
+    """A new transfer paying the winner of ``failed`` again: same job, contest,
+    user and amount, a fresh id (so a fresh idempotency key), no destination
+    pinned yet (the winner's account is read again at its first send)."""
+    if failed.status is not S.FAILED_TERMINAL:
+        raise errors.IllegalTransition(failed.id, failed.status.value, "reissue")
+    if new_id == failed.id:
+        raise errors.IllegalTransition(failed.id, failed.status.value, "reissue under its own id")
+    return models.PayoutTransfer(
+        id=new_id,
+        job_id=failed.job_id,
+        settlement_id=failed.settlement_id,
+        contest_id=failed.contest_id,
+        user_id=failed.user_id,
+        amount_cents=failed.amount_cents,
+        currency=failed.currency,
+        max_attempts=failed.max_attempts,
+        reissue_of=failed.id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+_RESOLVED_BY: Final = {
+    S.COMPLETED: models.OperatorActionKind.RESOLVE_FOUND,
+    S.FAILED_TERMINAL: models.OperatorActionKind.RESOLVE_ABSENT,
+}
+
+
+def check_resolution(
+    before: models.PayoutTransfer, after: models.PayoutTransfer, action: models.OperatorAction
+) -> None:
+    """What a store refuses to write as a resolution: ``after`` must close
+    ``before`` (:func:`resolve_found`, :func:`resolve_absent`) as ``action`` says.
+
+    Raises:
+        ValueError: the caller passed what no resolution makes (a bug).
+    """
+    if after.id != before.id or after.status not in _RESOLVED_BY:
+        raise ValueError(f"cannot resolve transfer {before.id} as {after.status} {after.id}")
+    if action.action is not _RESOLVED_BY[after.status] or action.transfer_id != before.id:
+        raise ValueError(f"{action.action} does not resolve transfer {before.id} as {after.status}")
+
+
+def check_reissue(
+    failed: models.PayoutTransfer, reissued: models.PayoutTransfer, action: models.OperatorAction
+) -> None:
+    """What a store refuses to write as a reissue: ``reissued`` must be
+    :func:`reissue` of ``failed`` (same job, contest, user), recorded by ``action``.
+
+    Raises:
+        ValueError: the caller passed what no reissue makes (a bug).
+    """
+    same_winner = (reissued.job_id, reissued.contest_id, reissued.user_id) == (
+        failed.job_id,
+        failed.contest_id,
+        failed.user_id,
+    )
+    if reissued.reissue_of != failed.id or not same_winner:
+        raise ValueError(f"transfer {reissued.id} is not a reissue of {failed.id}")
+    if action.action is not models.OperatorActionKind.REISSUE or action.transfer_id != failed.id:
+        raise ValueError(f"{action.action} does not reissue transfer {failed.id}")

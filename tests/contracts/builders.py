@@ -24,12 +24,16 @@ __all__ = [
     "make_job",
     "make_transfers",
     "new_id",
+    "operator_action",
     "record_outcome",
+    "reissue",
     "released",
+    "resolution",
     "retried",
     "schedule",
     "sent",
     "settlement",
+    "transfer_action",
 ]
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -192,3 +196,47 @@ def operator_action(kind: str, now: datetime) -> models.OperatorAction:
     return models.OperatorAction(
         action=models.OperatorActionKind(kind), actor="ops-1", reason="why", created_at=now
     )
+
+
+def transfer_action(
+    kind: models.OperatorActionKind,
+    before: models.PayoutTransfer,
+    after: models.PayoutTransfer,
+    *,
+    now: datetime,
+) -> models.OperatorAction:
+    """An action by ``ops-1`` on ``before``, recording it before and ``after``."""
+    return models.OperatorAction(
+        action=kind,
+        actor="ops-1",
+        reason="checked at Stripe",
+        transfer_id=before.id,
+        before=before.as_summary(),
+        after=after.as_summary(),
+        created_at=now,
+    )
+
+
+def resolution(
+    waiting: models.PayoutTransfer, *, found: bool, now: datetime
+) -> tuple[models.PayoutTransfer, models.LedgerEntry, models.OperatorAction]:
+    """What ``transfers resolve`` writes for a transfer needing an operator:
+    completed by ``tr_found`` (``found``), or failed for good; its ledger row;
+    the action."""
+    if found:
+        after = sm.resolve_found(waiting, stripe_transfer_id="tr_found", now=now)
+        kind = models.OperatorActionKind.RESOLVE_FOUND
+    else:
+        after = sm.resolve_absent(waiting, message="nothing at Stripe", now=now)
+        kind = models.OperatorActionKind.RESOLVE_ABSENT
+    action = transfer_action(kind, waiting, after, now=now)
+    return after, ledger.entry_for(after, now=now), action
+
+
+def reissue(
+    failed: models.PayoutTransfer, *, now: datetime
+) -> tuple[models.PayoutTransfer, models.OperatorAction]:
+    """What ``transfers reissue`` writes for a failed transfer: the new one, the action."""
+    reissued = sm.reissue(failed, new_id=new_id(), now=now)
+    action = transfer_action(models.OperatorActionKind.REISSUE, failed, reissued, now=now)
+    return reissued, action

@@ -8,25 +8,44 @@ be the same Stripe, and that Stripe must be the real one as documented, or the
 proofs are about something else. This suite runs unchanged against both
 (``tests/unit/test_gateway_contract_simulated.py`` and
 ``tests/integration/test_gateway_contract_stripe.py``); it talks to Stripe only
-through the :class:`~payout_core.ports.PaymentGateway` port, and sets Stripe's
-state up through a :class:`StripeHarness`.
+through the :class:`~payout_core.ports.PaymentGateway` and
+:class:`~payout_core.ports.TransferRecords` ports, and sets Stripe's state up
+through a :class:`StripeHarness`.
 
 A subclass provides the fixture ``harness``: a fresh Stripe that knows the
-connected account :data:`ACCOUNT`, has no transfers and an unlimited balance.
+connected account :data:`ACCOUNT`, has no transfers and an unlimited balance,
+and a gateway that lists :data:`LIST_PAGE_SIZE` transfers a page, so that a
+handful of transfers make several pages.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from payout_core import outcomes, ports
+import pytest
 
-__all__ = ["ACCOUNT", "GROUP", "OTHER_ACCOUNT", "GatewayContract", "StripeHarness"]
+from payout_core import errors, outcomes, ports
+
+__all__ = [
+    "ACCOUNT",
+    "GROUP",
+    "LIST_PAGE_SIZE",
+    "OTHER_ACCOUNT",
+    "GatewayContract",
+    "GatewayUnderTest",
+    "StripeHarness",
+]
 
 ACCOUNT = "acct_1Winner"
 OTHER_ACCOUNT = "acct_1Reconnected"
 GROUP = "contest:c42"
+LIST_PAGE_SIZE = 2
+
+
+class GatewayUnderTest(ports.PaymentGateway, ports.TransferRecords, Protocol):
+    """Both ports, as every Stripe gateway implements them."""
 
 
 class StripeHarness(Protocol):
@@ -34,8 +53,9 @@ class StripeHarness(Protocol):
     and what it holds. Every method acts on Stripe, never on the gateway."""
 
     @property
-    def gateway(self) -> ports.PaymentGateway:
-        """The gateway under test, talking to this Stripe."""
+    def gateway(self) -> GatewayUnderTest:
+        """The gateway under test, talking to this Stripe, listing
+        :data:`LIST_PAGE_SIZE` transfers a page."""
         ...
 
     def add_account(self, account_id: str) -> None:
@@ -77,8 +97,33 @@ class StripeHarness(Protocol):
         """Move Stripe's own clock forward."""
         ...
 
+    def now(self) -> datetime:
+        """Stripe's own clock, in whole seconds (what it dates transfers with)."""
+        ...
+
     def transfers_for(self, payout_transfer_id: str) -> list[str]:
         """The ids of the transfers Stripe holds for one payout transfer, oldest first."""
+        ...
+
+    def plant(
+        self,
+        *,
+        amount_cents: int,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+    ) -> str:
+        """A transfer in ``usd`` made now by someone else than the gateway (the
+        dashboard, a second program); its id."""
+        ...
+
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> None:
+        """Reverse part or all of a transfer, as in Stripe's dashboard."""
+        ...
+
+    def outage(self) -> None:
+        """From now on every request fails in front of the API (Stripe is down,
+        or refuses the key)."""
         ...
 
 
@@ -313,3 +358,148 @@ class GatewayContract:
 
         assert_refused(found, outcomes.Permanent, "resource_missing")
         assert_refused(created, outcomes.Permanent, "resource_missing")
+
+    # -- reads: retrieve and list ------------------------------------------------------------
+
+    def test_a_created_transfer_is_retrieved_as_stripe_holds_it(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+
+        retrieved = harness.gateway.retrieve_transfer(created)
+
+        assert retrieved == outcomes.StripeTransfer(
+            id=created,
+            amount_cents=1500,
+            currency="usd",
+            destination=ACCOUNT,
+            transfer_group=GROUP,
+            payout_transfer_id="t-1",
+            created_at=harness.now(),
+            amount_reversed=0,
+            reversed=False,
+        )
+
+    def test_a_transfer_stripe_does_not_hold_is_not_found(self, harness: StripeHarness) -> None:
+        assert harness.gateway.retrieve_transfer("tr_1NeverMade") == outcomes.NotFound()
+
+    def test_a_list_by_group_is_every_transfer_of_the_group_newest_first_across_pages(
+        self, harness: StripeHarness
+    ) -> None:
+        ours: list[str] = []
+        for n in range(5):
+            ours.append(paid(harness.gateway.create_transfer(request(f"t-{n}"))))
+            harness.advance(timedelta(seconds=1))
+        ours.append(
+            harness.plant(amount_cents=700, destination=ACCOUNT, transfer_group=GROUP, metadata={})
+        )
+        paid(harness.gateway.create_transfer(request("t-other", transfer_group="contest:other")))
+
+        listed = list(harness.gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP)))
+
+        assert len(ours) > 2 * LIST_PAGE_SIZE  # several pages
+        assert [t.id for t in listed] == ours[::-1]
+        assert [t.payout_transfer_id for t in listed] == [None, "t-4", "t-3", "t-2", "t-1", "t-0"]
+        assert {t.transfer_group for t in listed} == {GROUP}
+
+    def test_a_list_since_a_time_holds_the_transfers_created_from_then_on(
+        self, harness: StripeHarness
+    ) -> None:
+        paid(harness.gateway.create_transfer(request("t-1")))
+        harness.advance(timedelta(hours=1))
+        since = harness.now()
+        later = paid(harness.gateway.create_transfer(request("t-2")))
+        harness.advance(timedelta(minutes=1))
+        elsewhere = harness.plant(
+            amount_cents=900, destination=ACCOUNT, transfer_group=None, metadata={}
+        )
+
+        every = harness.gateway.list_transfers(outcomes.TransferQuery(created_since=since))
+        of_group = harness.gateway.list_transfers(
+            outcomes.TransferQuery(transfer_group=GROUP, created_since=since)
+        )
+
+        # The transfer created at ``since`` itself is listed.
+        assert [t.id for t in every] == [elsewhere, later]
+        assert [t.id for t in of_group] == [later]
+
+    def test_a_transfer_made_outside_payout_core_is_listed_retrieved_and_found(
+        self, harness: StripeHarness
+    ) -> None:
+        first = paid(harness.gateway.create_transfer(request("t-1")))
+        harness.advance(timedelta(seconds=1))
+        again = harness.plant(
+            amount_cents=1500,
+            destination=ACCOUNT,
+            transfer_group=GROUP,
+            metadata={"payout_transfer_id": "t-1"},
+        )
+        stranger = harness.plant(
+            amount_cents=300,
+            destination=ACCOUNT,
+            transfer_group=GROUP,
+            metadata={"payout_transfer_id": "t-9"},
+        )
+
+        retrieved = harness.gateway.retrieve_transfer(stranger)
+        listed = harness.gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP))
+
+        assert isinstance(retrieved, outcomes.StripeTransfer)
+        assert (retrieved.amount_cents, retrieved.payout_transfer_id) == (300, "t-9")
+        assert [t.id for t in listed] == [stranger, again, first]
+        assert harness.gateway.find_transfer(lookup("t-9")) == outcomes.Found(
+            stripe_transfer_id=stranger
+        )
+        # Paid twice: the look-up names the oldest, as the engine expects.
+        assert harness.gateway.find_transfer(lookup("t-1")) == outcomes.Found(
+            stripe_transfer_id=first
+        )
+        assert harness.transfers_for("t-1") == [first, again]
+
+    def test_a_dashboard_reversal_shows_in_amount_reversed_and_reversed(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1", amount_cents=1500)))
+        query = outcomes.TransferQuery(transfer_group=GROUP)
+
+        harness.reverse(created, 500)
+        partly = harness.gateway.retrieve_transfer(created)
+        harness.reverse(created, 1000)
+        wholly = harness.gateway.retrieve_transfer(created)
+        (listed,) = harness.gateway.list_transfers(query)
+
+        assert isinstance(partly, outcomes.StripeTransfer)
+        assert (partly.amount_cents, partly.amount_reversed, partly.reversed) == (1500, 500, False)
+        assert isinstance(wholly, outcomes.StripeTransfer)
+        assert (wholly.amount_reversed, wholly.reversed) == (1500, True)
+        assert listed == wholly
+
+    def test_reads_during_an_outage_fail_and_never_say_not_found(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+        harness.outage()
+
+        retrieved = harness.gateway.retrieve_transfer(created)
+
+        assert isinstance(
+            retrieved,
+            outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic,
+        ), retrieved
+        with pytest.raises(errors.GatewayUnavailable):
+            list(harness.gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP)))
+
+    def test_a_list_whose_later_page_cannot_be_read_fails_rather_than_end_short(
+        self, harness: StripeHarness
+    ) -> None:
+        for n in range(LIST_PAGE_SIZE + 1):
+            paid(harness.gateway.create_transfer(request(f"t-{n}")))
+            harness.advance(timedelta(seconds=1))
+        listing = harness.gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP))
+        first_page = [next(listing) for _ in range(LIST_PAGE_SIZE)]
+
+        harness.outage()  # each page is read when the iteration reaches it
+
+        with pytest.raises(errors.GatewayUnavailable):
+            next(listing)
+        assert [t.payout_transfer_id for t in first_page] == ["t-2", "t-1"]

@@ -779,3 +779,364 @@ class StoreContract:
         assert store.operator_actions(transfer_id=t.id) == []
         assert store.operator_actions(transfer_id=b.new_id()) == []
         assert len(store.operator_actions()) == 1
+
+    # -- every job and transfer, page by page (reconcile) -----------------------------
+
+    def test_jobs_after_pages_through_every_job_in_id_order(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        for n in range(5):
+            stl = b.settlement("u-1", settlement_id=f"s-{n}", contest_id=f"c-{n}")
+            b.schedule(store, stl, now=clock.now())
+        store.claim_due(limit=1, lease=LEASE, token="w-1")  # pages show jobs as stored now
+
+        pages: list[list[models.PayoutJob]] = []
+        after: str | None = None
+        while page := store.jobs_after(after, limit=2):
+            pages.append(page)
+            after = page[-1].id
+
+        assert [len(p) for p in pages] == [2, 2, 1]
+        every = [job for page in pages for job in page]
+        assert [j.id for j in every] == sorted(j.id for j in store.list_jobs())
+        assert every == [store.get_job(j.id) for j in every]
+        assert store.jobs_after(None, limit=0) == []
+
+    def test_transfer_histories_page_through_a_jobs_transfers_in_id_order_with_their_ledger(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, _ = b.schedule(store, b.settlement("u-1", "u-2", "u-3", "u-4", "u-5"), now=T0)
+        claimed = store.claim_due(limit=3, lease=LEASE, token="w-1")
+        # Another job's transfers and ledger rows are no part of this job's pages.
+        b.schedule(store, b.settlement("u-1", settlement_id="s-2", contest_id="c-2"), now=T0)
+        paid, declined, retried = claimed
+        assert b.record_outcome(store, paid, b.completed(paid, now=T0), now=T0)
+        assert b.record_outcome(store, declined, b.failed(declined, now=T0), now=T0)
+        assert b.record_outcome(store, retried, b.retried(retried, now=T0), now=T0)
+        clock.advance(timedelta(minutes=1))
+        for again in store.claim_due(limit=10, lease=LEASE, token="w-2"):
+            # The retried one gets a second ledger row, the other job's its first.
+            if again.id == retried.id or again.job_id != job.id:
+                assert b.record_outcome(store, again, b.completed(again, now=T0), now=T0)
+
+        pages: list[list[ports.TransferHistory]] = []
+        after: str | None = None
+        while page := store.transfer_histories(job.id, after=after, limit=2):
+            pages.append(page)
+            after = page[-1].transfer.id
+
+        assert [len(p) for p in pages] == [2, 2, 1]
+        every = [h for page in pages for h in page]
+        assert [h.transfer.id for h in every] == sorted(t.id for t in store.transfers_of(job.id))
+        for history in every:
+            assert history.transfer == store.get_transfer(history.transfer.id)
+            assert list(history.ledger) == store.ledger(transfer_id=history.transfer.id)
+        assert sorted(len(h.ledger) for h in every) == [0, 0, 1, 1, 2]
+        assert store.transfer_histories(b.new_id(), after=None, limit=10) == []
+
+    # -- transfers resolve and transfers reissue (DESIGN 7) ------------------------------
+
+    def _needing_operator(
+        self, store: ports.PayoutStore, clock: ManualClock, *winners: str
+    ) -> tuple[models.PayoutJob, models.PayoutTransfer]:
+        """A job of ``winners`` (u-1 alone by default) whose first claimed
+        transfer was sent once to acct_1 and then escalated to an operator
+        (its look-ups kept failing): retryable, uncertain, needing an operator."""
+        job, _ = b.schedule(store, b.settlement(*(winners or ("u-1",))), now=clock.now())
+        [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-1")
+        intent = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        assert isinstance(intent, models.PayoutTransfer)
+        waiting = sm.escalate(
+            intent, reason="look-ups keep failing", now=clock.now(), lookup_failed=True
+        )
+        assert store.record(claimed=intent, updated=waiting, ledger_entry=None, now=clock.now())
+        assert store.get_transfer(waiting.id) == waiting
+        return job, waiting
+
+    def _failed(
+        self, store: ports.PayoutStore, clock: ManualClock, *winners: str
+    ) -> tuple[models.PayoutJob, models.PayoutTransfer]:
+        """A job of ``winners`` (u-1 alone by default) whose first claimed
+        transfer Stripe declined for good."""
+        job, _ = b.schedule(store, b.settlement(*(winners or ("u-1",))), now=clock.now())
+        [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-1")
+        failed = b.failed(claimed, now=clock.now())
+        assert b.record_outcome(store, claimed, failed, now=clock.now())
+        return job, failed
+
+    def _job(self, store: ports.PayoutStore, job_id: str) -> models.PayoutJob:
+        job = store.get_job(job_id)
+        assert job is not None
+        return job
+
+    def _actions_at(
+        self, clock: ManualClock, *actions: models.OperatorAction
+    ) -> list[models.OperatorAction]:
+        """``actions`` as a store records them now, newest first."""
+        return [attrs.evolve(a, created_at=clock.now()) for a in reversed(actions)]
+
+    def test_a_transfer_stripe_holds_is_resolved_as_completed_and_completes_its_job(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, waiting = self._needing_operator(store, clock)
+        clock.advance(timedelta(hours=1))
+        after, entry, action = b.resolution(waiting, found=True, now=clock.now())
+
+        assert store.resolve(before=waiting, after=after, ledger_entry=entry, action=action)
+
+        assert store.get_transfer(waiting.id) == after
+        assert (after.status, after.stripe_transfer_id, after.needs_operator) == (
+            S.COMPLETED,
+            "tr_found",
+            None,
+        )
+        assert store.ledger() == [entry]
+        assert entry.entry_type is Entry.PAYOUT_COMPLETED
+        done = self._job(store, job.id)
+        assert (done.status, done.completed_count, done.failed_count) == (J.COMPLETE, 1, 0)
+        assert done.completed_at == done.updated_at == clock.now()
+        assert store.operator_actions(transfer_id=waiting.id) == self._actions_at(clock, action)
+        assert store.needing_operator() == []
+        assert store.queue_depth() == ports.QueueDepth(due=0, stuck=0, needs_operator=0)
+
+    def test_a_transfer_stripe_holds_none_of_is_resolved_as_failed_and_counted(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, waiting = self._needing_operator(store, clock, "u-1", "u-2")
+        clock.advance(timedelta(hours=1))
+        after, entry, action = b.resolution(waiting, found=False, now=clock.now())
+
+        assert store.resolve(before=waiting, after=after, ledger_entry=entry, action=action)
+
+        stored = store.get_transfer(waiting.id)
+        assert stored == after
+        assert (after.status, after.failure_code, after.outcome_uncertain) == (
+            S.FAILED_TERMINAL,
+            sm.RESOLVED_ABSENT,
+            False,
+        )
+        assert store.ledger() == [entry]
+        assert entry.entry_type is Entry.PAYOUT_FAILED
+        # The other winner is still to be paid: the job stays open.
+        still_open = self._job(store, job.id)
+        assert (still_open.status, still_open.completed_count, still_open.failed_count) == (
+            J.PROCESSING,
+            0,
+            1,
+        )
+        assert still_open.completed_at is None
+        [recorded] = store.operator_actions()
+        assert recorded == self._actions_at(clock, action)[0]
+        assert recorded.before == waiting.as_summary()
+        assert recorded.after == after.as_summary()
+
+    def test_a_resolve_decided_on_a_transfer_that_changed_since_writes_nothing(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, waiting = self._needing_operator(store, clock)
+        clock.advance(60)
+        found = b.resolution(waiting, found=True, now=clock.now())
+        absent = b.resolution(waiting, found=False, now=clock.now())
+        # An operator decided on an older reading of the row.
+        older = attrs.evolve(waiting, updated_at=waiting.updated_at - timedelta(seconds=1))
+        late = b.resolution(older, found=True, now=clock.now())
+
+        assert not store.resolve(before=older, after=late[0], ledger_entry=late[1], action=late[2])
+        # Two operators at once: the first one's verdict stands, alone.
+        assert store.resolve(before=waiting, after=found[0], ledger_entry=found[1], action=found[2])
+        assert not store.resolve(
+            before=waiting, after=absent[0], ledger_entry=absent[1], action=absent[2]
+        )
+
+        assert store.get_transfer(waiting.id) == found[0]
+        assert store.ledger() == [found[1]]
+        assert store.operator_actions() == self._actions_at(clock, found[2])
+        stored_job = self._job(store, job.id)
+        assert (stored_job.completed_count, stored_job.failed_count) == (1, 0)
+
+    def test_a_transfer_that_needs_no_operator_is_not_resolved(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, [pending] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-1")
+        retried = b.retried(claimed, now=clock.now(), uncertain=True)
+        assert b.record_outcome(store, claimed, retried, now=clock.now())
+        booked = store.ledger()
+        # A verdict as if it needed one (the state machine would refuse it).
+        after, entry, action = b.resolution(
+            attrs.evolve(retried, needs_operator="made up"), found=True, now=clock.now()
+        )
+
+        assert not store.resolve(before=retried, after=after, ledger_entry=entry, action=action)
+
+        assert store.get_transfer(pending.id) == retried
+        assert store.ledger() == booked
+        assert store.operator_actions() == []
+
+    def test_a_resolve_the_ledger_refuses_writes_nothing(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, waiting = self._needing_operator(store, clock, "u-1", "u-2")
+        [other] = store.claim_due(limit=1, lease=LEASE, token="w-2")
+        assert b.record_outcome(store, other, b.completed(other, now=clock.now()), now=T0)
+        [booked] = store.ledger()
+        before_job = store.get_job(job.id)
+        after, entry, action = b.resolution(waiting, found=True, now=clock.now())
+        # A bug: the verdict booked under another transfer's key.
+        reused = attrs.evolve(entry, idempotency_key=booked.idempotency_key)
+
+        with pytest.raises(errors.IllegalTransition):
+            store.resolve(before=waiting, after=after, ledger_entry=reused, action=action)
+
+        assert store.get_transfer(waiting.id) == waiting
+        assert store.ledger() == [booked]
+        assert store.get_job(job.id) == before_job
+        assert store.operator_actions() == []
+
+    def test_a_failed_winner_is_reissued_as_a_new_transfer_and_the_job_reopens(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, failed = self._failed(store, clock)
+        closed = self._job(store, job.id)
+        assert closed.status is J.COMPLETE
+        clock.advance(timedelta(days=1))
+        reissued, action = b.reissue(failed, now=clock.now())
+
+        assert store.reissue(failed=failed, reissued=reissued, action=action)
+
+        assert store.get_transfer(reissued.id) == reissued
+        assert (reissued.reissue_of, reissued.status, reissued.user_id) == (
+            failed.id,
+            S.PENDING,
+            "u-1",
+        )
+        assert store.get_transfer(failed.id) == failed
+        assert {t.id for t in store.transfers_of(job.id)} == {failed.id, reissued.id}
+        assert store.get_job(job.id) == attrs.evolve(
+            closed,
+            status=J.PROCESSING,
+            total_transfers=2,
+            total_amount_cents=2000,
+            completed_at=None,
+            updated_at=clock.now(),
+        )
+        assert store.operator_actions(transfer_id=failed.id) == self._actions_at(clock, action)
+        # It is live: the next claim takes it.
+        [claimed] = store.claim_due(limit=10, lease=LEASE, token="w-2")
+        assert claimed.id == reissued.id
+
+    def test_a_failed_transfer_is_reissued_once(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, failed = self._failed(store, clock)
+        first, action = b.reissue(failed, now=clock.now())
+        assert store.reissue(failed=failed, reissued=first, action=action)
+        [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-2")
+        again = b.failed(claimed, now=clock.now())
+        assert b.record_outcome(store, claimed, again, now=clock.now())
+        closed_again = self._job(store, job.id)
+
+        second, twice = b.reissue(failed, now=clock.now())
+        assert not store.reissue(failed=failed, reissued=second, action=twice)
+
+        assert store.get_transfer(second.id) is None
+        assert len(store.transfers_of(job.id)) == 2
+        assert store.operator_actions() == self._actions_at(clock, action)
+        assert self._job(store, job.id) == closed_again
+        assert (closed_again.status, closed_again.total_transfers) == (J.COMPLETE, 2)
+        # The reissue that failed too is the one to reissue next.
+        third, next_action = b.reissue(again, now=clock.now())
+        assert store.reissue(failed=again, reissued=third, action=next_action)
+
+    def test_no_reissue_while_a_live_transfer_pays_the_winner(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, failed = self._failed(store, clock)
+        # A winner whose only transfer failed may be scheduled again ...
+        other, [live] = b.schedule(store, b.settlement("u-1", settlement_id="s-2"), now=T0)
+        assert store.get_transfer(live.id) == live
+
+        # ... and then is paid by that transfer, not by a reissue as well.
+        reissued, action = b.reissue(failed, now=clock.now())
+        assert not store.reissue(failed=failed, reissued=reissued, action=action)
+
+        assert store.get_transfer(reissued.id) is None
+        stored_job = self._job(store, job.id)
+        assert (stored_job.status, stored_job.total_transfers) == (J.COMPLETE, 1)
+        assert store.operator_actions() == []
+        assert other.total_transfers == 1
+
+    def test_a_second_live_transfer_for_a_winner_is_still_refused(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, failed = self._failed(store, clock)
+        reissued, action = b.reissue(failed, now=clock.now())
+        assert store.reissue(failed=failed, reissued=reissued, action=action)
+        again = b.settlement("u-2", "u-1", settlement_id="s-2")
+        job = b.make_job(again, now=clock.now())
+
+        with pytest.raises(errors.DuplicatePayout) as refused:
+            store.schedule(job, b.make_transfers(job, again, now=clock.now()))
+
+        assert refused.value.user_ids == ("u-1",)
+        assert store.find_job("s-2") is None
+
+    def test_only_a_stored_failed_transfer_is_reissued(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, [pending] = b.schedule(store, b.settlement("u-1"), now=clock.now())
+        # As if it had failed: the stored row says otherwise.
+        story = attrs.evolve(pending, status=S.FAILED_TERMINAL, failure_code="made_up")
+        reissued, action = b.reissue(story, now=clock.now())
+
+        assert not store.reissue(failed=story, reissued=reissued, action=action)
+
+        assert store.get_transfer(reissued.id) is None
+        assert store.get_job(job.id) == job
+        assert store.operator_actions() == []
+
+    def test_concurrent_reissues_of_one_failed_transfer_make_one(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, failed = self._failed(store, clock)
+        attempts = [b.reissue(failed, now=clock.now()) for _ in range(6)]
+        start = threading.Barrier(len(attempts))
+        results: list[bool] = []
+        failures: list[BaseException] = []
+
+        def operator(reissued: models.PayoutTransfer, action: models.OperatorAction) -> None:
+            try:
+                start.wait()
+                results.append(store.reissue(failed=failed, reissued=reissued, action=action))
+            except BaseException as exc:  # reported below, not lost in the thread
+                failures.append(exc)
+
+        threads = [threading.Thread(target=operator, args=attempt) for attempt in attempts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert failures == []
+        assert sorted(results) == [False] * 5 + [True]
+        assert len(store.transfers_of(job.id)) == 2
+        assert len(store.operator_actions()) == 1
+        stored_job = self._job(store, job.id)
+        assert (stored_job.total_transfers, stored_job.total_amount_cents) == (2, 2000)
+
+    def test_an_action_on_a_transfer_must_name_it(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        job, failed = self._failed(store, clock)
+        reissued, action = b.reissue(failed, now=clock.now())
+        nameless = attrs.evolve(action, transfer_id=None)
+
+        # Refused before the store is touched (the schema's check refuses it too:
+        # tests/integration/test_schema.py).
+        with pytest.raises(ValueError, match="does not reissue"):
+            store.reissue(failed=failed, reissued=reissued, action=nameless)
+
+        assert store.get_transfer(reissued.id) is None
+        assert store.operator_actions() == []
+        stored_job = self._job(store, job.id)
+        assert stored_job.total_transfers == 1

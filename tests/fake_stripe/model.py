@@ -14,7 +14,12 @@ It behaves as Stripe documents API v1 (https://docs.stripe.com/api/idempotent_re
 * keys are forgotten ``key_window`` (24 hours) after their first use, by the
   fake's own ``clock``: after that the same key executes again;
 * a list filtered by a destination Stripe does not know is a 400
-  ``resource_missing``, as Stripe answers a list filtered by an unknown object.
+  ``resource_missing``, as Stripe answers a list filtered by an unknown object;
+* a list filters by ``created`` as Stripe does: an exact unix time, or a range
+  of ``created[gt]``, ``created[gte]``, ``created[lt]``, ``created[lte]``;
+* a transfer is planted with :meth:`FakeStripe.seed_transfer` and partly or
+  wholly reversed with :meth:`FakeStripe.reverse_transfer`, as the dashboard
+  would (neither is a request, and neither touches the balance).
 
 For benchmarks it can also behave like Stripe under load:
 
@@ -48,6 +53,7 @@ import collections
 import copy
 import enum
 import json
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -199,6 +205,37 @@ def _endpoint(request: Request) -> str:
     return f"{request.method} {request.path}"
 
 
+_CREATED_BOUNDS: dict[str, Callable[[int, int], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _created_filter(value: FormValue | None) -> Callable[[int], bool] | Reply:
+    """List Transfers' ``created``: an exact unix time (``created=1700000000``)
+    or bounds (``created[gte]=...``, any of ``gt``, ``gte``, ``lt``, ``lte``),
+    all of which must hold; anything else is a 400, as Stripe answers it."""
+    if value is None:
+        return lambda _created: True
+    if isinstance(value, list) or not value:
+        return _error(400, "Invalid created: must be an integer or a hash", param="created")
+    given = {"": value} if isinstance(value, str) else value
+    bounds: list[tuple[Callable[[int, int], bool], int]] = []
+    for name, text in given.items():
+        param = f"created[{name}]" if name else "created"
+        compare = _CREATED_BOUNDS.get(name) if name else operator.eq
+        if compare is None:
+            return _error(400, f"Received unknown parameter: {param}", param=param)
+        if not isinstance(text, str) or not text.lstrip("-").isdigit():
+            return _error(
+                400, f"Invalid integer: {text}", code="parameter_invalid_integer", param=param
+            )
+        bounds.append((compare, int(text)))
+    return lambda created: all(compare(created, bound) for compare, bound in bounds)
+
+
 def _mask(key: str) -> str:
     """How Stripe shows a key it refused: the prefix and the last four characters."""
     prefix = key[: key.find("_", 3) + 1] if key.count("_") >= 2 else ""
@@ -294,6 +331,7 @@ class FakeStripe:
             self._recorded: list[RecordedRequest] = []
             self._in_flight = 0
             self._seq = 0
+            self._reversal_seq = 0
             self._request_seq = 0
 
     def add_account(self, account_id: str, state: AccountState = AccountState.ACTIVE) -> None:
@@ -346,6 +384,61 @@ class FakeStripe:
             return copy.deepcopy(
                 self._new_transfer(amount, currency, destination, transfer_group, metadata or {})
             )
+
+    def reverse_transfer(self, transfer_id: str, amount: int) -> dict[str, Any]:
+        """Reverse ``amount`` of a stored transfer, as a reversal made in the
+        dashboard would: ``amount_reversed`` grows, a ``transfer_reversal``
+        joins its ``reversals``, and ``reversed`` is true once all of it is.
+        Returns the transfer as it now is.
+
+        Raises:
+            ValueError: no such transfer, or ``amount`` is not between 1 and what
+                is left to reverse of it (Stripe refuses those too).
+        """
+        with self._lock:
+            transfer = self._by_id.get(transfer_id)
+            if transfer is None:
+                raise ValueError(f"no such transfer: {transfer_id!r}")
+            left = transfer["amount"] - transfer["amount_reversed"]
+            if not 1 <= amount <= left:
+                raise ValueError(f"{transfer_id} has {left} left to reverse, not {amount}")
+            reversals = transfer["reversals"]
+            self._reversal_seq += 1
+            reversals["data"].insert(  # newest first, as Stripe lists them
+                0,
+                {
+                    "id": f"trr_fake{self._reversal_seq:08d}",
+                    "object": "transfer_reversal",
+                    "amount": amount,
+                    "created": int(self._clock()),
+                    "currency": transfer["currency"],
+                    "metadata": {},
+                    "transfer": transfer_id,
+                },
+            )
+            reversals["total_count"] += 1
+            transfer["amount_reversed"] += amount
+            transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+            return copy.deepcopy(transfer)
+
+    def set_transfer_amount(self, transfer_id: str, amount: int) -> dict[str, Any]:
+        """Make a stored transfer's ``amount`` read ``amount``. Stripe never
+        changes an amount: this stands for a record that disagrees with
+        payout-core's, for ``reconcile`` to find. Returns the transfer as it now is.
+
+        Raises:
+            ValueError: no such transfer, or an amount below what it already
+                had reversed.
+        """
+        with self._lock:
+            transfer = self._by_id.get(transfer_id)
+            if transfer is None:
+                raise ValueError(f"no such transfer: {transfer_id!r}")
+            if amount < max(transfer["amount_reversed"], 1):
+                raise ValueError(f"{transfer_id} cannot hold {amount}")
+            transfer["amount"] = amount
+            transfer["reversed"] = transfer["amount_reversed"] == amount
+            return copy.deepcopy(transfer)
 
     def transfers(self) -> list[dict[str, Any]]:
         """Every transfer created, oldest first."""
@@ -798,6 +891,9 @@ class FakeStripe:
             return _error(400, "Invalid limit: must be between 1 and 100", param="limit")
         destination = params.get("destination")
         group = params.get("transfer_group")
+        created = _created_filter(params.get("created"))
+        if isinstance(created, Reply):
+            return created
         with self._lock:
             if destination is not None and (
                 not isinstance(destination, str) or self._account(destination) is None
@@ -818,6 +914,7 @@ class FakeStripe:
                 for t in reversed(candidates)  # newest first, as Stripe lists
                 if (destination is None or t["destination"] == destination)
                 and (group is None or t["transfer_group"] == group)
+                and created(t["created"])
             ]
             starting_after = params.get("starting_after")
             if starting_after is not None:

@@ -352,6 +352,93 @@ def test_lists_refuse_a_limit_outside_1_to_100(fake: fake_stripe.FakeStripe) -> 
     assert get(fake, "/v1/transfers", {"limit": "0"}).status == 400
 
 
+def test_lists_filter_by_creation_time_as_stripe_does() -> None:
+    time = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=time)
+    t0 = int(time.now)
+    ids: list[str] = []
+    for _ in range(3):  # created at t0, t0 + 10 and t0 + 20
+        ids.append(fake.seed_transfer(amount=5, destination="acct_1", transfer_group="g")["id"])
+        time.advance(timedelta(seconds=10))
+
+    def listed(**created: int) -> list[str]:
+        query: dict[str, forms.FormValue] = {
+            "created": {name: str(at) for name, at in created.items()}
+        }
+        return [t["id"] for t in body(get(fake, "/v1/transfers", query))["data"]]
+
+    assert listed(gte=t0 + 10) == [ids[2], ids[1]]
+    assert listed(gt=t0 + 10) == [ids[2]]
+    assert listed(lt=t0 + 10) == [ids[0]]
+    assert listed(lte=t0 + 10) == [ids[1], ids[0]]
+    assert listed(gte=t0 + 5, lt=t0 + 20) == [ids[1]]
+    exact = body(get(fake, "/v1/transfers", {"created": str(t0 + 20), "transfer_group": "g"}))
+    assert [t["id"] for t in exact["data"]] == [ids[2]]
+
+
+@pytest.mark.parametrize(
+    ("created", "param"),
+    [
+        ({"gte": "soon"}, "created[gte]"),
+        ({"since": "1"}, "created[since]"),
+        ("yesterday", "created"),
+        (["1"], "created"),
+    ],
+)
+def test_a_list_with_a_malformed_creation_time_is_refused(
+    fake: fake_stripe.FakeStripe, created: forms.FormValue, param: str
+) -> None:
+    reply = get(fake, "/v1/transfers", {"created": created})
+
+    assert reply.status == 400
+    assert body(reply)["error"]["param"] == param
+
+
+def test_a_dashboard_reversal_shows_on_the_transfer_until_all_of_it_is_reversed(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+
+    partly = fake.reverse_transfer(created["id"], 500)
+    wholly = fake.reverse_transfer(created["id"], 1000)
+
+    assert (partly["amount_reversed"], partly["reversed"]) == (500, False)
+    assert (wholly["amount_reversed"], wholly["reversed"]) == (1500, True)
+    assert body(get(fake, f"/v1/transfers/{created['id']}")) == wholly
+    reversals = wholly["reversals"]
+    assert [r["amount"] for r in reversals["data"]] == [1000, 500]  # newest first
+    assert reversals["total_count"] == 2
+    assert {r["transfer"] for r in reversals["data"]} == {created["id"]}
+
+
+def test_a_reversal_of_more_than_is_left_or_of_no_transfer_is_refused(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    fake.reverse_transfer(created["id"], 1000)
+
+    with pytest.raises(ValueError, match="500 left"):
+        fake.reverse_transfer(created["id"], 501)
+    with pytest.raises(ValueError, match="500 left"):
+        fake.reverse_transfer(created["id"], 0)
+    with pytest.raises(ValueError, match="no such transfer"):
+        fake.reverse_transfer("tr_nope", 1)
+    assert fake.transfers()[0]["amount_reversed"] == 1000
+
+
+def test_a_transfers_amount_can_be_made_to_disagree_for_reconcile_to_find(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+
+    changed = fake.set_transfer_amount(created["id"], 2200)
+
+    assert changed["amount"] == 2200
+    assert body(get(fake, f"/v1/transfers/{created['id']}")) == changed
+    with pytest.raises(ValueError, match="no such transfer"):
+        fake.set_transfer_amount("tr_nope", 5)
+
+
 def test_a_transfer_is_retrieved_by_id_and_an_unknown_one_is_a_404(
     fake: fake_stripe.FakeStripe,
 ) -> None:

@@ -402,9 +402,9 @@ def test_reconcile_passes_a_clean_database_and_names_a_job_whose_counts_were_cor
     clean = cli.run_cli("reconcile", env=env)
 
     assert clean.returncode == 0, clean.describe()
-    assert "1 job(s) checked" in clean.stderr
-    assert "0 mismatch(es)" in clean.stderr
-    assert "MISMATCH" not in clean.output
+    assert "1 job(s) and 2 transfer(s) checked" in clean.stderr
+    assert "0 finding(s)" in clean.stderr
+    assert "FINDING" not in clean.output
 
     cli.query(
         database_url,
@@ -414,11 +414,12 @@ def test_reconcile_passes_a_clean_database_and_names_a_job_whose_counts_were_cor
     corrupted = cli.run_cli("reconcile", env=env)
 
     assert corrupted.returncode == 1, corrupted.describe()
-    mismatches = [line for line in corrupted.stdout.splitlines() if line.startswith("MISMATCH")]
-    assert mismatches == [
-        f"MISMATCH job {job_id}: counts say 0 completed and 1 failed, its transfers say 1 and 1"
+    findings = [line for line in corrupted.stdout.splitlines() if line.startswith("FINDING")]
+    assert findings == [
+        f"FINDING invariant: job {job_id}: counts say 0 completed and 1 failed, "
+        "its transfers say 1 and 1"
     ]
-    assert "1 mismatch(es)" in corrupted.stderr
+    assert "1 finding(s)" in corrupted.stderr
 
 
 # -- demo --------------------------------------------------------------------------------------
@@ -446,5 +447,5 @@ def test_demo_pays_every_connected_winner_on_a_fresh_embedded_database(tmp_path:
     assert "stripe_account_not_connected" in done.stdout
     assert "the ledger reconciles" in done.stdout
     assert "STRIPE_API_KEY=sk_test_..." in done.stdout
-    assert "MISMATCH" not in done.output
+    assert "FINDING" not in done.output
     assert os.listdir(data_dir)

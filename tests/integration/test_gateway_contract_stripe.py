@@ -9,8 +9,8 @@ the key in flight, and runs when the harness releases it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from payout_adapters.stripe import StripeGateway
 from payout_core import outcomes
 from tests import fake_stripe
 from tests.contracts import GatewayContract, StripeHarness
-from tests.contracts.gateway_contract import ACCOUNT
+from tests.contracts.gateway_contract import ACCOUNT, LIST_PAGE_SIZE
 from tests.fake_stripe import faults
 
 IMPATIENT_SECONDS = 0.3  # the client's timeout for a request Stripe holds
@@ -31,7 +31,11 @@ class FakeStripeHarness:
         self.server = server
         self.time = time
         self.stripe = StripeGateway(
-            api_key=server.api_key, api_base=server.url, timeout_seconds=5.0, rate_limit=1000.0
+            api_key=server.api_key,
+            api_base=server.url,
+            timeout_seconds=5.0,
+            rate_limit=1000.0,
+            page_size=LIST_PAGE_SIZE,
         )
         self._impatient = StripeGateway(
             api_key=server.api_key,
@@ -84,8 +88,34 @@ class FakeStripeHarness:
     def advance(self, by: timedelta) -> None:
         self.time.advance(by)
 
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(int(self.time()), tz=UTC)
+
     def transfers_for(self, payout_transfer_id: str) -> list[str]:
         return [t["id"] for t in self.fake.transfers_for(payout_transfer_id)]
+
+    def plant(
+        self,
+        *,
+        amount_cents: int,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+    ) -> str:
+        planted = self.fake.seed_transfer(
+            amount=amount_cents,
+            destination=destination,
+            transfer_group=transfer_group,
+            metadata=metadata,
+        )
+        return str(planted["id"])
+
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> None:
+        self.fake.reverse_transfer(stripe_transfer_id, amount_cents)
+
+    def outage(self) -> None:
+        # Every request, whatever its method and path, until the fake is stopped.
+        self.fake.script(faults.service_unavailable(), method=None, path=None, times=1_000_000)
 
     def close(self) -> None:
         self.finish_processing()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import shutil
+import uuid
 from pathlib import Path
 
 import psycopg
+import psycopg.errors
 import pytest
 
 from payout_adapters import postgres
@@ -190,3 +192,54 @@ def test_an_unreachable_database_is_reported_as_unavailable() -> None:
 
     with pytest.raises(errors.StoreUnavailable, match="migrate"):
         postgres.migrate(unreachable)
+
+
+def test_resolve_and_reissue_migrate_a_database_holding_payouts(
+    empty_database_url: str, migrations_dir: Path
+) -> None:
+    later = sorted(p for p in migrations_dir.glob("*.sql") if p.name >= "0008")
+    held_back = migrations_dir.parent / "later"
+    held_back.mkdir()
+    for path in later:
+        path.rename(held_back / path.name)
+    postgres.migrate(empty_database_url, migrations_dir)
+    job, paid, failed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO payout_jobs (id, settlement_id, contest_id, currency, status, "
+            "total_transfers, total_amount_cents, completed_count, failed_count, "
+            "settlement_fingerprint, completed_at) "
+            "VALUES (%s, 's-1', 'c-1', 'usd', 'complete', 2, 3000, 1, 1, %s, now())",
+            (job, "0" * 64),
+        )
+        conn.execute(
+            "INSERT INTO payout_transfers (id, job_id, settlement_id, contest_id, user_id, "
+            "amount_cents, currency, status, attempt_count, stripe_transfer_id, failure_code) "
+            "VALUES (%s, %s, 's-1', 'c-1', 'u-1', 1500, 'usd', 'completed', 1, 'tr_1', NULL), "
+            "(%s, %s, 's-1', 'c-1', 'u-2', 1500, 'usd', 'failed_terminal', 1, NULL, 'x')",
+            (paid, job, failed, job),
+        )
+        conn.execute(
+            "INSERT INTO payout_operator_actions (action, actor, reason) "
+            "VALUES ('pause', 'ops-1', 'why')"
+        )
+    for path in later:
+        (held_back / path.name).rename(path)
+
+    assert postgres.migrate(empty_database_url, migrations_dir) == [p.name for p in later]
+
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        kept = conn.execute(
+            "SELECT id, status, reissue_of FROM payout_transfers ORDER BY user_id"
+        ).fetchall()
+        assert kept == [(paid, "completed", None), (failed, "failed_terminal", None)]
+        assert conn.execute("SELECT action FROM payout_operator_actions").fetchall() == [("pause",)]
+        # The failed winner may be paid again, once; the paid one may not.
+        insert = (
+            "INSERT INTO payout_transfers (id, job_id, settlement_id, contest_id, user_id, "
+            "amount_cents, currency, reissue_of) "
+            "VALUES (%s, %s, 's-1', 'c-1', %s, 1500, 'usd', %s)"
+        )
+        conn.execute(insert, (uuid.uuid4(), job, "u-2", failed))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert, (uuid.uuid4(), job, "u-1", None))

@@ -19,6 +19,8 @@ JOB = uuid.UUID("00000000-0000-4000-8000-000000000001")
 OTHER_JOB = uuid.UUID("00000000-0000-4000-8000-000000000002")
 TRANSFER = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
 FINGERPRINT = "0" * 64
+# One live or completed transfer per winner per contest; failed ones do not count.
+LIVE_WINNER = "payout_transfers_contest_user_live_idx"
 
 
 def insert_job(
@@ -111,7 +113,48 @@ def test_a_winner_is_paid_once_per_contest_whichever_settlement_asks(conn: Conn)
     insert_job(conn, OTHER_JOB, settlement_id="s-2", contest_id="c-1")
     with pytest.raises(psycopg.errors.UniqueViolation) as caught:
         insert_transfer(conn, uuid.uuid4(), OTHER_JOB, settlement_id="s-2")
-    assert constraint_of(caught.value) == "payout_transfers_contest_user_key"
+    assert constraint_of(caught.value) == LIVE_WINNER
+
+
+def test_a_winner_may_have_any_number_of_failed_transfers_beside_one_live(conn: Conn) -> None:
+    conn.execute("UPDATE payout_transfers SET status = 'failed_terminal', failure_code = 'x'")
+    insert_job(conn, OTHER_JOB, settlement_id="s-2", contest_id="c-1")
+    insert_transfer(
+        conn,
+        uuid.uuid4(),
+        OTHER_JOB,
+        settlement_id="s-2",
+        status="failed_terminal",
+        failure_code="x",
+    )
+    insert_transfer(conn, uuid.uuid4(), OTHER_JOB, settlement_id="s-2")  # live
+
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        insert_transfer(conn, uuid.uuid4(), OTHER_JOB, settlement_id="s-2")
+    assert constraint_of(caught.value) == LIVE_WINNER
+    with pytest.raises(psycopg.errors.UniqueViolation) as revived:
+        # Terminal is terminal; were a failed one brought back, the index would still hold.
+        conn.execute("UPDATE payout_transfers SET status = 'pending' WHERE id = %s", (TRANSFER,))
+    assert constraint_of(revived.value) == LIVE_WINNER
+    count = conn.execute("SELECT count(*) FROM payout_transfers").fetchone()
+    assert count == (3,)
+
+
+def test_a_failed_transfer_is_reissued_at_most_once_and_never_by_itself(conn: Conn) -> None:
+    conn.execute("UPDATE payout_transfers SET status = 'failed_terminal', failure_code = 'x'")
+    reissue = uuid.uuid4()
+    insert_transfer(conn, reissue, reissue_of=TRANSFER, status="failed_terminal", failure_code="x")
+
+    with pytest.raises(psycopg.errors.UniqueViolation) as twice:
+        insert_transfer(conn, uuid.uuid4(), reissue_of=TRANSFER)
+    with pytest.raises(psycopg.errors.CheckViolation) as itself:
+        conn.execute("UPDATE payout_transfers SET reissue_of = id WHERE id = %s", (reissue,))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation) as nothing:
+        insert_transfer(conn, uuid.uuid4(), reissue_of=uuid.uuid4())
+
+    assert constraint_of(twice.value) == "payout_transfers_reissue_of_key"
+    assert constraint_of(itself.value) == "payout_transfers_reissue_of_check"
+    assert constraint_of(nothing.value) == "payout_transfers_reissue_of_fkey"
 
 
 def test_a_transfer_belongs_to_its_jobs_contest(conn: Conn) -> None:
@@ -242,6 +285,56 @@ def test_the_ledger_is_append_only(conn: Conn, statement: str) -> None:
     assert count == (1,)
 
 
+def insert_action(conn: Conn, action: str, transfer_id: uuid.UUID | None) -> None:
+    conn.execute(
+        "INSERT INTO payout_operator_actions (action, actor, reason, transfer_id) "
+        "VALUES (%s, 'ops-1', 'why', %s)",
+        (action, transfer_id),
+    )
+
+
+def test_operator_actions_are_those_payout_core_knows(conn: Conn) -> None:
+    for action in ("resolve_found", "resolve_absent", "reissue"):
+        insert_action(conn, action, TRANSFER)
+    for action in ("pause", "resume"):
+        insert_action(conn, action, None)
+
+    with pytest.raises(psycopg.errors.CheckViolation) as unknown:
+        insert_action(conn, "refund", TRANSFER)
+    assert constraint_of(unknown.value) == "payout_operator_actions_action_check"
+
+
+@pytest.mark.parametrize(
+    ("action", "on_transfer"),
+    [("reissue", False), ("resolve_found", False), ("resolve_absent", False), ("pause", True)],
+)
+def test_an_action_names_a_transfer_unless_it_is_the_fleets(
+    conn: Conn, action: str, on_transfer: bool
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        insert_action(conn, action, TRANSFER if on_transfer else None)
+    assert constraint_of(caught.value) == "payout_operator_actions_transfer_check"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE payout_operator_actions SET reason = 'nothing happened'",
+        "UPDATE payout_operator_actions SET reason = 'x' WHERE false",
+        "DELETE FROM payout_operator_actions",
+        "TRUNCATE payout_operator_actions",
+    ],
+)
+def test_operator_actions_are_append_only(conn: Conn, statement: str) -> None:
+    insert_action(conn, "reissue", TRANSFER)
+
+    with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+        conn.execute(statement)
+
+    count = conn.execute("SELECT count(*) FROM payout_operator_actions").fetchone()
+    assert count == (1,)
+
+
 def test_a_connected_account_must_be_an_acct_id(admin: Conn) -> None:
     error = refused(
         admin,
@@ -319,3 +412,26 @@ def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Co
     # Bounded by the due time, not filtered row by row: the scan stops at the
     # first transfer not yet due, however many wait behind it.
     assert '"Index Cond": "(claimable_at <= ' in text
+
+
+def test_a_page_of_a_jobs_transfers_is_a_range_scan_however_large_the_job(admin: Conn) -> None:
+    insert_job(admin)
+    admin.execute("UPDATE payout_jobs SET total_transfers = 20000, total_amount_cents = 2000000")
+    admin.execute(
+        """
+        INSERT INTO payout_transfers (id, job_id, settlement_id, contest_id, user_id,
+            amount_cents, currency)
+        SELECT gen_random_uuid(), %(job)s, 's-1', 'c-1', 'u-' || n, 100, 'usd'
+        FROM generate_series(1, 20000) AS n
+        """,
+        {"job": JOB},
+    )
+    admin.execute("ANALYZE payout_transfers")
+    params = {"job_id": JOB, "after": uuid.UUID(int=2**127), "limit": 500}
+
+    plan = admin.execute("EXPLAIN (FORMAT JSON) " + q.TRANSFERS_OF_JOB_AFTER, params).fetchone()
+
+    assert plan is not None
+    nodes = plan_nodes(plan[0])
+    assert {n.get("Index Name") for n in nodes} >= {"payout_transfers_job_id_idx"}
+    assert "Sort" not in {n["Node Type"] for n in nodes}

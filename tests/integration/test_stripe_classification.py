@@ -23,7 +23,7 @@ import attrs
 import pytest
 import urllib3.util.connection
 
-from payout_adapters.stripe import RemoteTransfer, StripeGateway, classify
+from payout_adapters.stripe import StripeGateway, classify
 from payout_core import outcomes
 from tests import fake_stripe
 from tests.fake_stripe import faults, tls
@@ -213,12 +213,6 @@ def _amount(cents: int) -> Callable[[Env], outcomes.GatewayOutcome]:
     return lambda env: env.create(attrs.evolve(REQUEST, amount_cents=cents))
 
 
-def _missing_transfer(env: Env) -> outcomes.GatewayOutcome:
-    result = env.gateway().retrieve_transfer("tr_doesNotExist")
-    assert not isinstance(result, RemoteTransfer)
-    return result
-
-
 def _replayed(fault: faults.Respond) -> Callable[[Env], outcomes.GatewayOutcome]:
     def act(env: Env) -> outcomes.GatewayOutcome:
         env.fake.script(fault)
@@ -371,8 +365,8 @@ CASES = [
         "resource_missing",
     ),
     Case(
-        "no such transfer (retrieve)",
-        _missing_transfer,
+        "a missing object other than the destination",
+        _invalid("resource_missing", status=404),
         row("resource_missing", param=None),
         P,
         "resource_missing",

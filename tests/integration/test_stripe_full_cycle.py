@@ -21,10 +21,10 @@ import psycopg_pool
 import pytest
 
 from payout_adapters import postgres
-from payout_adapters.stripe import LocalRateLimiter, StripeGateway, reconcile
+from payout_adapters.stripe import LocalRateLimiter, StripeGateway
 from payout_core import models, retry
 from payout_core import reconcile as invariants
-from payout_core.services import scheduling, tick
+from payout_core.services import reconciliation, scheduling, tick
 from tests import fake_stripe
 from tests.fake_stripe import faults
 
@@ -208,10 +208,12 @@ def check_the_books(world: World, job: models.PayoutJob) -> None:
         assert completed[0].direction is models.LedgerDirection.DEBIT
         attempts = sorted(r.attempt_number for r in rows)
         assert attempts == list(range(1, t.attempt_count + 1))  # one row per attempt
-        assert reconcile.check_completed(world.gateway, t) == []
 
-    # Only transfers payout-core made exist at Stripe.
+    # Only transfers payout-core made exist at Stripe, and Stripe agrees with the record.
     assert len(at_stripe) == WINNERS - 2
+    agreed = reconciliation.reconcile_all(world.store, world.gateway)
+    assert agreed.ok, [str(f) for f in agreed.findings]
+    assert agreed.stripe_transfers == WINNERS - 2
 
     # A further tick, later, creates nothing and claims nothing.
     posts = len(world.fake.requests("POST"))

@@ -1,5 +1,5 @@
 """The Stripe gateway against the fake Stripe: look-ups, retries with the same key,
-the shared rate limit, and the API key never leaking."""
+the shared rate limit, the reads of reconcile, and the API key never leaking."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
 
-from payout_adapters.stripe import LocalRateLimiter, StripeGateway, classify, reconcile
-from payout_core import models, outcomes, pacing, ports
+from payout_adapters.stripe import LocalRateLimiter, StripeGateway, classify
+from payout_core import errors, outcomes, pacing, ports
 from tests import fake_stripe
 from tests.fake_stripe import faults
 
@@ -41,6 +41,10 @@ def lookup(transfer_id: str = "t-1", destination: str | None = ACCOUNT) -> outco
 
 def _fits_the_port(gateway: StripeGateway) -> ports.PaymentGateway:
     return gateway  # mypy checks that StripeGateway implements the port
+
+
+def _fits_the_records_port(gateway: StripeGateway) -> ports.TransferRecords:
+    return gateway
 
 
 @attrs.define
@@ -472,37 +476,139 @@ def test_the_api_key_never_appears_in_logs_reprs_outcomes_or_exceptions(
     assert leaks == []
 
 
-# -- reconciliation -------------------------------------------------------------------------
+# -- the reads of reconcile ----------------------------------------------------------------
 
 
-def completed(stripe_transfer_id: str, amount_cents: int = 1500) -> models.PayoutTransfer:
-    now = datetime(2026, 11, 29, tzinfo=UTC)
-    return models.PayoutTransfer(
-        id="t-1",
-        job_id="j-1",
-        settlement_id="s-1",
-        contest_id="c42",
-        user_id="u_1",
-        amount_cents=amount_cents,
-        currency="usd",
-        status=models.TransferStatus.COMPLETED,
-        destination_account=ACCOUNT,
-        stripe_transfer_id=stripe_transfer_id,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def test_a_completed_transfer_agrees_with_stripes_record(
-    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+def test_a_list_asks_stripe_for_the_group_and_the_time_in_whole_seconds_rounded_down(
+    server: fake_stripe.FakeStripeServer,
 ) -> None:
-    paid = gateway.create_transfer(request())
-    assert isinstance(paid, outcomes.Succeeded)
+    seed(server.fake, 5)
+    time = FrozenTime()
+    limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
+    since = datetime(2026, 11, 29, 12, 0, 0, 750_000, tzinfo=UTC)
+    query = outcomes.TransferQuery(transfer_group=GROUP, created_since=since)
 
-    assert reconcile.check_completed(gateway, completed(paid.stripe_transfer_id)) == []
-    (mismatch,) = reconcile.check_completed(
-        gateway, completed(paid.stripe_transfer_id, amount_cents=2000)
+    with StripeGateway(
+        api_key=server.api_key, api_base=server.url, limiter=limiter, page_size=2
+    ) as gw:
+        everything = list(gw.list_transfers(outcomes.TransferQuery()))
+        list(gw.list_transfers(query))
+
+    pages = server.fake.requests("GET", "/v1/transfers")
+    assert len(everything) == 5
+    unfiltered, filtered = pages[:3], pages[3:]
+    assert unfiltered[0].params == {"limit": "2"}
+    assert all(p.params.get("limit") == "2" for p in pages)
+    # Stripe dates in whole seconds: the second since falls in is kept whole.
+    assert filtered[0].params["created"] == {"gte": str(int(since.timestamp()))}
+    assert filtered[0].params["transfer_group"] == GROUP
+    # One slot of the read budget per page, none of Create Transfer's.
+    assert (limiter.taken(ports.Budget.READ), limiter.taken(ports.Budget.CREATE)) == (
+        len(pages),
+        0,
     )
-    assert "amount 1500" in mismatch
-    (unreadable,) = reconcile.check_completed(gateway, completed("tr_unknown"))
-    assert "could not read tr_unknown" in unreadable
+
+
+def test_a_list_reads_each_page_only_when_the_iteration_reaches_it(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    seed(server.fake, 5)
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, page_size=2) as gw:
+        listing = gw.list_transfers(outcomes.TransferQuery(transfer_group=GROUP))
+        before = len(server.fake.requests("GET"))
+        first = [next(listing), next(listing)]
+        after_one_page = len(server.fake.requests("GET"))
+        rest = list(listing)
+
+    assert (before, after_one_page, len(server.fake.requests("GET"))) == (0, 1, 3)
+    assert len(first) + len(rest) == 5
+
+
+def test_a_list_that_fails_on_a_later_page_raises_with_the_failures_code(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    seed(server.fake, 3)
+    server.fake.script(faults.rate_limited(), method="GET", after=1)
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, page_size=2) as gw:
+        listing = gw.list_transfers(outcomes.TransferQuery(transfer_group=GROUP))
+        read = [next(listing), next(listing)]
+        with pytest.raises(errors.GatewayUnavailable) as failed:
+            next(listing)
+
+    assert len(read) == 2
+    assert failed.value.code == "rate_limit"
+
+
+def test_a_stripe_that_repeats_a_page_stops_a_listing_and_a_lookup_as_unknown(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(server.fake, 150)
+    listed = gateway._client.v1.transfers.list
+
+    def ignoring_the_cursor(params: dict[str, object]) -> object:
+        return listed({k: v for k, v in params.items() if k != "starting_after"})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gateway._client.v1.transfers, "list", ignoring_the_cursor)
+
+    found = gateway.find_transfer(lookup("t-absent"))
+    with pytest.raises(errors.GatewayUnavailable) as failed:
+        list(gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP)))
+
+    assert isinstance(found, outcomes.Unknown)
+    assert (found.code, failed.value.code) == ("pagination_stuck", "pagination_stuck")
+
+
+def test_a_retrieve_turns_stripes_transfer_into_the_ports_record() -> None:
+    time = fake_stripe.ManualTime()
+    with fake_stripe.running(fake_stripe.FakeStripe(clock=time)) as other:
+        other.fake.add_account(ACCOUNT)
+        time.advance(timedelta(seconds=0.9))  # Stripe keeps whole seconds
+        seeded = other.fake.seed_transfer(amount=1500, destination=ACCOUNT)
+        other.fake.reverse_transfer(seeded["id"], 200)
+        with StripeGateway(api_key=other.api_key, api_base=other.url) as gw:
+            retrieved = gw.retrieve_transfer(seeded["id"])
+
+    assert retrieved == outcomes.StripeTransfer(
+        id=seeded["id"],
+        amount_cents=1500,
+        currency="usd",
+        destination=ACCOUNT,
+        transfer_group=None,
+        payout_transfer_id=None,
+        created_at=datetime.fromtimestamp(int(time.now), tz=UTC),
+        amount_reversed=200,
+        reversed=False,
+    )
+
+
+def test_a_retrieve_is_not_found_only_on_stripes_404_and_otherwise_classified(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="payout.stripe"):
+        missing = gateway.retrieve_transfer("tr_unknown")
+        logged = list(caplog.records)
+    server.fake.script(faults.server_error(), method="GET", path=None)
+    failed = gateway.retrieve_transfer("tr_unknown")
+    with StripeGateway(api_key="sk_test_wrongKey00000000", api_base=server.url) as wrong:
+        refused = wrong.retrieve_transfer("tr_unknown")
+
+    assert missing == outcomes.NotFound()
+    assert logged == []  # a transfer that does not exist is no failure
+    assert isinstance(failed, outcomes.Unknown)
+    assert isinstance(refused, outcomes.Systemic)
+    assert len(server.fake.requests("GET")) == 3  # one request each, never retried
+
+
+@pytest.mark.parametrize("size", [0, 101])
+def test_a_page_size_stripe_would_refuse_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match="page_size"):
+        StripeGateway(api_key="sk_test_x", page_size=size)
+
+
+def test_a_naive_created_since_is_refused(gateway: StripeGateway) -> None:
+    naive = outcomes.TransferQuery(created_since=datetime(2026, 1, 1))  # noqa: DTZ001
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        list(gateway.list_transfers(naive))

@@ -24,8 +24,9 @@ def memory_adapters() -> None:
     store: ports.PayoutStore = InMemoryStore()
     directory: ports.AccountDirectory = InMemoryAccountDirectory()
     gateway: ports.PaymentGateway = SimulatedGateway()
+    records: ports.TransferRecords = SimulatedGateway()
     manual: ports.Clock = ManualClock.__new__(ManualClock)
-    del store, directory, gateway, manual
+    del store, directory, gateway, records, manual
 
 
 def production_adapters(pool: psycopg_pool.ConnectionPool) -> None:
@@ -33,6 +34,7 @@ def production_adapters(pool: psycopg_pool.ConnectionPool) -> None:
     directory: ports.AccountDirectory = postgres.PostgresAccountDirectory(pool)
     inbox: ports.SettlementInbox = postgres.PostgresInbox(pool)
     gateway: ports.PaymentGateway = StripeGateway(api_key="sk_test_typing")
+    records: ports.TransferRecords = StripeGateway(api_key="sk_test_typing")
     instrumented: ports.PaymentGateway = metrics.InstrumentedGateway(gateway, metrics.Metrics())
     system: ports.Clock = clock.SystemClock()
-    del store, directory, inbox, gateway, instrumented, system
+    del store, directory, inbox, gateway, records, instrumented, system

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from payout_adapters.memory import ManualClock, SimulatedGateway
 from payout_adapters.memory import gateway as simulated
 from payout_core import outcomes
 from tests.contracts import GatewayContract, StripeHarness
+from tests.contracts.gateway_contract import LIST_PAGE_SIZE
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 PROCESSING = timedelta(seconds=90)  # how long Stripe takes once the client has given up
@@ -27,7 +29,9 @@ class SimulatedStripe:
     def __init__(self) -> None:
         self.clock = ManualClock(T0)
         self._next_creates: collections.deque[simulated.Fault] = collections.deque()
-        self.simulated = SimulatedGateway(handler=self._handler, clock=self.clock, seed=8)
+        self.simulated = SimulatedGateway(
+            handler=self._handler, clock=self.clock, seed=8, page_size=LIST_PAGE_SIZE
+        )
 
     @property
     def gateway(self) -> SimulatedGateway:
@@ -71,8 +75,33 @@ class SimulatedStripe:
     def advance(self, by: timedelta) -> None:
         self.clock.advance(by)
 
+    def now(self) -> datetime:
+        return self.clock.now()
+
     def transfers_for(self, payout_transfer_id: str) -> list[str]:
         return [r.id for r in self.simulated.transfers_for(payout_transfer_id)]
+
+    def plant(
+        self,
+        *,
+        amount_cents: int,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+    ) -> str:
+        return self.simulated.plant_transfer(
+            amount_cents=amount_cents,
+            currency="usd",
+            destination=destination,
+            transfer_group=transfer_group,
+            metadata=metadata,
+        ).id
+
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> None:
+        self.simulated.reverse(stripe_transfer_id, amount_cents)
+
+    def outage(self) -> None:
+        self.simulated.systemic_outage()
 
 
 def _fits(harness: SimulatedStripe) -> StripeHarness:

@@ -44,6 +44,20 @@ def _claim(store: InMemoryStore) -> list[models.PayoutTransfer]:
     return store.claim_due(limit=10, lease=LEASE, token="w-1")
 
 
+def _resolve(store: InMemoryStore) -> bool:
+    [pending] = store.transfers()
+    waiting = attrs.evolve(pending, needs_operator="x", attempt_count=1)  # as if it were
+    after, entry, action = b.resolution(waiting, found=True, now=T0)
+    return store.resolve(before=waiting, after=after, ledger_entry=entry, action=action)
+
+
+def _reissue(store: InMemoryStore) -> bool:
+    [pending] = store.transfers()
+    failed = attrs.evolve(pending, status=S.FAILED_TERMINAL, failure_code="x")  # as if it had
+    reissued, action = b.reissue(failed, now=T0)
+    return store.reissue(failed=failed, reissued=reissued, action=action)
+
+
 # Each port operation, called with harmless arguments.
 CALLS: dict[str, Callable[[InMemoryStore], object]] = {
     "schedule": lambda s: b.schedule(s, b.settlement("u-9", settlement_id="s-9"), now=T0),
@@ -69,6 +83,10 @@ CALLS: dict[str, Callable[[InMemoryStore], object]] = {
     "transfer_counts": lambda s: s.transfer_counts(),
     "record_run": lambda s: s.record_run(models.RunReport(id="r", started_at=T0)),
     "recent_runs": lambda s: s.recent_runs(),
+    "jobs_after": lambda s: s.jobs_after(None, limit=10),
+    "transfer_histories": lambda s: s.transfer_histories("j", after=None, limit=10),
+    "resolve": _resolve,
+    "reissue": _reissue,
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from payout_adapters.memory import ManualClock
 from payout_adapters.memory import gateway as simulated
-from payout_core import outcomes, ports
+from payout_core import errors, outcomes, ports
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 Fault = simulated.Fault
@@ -75,6 +75,11 @@ def gateway(
 def test_it_fits_the_payment_gateway_port() -> None:
     port: ports.PaymentGateway = gateway()
     assert isinstance(port.create_transfer(transfer_request()), outcomes.Succeeded)
+
+
+def test_it_fits_the_transfer_records_port() -> None:
+    port: ports.TransferRecords = gateway()
+    assert port.retrieve_transfer("tr_none") == outcomes.NotFound()
 
 
 def test_a_created_transfer_is_recorded_with_what_was_sent() -> None:
@@ -433,7 +438,13 @@ def test_a_deleted_account_refuses_creates_and_lookups_filtered_by_it() -> None:
 
 def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight() -> None:
     clock = ManualClock(T0)
-    gw = gateway(on_first_create(Fault.finishes_later(60)), clock=clock)
+
+    def first_call_finishes_later(
+        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        return Fault.finishes_later(60) if call.number == 1 else None
+
+    gw = gateway(first_call_finishes_later, clock=clock)
     gave_up = gw.create_transfer(transfer_request())
     assert isinstance(gave_up, outcomes.Unknown)
     assert gave_up.code == "timeout"
@@ -451,7 +462,13 @@ def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight() -
 
 def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish() -> None:
     clock = ManualClock(T0)
-    gw = gateway(on_first_create(Fault.finishes_later(60)), clock=clock)
+
+    def first_call_finishes_later(
+        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        return Fault.finishes_later(60) if call.number == 1 else None
+
+    gw = gateway(first_call_finishes_later, clock=clock)
     gw.create_transfer(transfer_request())
 
     clock.advance(60)
@@ -467,7 +484,13 @@ def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish() 
 
 def test_a_request_that_finishes_later_meets_stripes_state_at_its_finish() -> None:
     clock = ManualClock(T0)
-    gw = gateway(on_first_create(Fault.finishes_later(60)), clock=clock)
+
+    def first_call_finishes_later(
+        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        return Fault.finishes_later(60) if call.number == 1 else None
+
+    gw = gateway(first_call_finishes_later, clock=clock)
     gw.create_transfer(transfer_request())
     gw.set_balance(1000)
 
@@ -723,3 +746,170 @@ def test_without_a_clock_records_carry_the_aware_system_time() -> None:
     gw.create_transfer(transfer_request())
     [record] = gw.created_transfers()
     assert record.created_at.tzinfo is not None
+
+
+# -- reads, and what reconcile must find --------------------------------------------------------
+
+GROUP = "contest:c1"
+
+
+def listed(
+    gw: simulated.SimulatedGateway,
+    *,
+    transfer_group: str | None = None,
+    created_since: datetime | None = None,
+) -> list[str]:
+    query = outcomes.TransferQuery(transfer_group=transfer_group, created_since=created_since)
+    return [t.id for t in gw.list_transfers(query)]
+
+
+def test_a_planted_transfer_is_dated_by_the_clock_keyless_and_found_by_a_lookup() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(clock=clock)
+    gw.set_balance(100)
+    clock.advance(timedelta(minutes=3))
+
+    planted = gw.plant_transfer(
+        amount_cents=1500,
+        currency="usd",
+        destination="acct_1",
+        transfer_group=GROUP,
+        metadata={"payout_transfer_id": "t1", "note": "paid by hand"},
+    )
+
+    assert (planted.created_at, planted.idempotency_key, planted.sequence) == (
+        T0 + timedelta(minutes=3),
+        None,
+        1,
+    )
+    assert gw.find_transfer(lookup("t1")) == outcomes.Found(stripe_transfer_id=planted.id)
+    assert gw.created_transfers() == [planted]
+    assert gw.balance == 100  # set-up, not a request: nothing drawn
+    assert gw.requests == ()
+
+
+def test_a_planted_transfer_may_have_no_group_and_no_metadata() -> None:
+    gw = gateway()
+
+    planted = gw.plant_transfer(amount_cents=5, destination="acct_9")
+
+    retrieved = gw.retrieve_transfer(planted.id)
+    assert isinstance(retrieved, outcomes.StripeTransfer)
+    assert (retrieved.transfer_group, retrieved.payout_transfer_id) == (None, None)
+    assert listed(gw) == [planted.id]
+    assert listed(gw, transfer_group=GROUP) == []
+
+
+def test_a_reversal_grows_until_the_whole_amount_and_refuses_more() -> None:
+    gw = gateway()
+    paid = gw.create_transfer(transfer_request(amount_cents=1500))
+    assert isinstance(paid, outcomes.Succeeded)
+    tr = paid.stripe_transfer_id
+
+    partly = gw.reverse(tr, 1000)
+    with pytest.raises(ValueError, match="500 cents left"):
+        gw.reverse(tr, 501)
+    wholly = gw.reverse(tr, 500)
+
+    assert (partly.amount_reversed, partly.reversed) == (1000, False)
+    assert (wholly.amount_reversed, wholly.reversed) == (1500, True)
+    assert gw.transfers_for("t1") == [wholly]
+    with pytest.raises(ValueError, match="0 cents left"):
+        gw.reverse(tr, 1)
+    with pytest.raises(ValueError, match="no such transfer"):
+        gw.reverse("tr_none", 1)
+
+
+def test_a_list_is_by_creation_time_even_when_the_clock_went_back() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(clock=clock)
+    clock.advance(timedelta(hours=1))
+    newer = gw.plant_transfer(amount_cents=5, destination="acct_1", transfer_group=GROUP)
+    clock.set(T0)
+    older = gw.plant_transfer(amount_cents=5, destination="acct_1", transfer_group=GROUP)
+
+    assert listed(gw, transfer_group=GROUP) == [newer.id, older.id]
+    assert listed(gw, created_since=T0 + timedelta(minutes=1)) == [newer.id]
+    assert listed(gw, created_since=T0) == [newer.id, older.id]
+
+
+def test_a_request_that_finishes_later_is_listed_at_its_finish_time() -> None:
+    clock = ManualClock(T0)
+
+    def first_call_finishes_later(
+        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+    ) -> simulated.Fault | None:
+        return Fault.finishes_later(60) if call.number == 1 else None
+
+    gw = gateway(first_call_finishes_later, clock=clock)
+    gw.create_transfer(transfer_request("t1"))
+    clock.advance(timedelta(seconds=10))
+    quick = gw.create_transfer(transfer_request("t2"))
+    assert isinstance(quick, outcomes.Succeeded)
+
+    assert listed(gw, transfer_group=GROUP) == [quick.stripe_transfer_id]
+    clock.advance(timedelta(seconds=60))
+    (late,) = gw.transfers_for("t1")
+
+    assert late.created_at == T0 + timedelta(seconds=60)
+    assert listed(gw, transfer_group=GROUP) == [late.id, quick.stripe_transfer_id]
+
+
+def test_a_list_pages_lazily_and_fails_on_a_page_it_cannot_read() -> None:
+    gw = simulated.SimulatedGateway(clock=ManualClock(T0), seed=1, page_size=2)
+    for n in range(5):
+        gw.create_transfer(transfer_request(f"t{n}"))
+
+    listing = gw.list_transfers(outcomes.TransferQuery(transfer_group=GROUP))
+    first_page = [next(listing), next(listing)]
+    gw.systemic_outage("api_connection_error")
+
+    with pytest.raises(errors.GatewayUnavailable) as failed:
+        next(listing)
+    assert failed.value.code == "api_connection_error"
+    assert [t.payout_transfer_id for t in first_page] == ["t4", "t3"]
+
+
+def test_a_list_across_a_reset_fails_rather_than_start_over() -> None:
+    gw = simulated.SimulatedGateway(clock=ManualClock(T0), seed=1, page_size=1)
+    for n in range(2):
+        gw.create_transfer(transfer_request(f"t{n}"))
+    listing = gw.list_transfers(outcomes.TransferQuery())
+    next(listing)
+    gw.reset()
+
+    with pytest.raises(errors.GatewayUnavailable, match="no such transfer"):
+        next(listing)
+
+
+def test_a_retrieve_during_an_outage_answers_the_outage() -> None:
+    gw = gateway()
+    paid = gw.create_transfer(transfer_request())
+    assert isinstance(paid, outcomes.Succeeded)
+    gw.systemic_outage()
+
+    retrieved = gw.retrieve_transfer(paid.stripe_transfer_id)
+
+    assert isinstance(retrieved, outcomes.Systemic)
+    assert retrieved.code == "authentication_error"
+
+
+def test_reads_sleep_the_latency_once_a_request() -> None:
+    slept: list[float] = []
+    gw = simulated.SimulatedGateway(
+        clock=ManualClock(T0), seed=1, page_size=1, latency=(0.1, 0.1), sleep=slept.append
+    )
+    for _ in range(3):
+        gw.plant_transfer(amount_cents=5, destination="acct_1", transfer_group=GROUP)
+    del slept[:]
+
+    gw.retrieve_transfer("tr_none")
+    list(gw.list_transfers(outcomes.TransferQuery()))
+
+    assert slept == [0.1] * 4  # one retrieve, three pages
+
+
+@pytest.mark.parametrize("size", [0, 101])
+def test_a_page_size_stripe_would_refuse_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match="page_size"):
+        simulated.SimulatedGateway(page_size=size)

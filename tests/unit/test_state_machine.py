@@ -412,6 +412,74 @@ def test_an_escalated_transfer_waits_for_an_operator_with_its_reason() -> None:
         sm.escalate(claimed(), reason="", now=T0)
 
 
+# -- an operator's moves (rule 7, DESIGN 7) ----------------------------------------------
+
+
+def waiting_for_an_operator(*, uncertain: bool = True) -> models.PayoutTransfer:
+    # Without doubt: a claim of a transfer whose first attempt ended (its ledger row written).
+    t = sent() if uncertain else claimed(status=S.RETRYABLE, attempt_count=1, next_attempt_at=T0)
+    return sm.escalate(t, reason="claims keep expiring", now=T0)
+
+
+def test_an_operator_who_found_the_transfer_at_stripe_completes_it() -> None:
+    done = sm.resolve_found(waiting_for_an_operator(), stripe_transfer_id="tr_1", now=T0)
+
+    assert (done.status, done.stripe_transfer_id, done.needs_operator, done.outcome_uncertain) == (
+        S.COMPLETED,
+        "tr_1",
+        None,
+        False,
+    )
+    assert done.attempt_count == 1
+
+
+def test_an_operator_who_found_nothing_fails_the_attempt_in_doubt_or_one_of_its_own() -> None:
+    in_doubt = sm.resolve_absent(waiting_for_an_operator(), message="none", now=T0)
+    no_doubt = sm.resolve_absent(waiting_for_an_operator(uncertain=False), message="none", now=T0)
+
+    assert (in_doubt.status, in_doubt.failure_code, in_doubt.attempt_count) == (
+        S.FAILED_TERMINAL,
+        sm.RESOLVED_ABSENT,
+        1,  # the attempt whose outcome was in doubt, not yet in the ledger
+    )
+    assert (no_doubt.status, no_doubt.attempt_count) == (S.FAILED_TERMINAL, 2)
+    assert in_doubt.needs_operator is None
+
+
+def test_only_a_transfer_waiting_for_an_operator_is_resolved_by_hand() -> None:
+    for event in ("resolve_found", "resolve_absent"):
+        with pytest.raises(errors.IllegalTransition, match="needs no operator"):
+            EVENTS[event](transfer(status=S.RETRYABLE, attempt_count=1))
+    with pytest.raises(errors.IllegalTransition, match="without a send"):
+        sm.resolve_found(
+            sm.escalate(claimed(), reason="r", now=T0), stripe_transfer_id="tr_1", now=T0
+        )
+
+
+def test_a_reissue_is_a_new_pending_transfer_for_the_same_winner_linked_to_the_failed_one() -> None:
+    failed = sm.resolve_absent(waiting_for_an_operator(), message="none", now=T0)
+
+    new = sm.reissue(failed, new_id="t-2", now=T0 + timedelta(hours=1))
+
+    assert (new.id, new.reissue_of, new.status, new.attempt_count, new.key_generation) == (
+        "t-2",
+        failed.id,
+        S.PENDING,
+        0,
+        0,
+    )
+    assert (new.user_id, new.amount_cents, new.job_id) == (
+        failed.user_id,
+        failed.amount_cents,
+        failed.job_id,
+    )
+    assert new.destination_account is None  # read again at its first send
+    with pytest.raises(errors.IllegalTransition):
+        sm.reissue(transfer(status=S.RETRYABLE, attempt_count=1), new_id="t-3", now=T0)
+    with pytest.raises(errors.IllegalTransition):
+        sm.reissue(failed, new_id=failed.id, now=T0)
+
+
 # -- only the table's moves --------------------------------------------------------------
 
 EVENTS: dict[str, Callable[[models.PayoutTransfer], models.PayoutTransfer]] = {
@@ -424,6 +492,8 @@ EVENTS: dict[str, Callable[[models.PayoutTransfer], models.PayoutTransfer]] = {
     "fail": lambda t: sm.fail(t, code="c", message="m", now=T0, spend_attempt=True),
     "release": lambda t: sm.release(t, now=T0),
     "escalate": lambda t: sm.escalate(t, reason="why", now=T0),
+    "resolve_found": lambda t: sm.resolve_found(t, stripe_transfer_id="tr_z", now=T0),
+    "resolve_absent": lambda t: sm.resolve_absent(t, message="none at Stripe", now=T0),
 }
 
 
@@ -490,6 +560,10 @@ def apply(t: models.PayoutTransfer, step: Step, now: datetime) -> models.PayoutT
             return sm.release(t, now=now)
         case "escalate":
             return sm.escalate(t, reason="why", now=now, lookup_failed=flag)
+        case "resolve_found":
+            return sm.resolve_found(t, stripe_transfer_id="tr_op", now=now)
+        case "resolve_absent":
+            return sm.resolve_absent(t, message="none at Stripe", now=now)
     raise AssertionError(name)
 
 

@@ -11,7 +11,9 @@ Public API for downstream teams. Each adapter implements one of
 * :class:`InMemoryInbox`: the settlement inbox other services write to;
 * :class:`ManualClock`: time that moves only when the test moves it;
 * :class:`SimulatedGateway`: Stripe's Create Transfer with its idempotency
-  rules, and scriptable or seeded faults.
+  rules, and scriptable or seeded faults; its transfers listed and retrieved
+  as ``reconcile`` reads them, with transfers made elsewhere
+  (``plant_transfer``) and dashboard reversals (``reverse``) to plant.
 
 A test that pays a contest's winners and checks the ledger::
 

@@ -1,6 +1,7 @@
-"""A simulated Stripe for tests and the demo: Create Transfer and List Transfers, in memory.
+"""A simulated Stripe for tests and the demo: Create, List and Retrieve Transfers, in memory.
 
-It implements :class:`payout_core.ports.PaymentGateway`. Two halves:
+It implements :class:`payout_core.ports.PaymentGateway` and
+:class:`payout_core.ports.TransferRecords`. Two halves:
 
 * :mod:`payout_adapters.memory.stripe_model` is Stripe: transfers, idempotency
   keys (replays, 409 while in flight, ``idempotency_error``, saved refusals
@@ -27,7 +28,14 @@ Or seeded random faults, reproducible for the same seed and sequence of calls::
 
 Stripe's own state is set with methods: ``gateway.decline("acct_x" or "user-1")``
 (a refusal Stripe saves under the key), ``gateway.set_balance(cents)``,
-``gateway.delete_account("acct_x")``, and ``gateway.systemic_outage()``.
+``gateway.delete_account("acct_x")``, and ``gateway.systemic_outage()``. What
+``reconcile`` must find is planted the same way: ``gateway.plant_transfer(...)``
+(a transfer payout-core did not make, or a second one for a payout) and
+``gateway.reverse("tr_...", cents)`` (a reversal made in Stripe's dashboard).
+
+Reads (:meth:`SimulatedGateway.retrieve_transfer`, :meth:`SimulatedGateway.list_transfers`)
+are not shown to the handler: only an outage makes them fail, as it makes
+look-ups fail.
 
 The gateway's clock is Stripe's clock: key ages, finish times of slow requests
 and ``created_at`` all follow it. Driven from one thread with a
@@ -41,7 +49,7 @@ import enum
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import TypeAlias
 
@@ -50,7 +58,7 @@ import attrs
 from payout_adapters import clock as clock_
 from payout_adapters.memory import stripe_model
 from payout_adapters.memory.stripe_model import TransferRecord
-from payout_core import outcomes, ports
+from payout_core import errors, outcomes, ports
 
 __all__ = [
     "Call",
@@ -76,7 +84,7 @@ class Call:
     operation: Operation
     # Which time this key (create) or this payout transfer (find) is asked, from 1.
     attempt: int
-    # Which call this is on the gateway, all operations counted, from 1.
+    # Which call this is on the gateway, creates and look-ups counted (not reads), from 1.
     number: int
 
 
@@ -88,6 +96,7 @@ class FaultKind(enum.Enum):
 
 
 _AnyOutcome: TypeAlias = outcomes.GatewayOutcome | outcomes.LookupOutcome
+_Failure: TypeAlias = outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic
 
 
 def _not_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -250,6 +259,8 @@ class SimulatedGateway:
             ``(0, 0)`` by default: no call ever sleeps unless asked to.
         sleep: how to sleep (inject a fake to record latencies without waiting).
         seed: makes the ``tr_...`` ids and latencies reproducible.
+        page_size: how many transfers a page of :meth:`list_transfers` holds
+            (Stripe's largest page by default; small, to test paging cheaply).
     """
 
     def __init__(
@@ -261,12 +272,16 @@ class SimulatedGateway:
         latency: tuple[float, float] = (0.0, 0.0),
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
+        page_size: int = 100,
     ) -> None:
         low, high = latency
         if not 0.0 <= low <= high:
             raise ValueError(f"latency must be (min, max) with 0 <= min <= max, got {latency}")
         if key_window <= timedelta(0):
             raise ValueError(f"key_window must be positive, got {key_window}")
+        if not 1 <= page_size <= 100:
+            raise ValueError(f"page_size must be within 1..100 (Stripe's limits), got {page_size}")
+        self._page_size = page_size
         self._handler = handler
         self._clock: ports.Clock = clock or clock_.SystemClock()
         self._key_window = key_window
@@ -355,12 +370,52 @@ class SimulatedGateway:
         with self._lock:
             return self._stripe.balance
 
+    def plant_transfer(
+        self,
+        *,
+        amount_cents: int,
+        destination: str,
+        currency: str = "usd",
+        transfer_group: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> TransferRecord:
+        """A transfer Stripe holds from now on that payout-core did not create:
+        one made in the dashboard or by another program, or, with a
+        ``payout_transfer_id`` in ``metadata``, a second payment of a winner.
+
+        It is dated by the gateway's clock, listed and retrieved like any other,
+        and found by :meth:`find_transfer` when it matches the look-up, as at
+        Stripe. Set-up, not a request: no handler, outage or balance applies.
+        """
+        with self._lock:
+            return self._stripe.plant(
+                amount_cents=amount_cents,
+                currency=currency,
+                destination=destination,
+                transfer_group=transfer_group,
+                metadata=metadata or {},
+            )
+
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> TransferRecord:
+        """Reverse ``amount_cents`` of a transfer, as an operator would in
+        Stripe's dashboard: its ``amount_reversed`` grows, and it is ``reversed``
+        once the whole amount is. Returns the transfer as it now is; the
+        balance is left as it is.
+
+        Raises:
+            ValueError: Stripe holds no such transfer, or ``amount_cents`` is not
+                between 1 and what is left to reverse of it.
+        """
+        with self._lock:
+            return self._stripe.reverse(stripe_transfer_id, amount_cents)
+
     def systemic_outage(
         self, code: str = "authentication_error", message: str | None = None
     ) -> None:
-        """Answer every call, creates and look-ups, with ``Systemic(code)`` until
-        :meth:`end_outage`, in front of the API (nothing saved). Takes
-        precedence over the handler."""
+        """Answer every call, creates, look-ups and reads, with ``Systemic(code)``
+        until :meth:`end_outage`, in front of the API (nothing saved); a listing
+        raises :class:`~payout_core.errors.GatewayUnavailable` at its next page.
+        Takes precedence over the handler."""
         with self._lock:
             self._outage = Fault.systemic(code, message)
 
@@ -390,8 +445,8 @@ class SimulatedGateway:
 
     def reset(self) -> None:
         """Forget every transfer, key, logged request, decline, deleted account,
-        balance, request in flight and outage. The handler, clock, window and
-        latency stay."""
+        balance, request in flight and outage. The handler, clock, window,
+        latency and page size stay."""
         with self._lock:
             self._init_state()
 
@@ -485,6 +540,41 @@ class SimulatedGateway:
         with self._lock:
             return self._stripe.find(lookup)
 
+    def retrieve_transfer(self, stripe_transfer_id: str) -> outcomes.RetrieveOutcome:
+        with self._lock:
+            outage = self._outage
+        self._pause()
+        if outage is not None:
+            return _as_read_failure(outage)
+        with self._lock:
+            record = self._stripe.get(stripe_transfer_id)
+        return outcomes.NotFound() if record is None else record.as_stripe_transfer()
+
+    def list_transfers(self, query: outcomes.TransferQuery) -> Iterator[outcomes.StripeTransfer]:
+        """Page by page as Stripe lists, each page read when the iteration
+        reaches it: an outage begun meanwhile fails the next page."""
+        starting_after: str | None = None
+        while True:
+            with self._lock:
+                outage = self._outage
+            self._pause()
+            if outage is not None:
+                failure = _as_read_failure(outage)
+                raise errors.GatewayUnavailable(failure.code, failure.message)
+            with self._lock:
+                page = self._stripe.list_page(
+                    query, starting_after=starting_after, limit=self._page_size
+                )
+            if page is None:  # Stripe forgot the cursor: the gateway was reset meanwhile
+                raise errors.GatewayUnavailable(
+                    "resource_missing", f"simulated 400: no such transfer: '{starting_after}'"
+                )
+            records, has_more = page
+            yield from (r.as_stripe_transfer() for r in records)
+            if not has_more:
+                return
+            starting_after = records[-1].id
+
     # -- inside ---------------------------------------------------------------
 
     def _next_call(self, operation: Operation, subject: str) -> Call:
@@ -518,6 +608,15 @@ def _as_lookup_outcome(fault: Fault) -> outcomes.LookupOutcome:
     outcome = fault.outcome
     if outcome is None or isinstance(outcome, outcomes.Succeeded):
         raise TypeError(f"{fault!r} is not an answer to a look-up")
+    return outcome
+
+
+def _as_read_failure(fault: Fault) -> _Failure:
+    outcome = fault.outcome
+    if outcome is None or isinstance(
+        outcome, outcomes.Succeeded | outcomes.Found | outcomes.NotFound
+    ):
+        raise TypeError(f"{fault!r} is not a failure to read")
     return outcome
 
 

@@ -7,8 +7,11 @@ so a test that passes on it means what it says. What the database enforces,
 it enforces too, with the same errors:
 
 * one job per ``settlement_id``: scheduling again returns that job, ``created=False``;
-* one transfer per ``(contest_id, user_id)`` across all jobs: ``DuplicatePayout``
-  naming the winners, and nothing written;
+* one live or completed transfer per ``(contest_id, user_id)`` across all jobs
+  (failed ones do not count): ``DuplicatePayout`` naming the winners, and
+  nothing written;
+* an operator's resolve only over the very row decided on, and a failed
+  transfer reissued at most once, never beside a live or completed one;
 * its own clock, standing for the database's: claims, leases, due times and
   send intents are decided by it, never by a caller's clock (DESIGN 3, rule 1);
 * claims with leases, oldest due first, never one transfer to two callers;
@@ -65,9 +68,14 @@ OPERATIONS: Final = frozenset(
         "transfer_counts",
         "record_run",
         "recent_runs",
+        "jobs_after",
+        "transfer_histories",
+        "resolve",
+        "reissue",
     }
 )
 
+# The operator action that closes a transfer needing an operator, by verdict.
 # What record() takes from the outcome; the rest of a transfer (who, how much,
 # which job) never changes after scheduling, as the PostgreSQL UPDATE's SET list.
 _OUTCOME_FIELDS: Final = (
@@ -138,6 +146,8 @@ def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
         problems.append("key_sends, lookup_failures and abandoned_claims must be >= 0")
     if transfer.status.is_terminal and transfer.needs_operator is not None:
         problems.append("a terminal transfer needs no operator")
+    if transfer.reissue_of == transfer.id:
+        problems.append("a transfer cannot be a reissue of itself")
     return problems
 
 
@@ -177,7 +187,9 @@ class InMemoryStore:
         self._job_of_settlement: dict[str, str] = {}
         self._transfers: dict[str, models.PayoutTransfer] = {}
         self._transfers_of_job: dict[str, list[str]] = {}
+        # The winner's latest transfer: a live or completed one if there is one.
         self._transfer_of_winner: dict[tuple[str, str], str] = {}
+        self._reissued: set[str] = set()  # failed transfers reissued already
         self._open: set[str] = set()  # transfers not yet terminal: the claim scans these
         self._ledger: list[models.LedgerEntry] = []
         self._ledger_keys: set[str] = set()
@@ -278,22 +290,28 @@ class InMemoryStore:
             if existing is not None:
                 return ports.ScheduleResult(job=self._jobs[existing], created=False)
             self._check_new_job(job, transfers)
-            taken = [
-                t.user_id
-                for t in transfers
-                if (t.contest_id, t.user_id) in self._transfer_of_winner
-            ]
+            taken = [t.user_id for t in transfers if self._paid(t.contest_id, t.user_id)]
             if taken:
                 raise errors.DuplicatePayout(job.contest_id, taken)
             self._jobs[job.id] = job
             self._job_of_settlement[job.settlement_id] = job.id
-            self._transfers_of_job[job.id] = [t.id for t in transfers]
+            self._transfers_of_job[job.id] = []
             for t in transfers:
-                self._transfers[t.id] = t
-                self._transfer_of_winner[(t.contest_id, t.user_id)] = t.id
-                if not t.status.is_terminal:
-                    self._open.add(t.id)
+                self._insert(t)
             return ports.ScheduleResult(job=job, created=True)
+
+    def _paid(self, contest_id: str, user_id: str) -> bool:
+        """Whether a live or completed transfer pays the winner: what the
+        partial unique index on (contest_id, user_id) refuses a second of."""
+        latest = self._transfer_of_winner.get((contest_id, user_id))
+        return latest is not None and self._transfers[latest].status is not S.FAILED_TERMINAL
+
+    def _insert(self, transfer: models.PayoutTransfer) -> None:
+        self._transfers[transfer.id] = transfer
+        self._transfers_of_job[transfer.job_id].append(transfer.id)
+        self._transfer_of_winner[(transfer.contest_id, transfer.user_id)] = transfer.id
+        if not transfer.status.is_terminal:
+            self._open.add(transfer.id)
 
     def _check_new_job(
         self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
@@ -392,25 +410,121 @@ class InMemoryStore:
                 or stored.attempt_count != claimed.attempt_count
             ):
                 return False  # the lease was taken over; the newer claim owns it
-            written = attrs.evolve(stored, **{f: getattr(updated, f) for f in _OUTCOME_FIELDS})
-            refused = _row_problems(written) + _pin_problems(stored, written)
-            if ledger_entry is not None:
-                refused.extend(self._ledger_problems(ledger_entry))
+            self._write_outcome(stored, updated, ledger_entry, now=now, event="record")
+            return True
+
+    def resolve(
+        self,
+        *,
+        before: models.PayoutTransfer,
+        after: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry,
+        action: models.OperatorAction,
+    ) -> bool:
+        sm.check_resolution(before, after, action)
+        with self._operation("resolve"):
+            stored = self._transfers.get(before.id)
+            if (
+                stored is None
+                or stored.status is not before.status
+                or stored.needs_operator is None
+                or stored.updated_at != before.updated_at
+            ):
+                return False  # changed since the operator decided, or needs no operator
+            self._write_outcome(
+                stored,
+                after,
+                ledger_entry,
+                now=after.updated_at,
+                event=action.action,
+                also_refused=self._action_problems(action),
+            )
+            self._act(action)
+            return True
+
+    def reissue(
+        self,
+        *,
+        failed: models.PayoutTransfer,
+        reissued: models.PayoutTransfer,
+        action: models.OperatorAction,
+    ) -> bool:
+        sm.check_reissue(failed, reissued, action)
+        with self._operation("reissue"):
+            stored = self._transfers.get(failed.id)
+            if (
+                stored is None
+                or stored.status is not S.FAILED_TERMINAL
+                or (stored.job_id, stored.user_id) != (failed.job_id, failed.user_id)
+            ):
+                return False  # nothing of this winner failed for good to pay again
+            # In the order PostgreSQL meets them: the row's checks, the unique
+            # indexes (then nothing is inserted), the action's checks.
+            refused = _row_problems(reissued)
+            if not refused and (
+                failed.id in self._reissued
+                or self._paid(reissued.contest_id, reissued.user_id)
+                or reissued.id in self._transfers
+            ):
+                return False  # reissued already, or a live or completed transfer pays them
+            refused = refused or self._action_problems(action, new=reissued.id)
             if refused:
                 raise errors.IllegalTransition(
-                    claimed.id, stored.status.value, f"record {written.status.value}: {refused[0]}"
+                    failed.id, stored.status.value, f"reissue: {refused[0]}"
                 )
-            self._transfers[written.id] = written
-            if written.status.is_terminal:
-                self._open.discard(written.id)
-            if ledger_entry is not None:
-                self._ledger.append(ledger_entry)
-                self._ledger_keys.add(ledger_entry.idempotency_key)
-                self._booked.add((ledger_entry.transfer_id, ledger_entry.entry_type))
-            # The job's counts move by this outcome alone, as in PostgreSQL.
-            job = self._jobs[written.job_id]
-            self._jobs[job.id] = completion.advance(job, outcome=written.status, now=now)
+            self._insert(reissued)
+            self._reissued.add(failed.id)
+            job = self._jobs[reissued.job_id]
+            self._jobs[job.id] = completion.reopen(
+                job, amount_cents=reissued.amount_cents, now=reissued.updated_at
+            )
+            self._act(action)
             return True
+
+    def _write_outcome(
+        self,
+        stored: models.PayoutTransfer,
+        updated: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry | None,
+        *,
+        now: datetime,
+        event: str,
+        also_refused: Sequence[str] = (),
+    ) -> None:
+        """Write ``updated`` over ``stored`` with its ledger row, and move the
+        job's counts by it, as the PostgreSQL statement does: all or nothing
+        (nothing also when ``also_refused`` names a problem with the rest)."""
+        written = attrs.evolve(stored, **{f: getattr(updated, f) for f in _OUTCOME_FIELDS})
+        refused = [*_row_problems(written), *_pin_problems(stored, written), *also_refused]
+        if ledger_entry is not None:
+            refused.extend(self._ledger_problems(ledger_entry))
+        if refused:
+            raise errors.IllegalTransition(
+                stored.id, stored.status.value, f"{event} {written.status.value}: {refused[0]}"
+            )
+        self._transfers[written.id] = written
+        if written.status.is_terminal:
+            self._open.discard(written.id)
+        if ledger_entry is not None:
+            self._ledger.append(ledger_entry)
+            self._ledger_keys.add(ledger_entry.idempotency_key)
+            self._booked.add((ledger_entry.transfer_id, ledger_entry.entry_type))
+        # The job's counts move by this outcome alone, as in PostgreSQL.
+        job = self._jobs[written.job_id]
+        self._jobs[job.id] = completion.advance(job, outcome=written.status, now=now)
+
+    def _action_problems(self, action: models.OperatorAction, *, new: str = "") -> list[str]:
+        """The schema's checks on an action on a transfer: it names one, stored
+        (or ``new``, written with it)."""
+        if action.transfer_id is None:
+            return [f"a {action.action} action names its transfer"]
+        if action.transfer_id not in self._transfers and action.transfer_id != new:
+            return [f"the action's transfer {action.transfer_id} does not exist"]
+        return []
+
+    def _act(self, action: models.OperatorAction) -> None:
+        """Append ``action`` at the store's time (the database's, in PostgreSQL)."""
+        self._actions.append(attrs.evolve(action, created_at=self._clock.now()))
 
     def _ledger_problems(self, entry: models.LedgerEntry) -> list[str]:
         """What the ledger's keys and checks refuse (migrations/0002)."""
@@ -449,12 +563,9 @@ class InMemoryStore:
                 after = models.PauseState()
             else:
                 raise ValueError(f"{action.action} neither pauses nor resumes")
-            self._actions.append(
+            self._act(
                 attrs.evolve(
-                    action,
-                    created_at=self._clock.now(),
-                    before=before.as_dict(),
-                    after=after.as_dict(),
+                    action, transfer_id=None, before=before.as_dict(), after=after.as_dict()
                 )
             )
             self._pause = after
@@ -493,6 +604,27 @@ class InMemoryStore:
     def get_transfer(self, transfer_id: str) -> models.PayoutTransfer | None:
         with self._operation("get_transfer"):
             return self._transfers.get(transfer_id)
+
+    def jobs_after(self, after: str | None, *, limit: int) -> list[models.PayoutJob]:
+        with self._operation("jobs_after"):
+            ids = sorted(j for j in self._jobs if after is None or j > after)
+            return [self._jobs[j] for j in ids[: max(limit, 0)]]
+
+    def transfer_histories(
+        self, job_id: str, *, after: str | None, limit: int
+    ) -> list[ports.TransferHistory]:
+        with self._operation("transfer_histories"):
+            ids = sorted(
+                t for t in self._transfers_of_job.get(job_id, []) if after is None or t > after
+            )[: max(limit, 0)]
+            entries: dict[str, list[models.LedgerEntry]] = {t: [] for t in ids}
+            for entry in self._ledger:
+                if entry.transfer_id in entries:
+                    entries[entry.transfer_id].append(entry)
+            return [
+                ports.TransferHistory(transfer=self._transfers[t], ledger=tuple(entries[t]))
+                for t in ids
+            ]
 
     def transfers_of(self, job_id: str) -> list[models.PayoutTransfer]:
         with self._operation("transfers_of"):

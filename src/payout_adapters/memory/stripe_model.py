@@ -23,6 +23,13 @@ pinned against the fake Stripe server too by ``tests/contracts/gateway_contract.
 * **Look-ups** list by transfer group and, when given, destination, and match
   ``metadata.payout_transfer_id``; a destination Stripe does not know is a
   ``resource_missing`` refusal, not an empty list.
+* **Lists** (:meth:`StripeModel.list_page`) are newest first, by transfer group
+  and creation time, paged with ``starting_after`` as Stripe pages; a transfer
+  is retrieved by id (:meth:`StripeModel.get`).
+* **Set-up outside the API**: a transfer made by someone else
+  (:meth:`StripeModel.plant`, no idempotency key) and a reversal made in the
+  dashboard (:meth:`StripeModel.reverse`) change what the reads see, and
+  nothing else (the balance is left as it is).
 
 Nothing here reads the wall clock or sleeps: driven from one thread with a
 manual clock and a seeded generator, it is deterministic.
@@ -30,10 +37,12 @@ manual clock and a seeded generator, it is deterministic.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import random
 import string
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import attrs
@@ -50,21 +59,52 @@ Answer = outcomes.Succeeded | outcomes.Unknown | outcomes.Permanent | outcomes.S
 
 @attrs.frozen(kw_only=True)
 class TransferRecord:
-    """A transfer the simulated Stripe holds, as Create Transfer made it."""
+    """A transfer the simulated Stripe holds, as Create Transfer made it (or a
+    test planted it), with the reversals made since."""
 
     id: str
     amount_cents: int
     currency: str
     destination: str
-    transfer_group: str
+    transfer_group: str | None
     metadata: tuple[tuple[str, str], ...]
-    idempotency_key: str
+    idempotency_key: str | None  # None: made outside payout-core's requests (planted)
     created_at: datetime
     sequence: int  # creation order, from 1
+    amount_reversed: int = 0
+    reversed: bool = False  # the whole amount was reversed
 
     @property
     def payout_transfer_id(self) -> str | None:
         return dict(self.metadata).get("payout_transfer_id")
+
+    @property
+    def user_id(self) -> str | None:
+        """The winner it pays, as payout-core's metadata names them."""
+        return dict(self.metadata).get("user_id")
+
+    def as_stripe_transfer(self) -> outcomes.StripeTransfer:
+        """What a retrieve or a list answers about it."""
+        return outcomes.StripeTransfer(
+            id=self.id,
+            amount_cents=self.amount_cents,
+            currency=self.currency,
+            destination=self.destination,
+            transfer_group=self.transfer_group,
+            payout_transfer_id=self.payout_transfer_id,
+            created_at=self.created_at,
+            amount_reversed=self.amount_reversed,
+            reversed=self.reversed,
+        )
+
+
+# Where a record sorts in a list: newest last here, listed from the end. The
+# sequence breaks ties of one instant, so no two records share a place.
+_Place = tuple[datetime, int, str]
+
+
+def _place(record: TransferRecord) -> _Place:
+    return (record.created_at, record.sequence, record.id)
 
 
 @attrs.define
@@ -136,8 +176,11 @@ class StripeModel:
         self._clock = clock
         self._key_window = key_window
         self._rng = rng
-        self._records: list[TransferRecord] = []
-        self._by_payout: dict[str, list[TransferRecord]] = {}
+        # Records are frozen: a reversal replaces one here, and the indexes hold ids.
+        self._by_id: dict[str, TransferRecord] = {}  # in creation order
+        self._by_payout: dict[str, list[str]] = {}
+        self._ordered: list[_Place] = []  # every record, oldest first
+        self._by_group: dict[str | None, list[_Place]] = {}  # each group's, oldest first
         self._keys: dict[str, _Key] = {}
         # Keys with a saved answer, oldest first use (nearly) first, so that
         # forgetting them costs nothing per call; see _forget_old_keys.
@@ -279,7 +322,7 @@ class StripeModel:
         self.catch_up()
         if lookup.destination is not None and lookup.destination in self._deleted:
             return _no_such_destination(lookup.destination)
-        for record in self._by_payout.get(lookup.payout_transfer_id, ()):
+        for record in self._records_for(lookup.payout_transfer_id):
             if record.transfer_group == lookup.transfer_group and lookup.destination in (
                 None,
                 record.destination,
@@ -287,13 +330,100 @@ class StripeModel:
                 return outcomes.Found(stripe_transfer_id=record.id)
         return outcomes.NotFound()
 
+    def get(self, transfer_id: str) -> TransferRecord | None:
+        """Retrieve a transfer: ``None`` when Stripe holds no such transfer."""
+        self.catch_up()
+        return self._by_id.get(transfer_id)
+
+    def list_page(
+        self, query: outcomes.TransferQuery, *, starting_after: str | None, limit: int
+    ) -> tuple[list[TransferRecord], bool] | None:
+        """One page of List Transfers: up to ``limit`` transfers ``query``
+        selects, newest first, after the transfer ``starting_after`` (from the
+        newest when ``None``), and whether more follow. ``None``: Stripe holds
+        no transfer ``starting_after`` (a ``resource_missing`` refusal)."""
+        if limit < 1:
+            raise ValueError(f"a page holds at least one transfer, got {limit}")
+        self.catch_up()
+        places = (
+            self._ordered
+            if query.transfer_group is None
+            else self._by_group.get(query.transfer_group, [])
+        )
+        end = len(places)
+        if starting_after is not None:
+            after = self._by_id.get(starting_after)
+            if after is None:
+                return None
+            end = bisect.bisect_left(places, _place(after))
+        page: list[TransferRecord] = []
+        for index in range(end - 1, -1, -1):
+            created_at, _sequence, transfer_id = places[index]
+            if query.created_since is not None and created_at < query.created_since:
+                break  # older ones all are: the list is in creation time order
+            if len(page) == limit:
+                return page, True
+            page.append(self._by_id[transfer_id])
+        return page, False
+
     def records(self) -> list[TransferRecord]:
         self.catch_up()
-        return list(self._records)
+        return list(self._by_id.values())
 
     def records_for(self, payout_transfer_id: str) -> list[TransferRecord]:
         self.catch_up()
-        return list(self._by_payout.get(payout_transfer_id, ()))
+        return self._records_for(payout_transfer_id)
+
+    # -- outside the API: set-up for tests -----------------------------------------------------
+
+    def plant(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+    ) -> TransferRecord:
+        """A transfer made now by someone else than payout-core (the dashboard,
+        another program), or a second one for a payout: held and listed, found
+        by look-ups like any other. Nothing is refused and the balance is left
+        as it is."""
+        if amount_cents < 1:
+            raise ValueError(f"a transfer moves at least one cent, got {amount_cents}")
+        return self._add(
+            amount_cents=amount_cents,
+            currency=currency,
+            destination=destination,
+            transfer_group=transfer_group,
+            metadata=tuple(metadata.items()),
+            idempotency_key=None,
+            created_at=self._catch_up(),
+        )
+
+    def reverse(self, transfer_id: str, amount_cents: int) -> TransferRecord:
+        """A reversal of ``amount_cents`` made in the dashboard: the transfer's
+        ``amount_reversed`` grows, and it is ``reversed`` once all of it is.
+
+        Raises:
+            ValueError: no such transfer, or not between 1 cent and what is left
+                to reverse of it.
+        """
+        self.catch_up()
+        record = self._by_id.get(transfer_id)
+        if record is None:
+            raise ValueError(f"no such transfer: {transfer_id!r}")
+        left = record.amount_cents - record.amount_reversed
+        if not 1 <= amount_cents <= left:
+            raise ValueError(
+                f"{transfer_id} has {left} cents left to reverse, cannot reverse {amount_cents}"
+            )
+        reversed_now = record.amount_reversed + amount_cents
+        record = attrs.evolve(
+            record, amount_reversed=reversed_now, reversed=reversed_now == record.amount_cents
+        )
+        self._by_id[transfer_id] = record
+        return record
 
     # -- inside --------------------------------------------------------------------------------
 
@@ -357,8 +487,7 @@ class StripeModel:
             if request.amount_cents > self._balance:
                 return _balance_insufficient(request.amount_cents, self._balance)
             self._balance -= request.amount_cents
-        record = TransferRecord(
-            id="tr_" + "".join(self._rng.choices(_ID_ALPHABET, k=24)),
+        record = self._add(
             amount_cents=request.amount_cents,
             currency=request.currency,
             destination=request.destination,
@@ -366,9 +495,38 @@ class StripeModel:
             metadata=request.metadata,
             idempotency_key=request.idempotency_key,
             created_at=at,
-            sequence=len(self._records) + 1,
         )
-        self._records.append(record)
-        if record.payout_transfer_id is not None:
-            self._by_payout.setdefault(record.payout_transfer_id, []).append(record)
         return outcomes.Succeeded(stripe_transfer_id=record.id)
+
+    def _add(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        destination: str,
+        transfer_group: str | None,
+        metadata: tuple[tuple[str, str], ...],
+        idempotency_key: str | None,
+        created_at: datetime,
+    ) -> TransferRecord:
+        record = TransferRecord(
+            id="tr_" + "".join(self._rng.choices(_ID_ALPHABET, k=24)),
+            amount_cents=amount_cents,
+            currency=currency,
+            destination=destination,
+            transfer_group=transfer_group,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            created_at=created_at,
+            sequence=len(self._by_id) + 1,
+        )
+        self._by_id[record.id] = record
+        if record.payout_transfer_id is not None:
+            self._by_payout.setdefault(record.payout_transfer_id, []).append(record.id)
+        # A request finishing late, or a clock set back, may come before newer ones.
+        bisect.insort(self._ordered, _place(record))
+        bisect.insort(self._by_group.setdefault(transfer_group, []), _place(record))
+        return record
+
+    def _records_for(self, payout_transfer_id: str) -> list[TransferRecord]:
+        return [self._by_id[i] for i in self._by_payout.get(payout_transfer_id, ())]

@@ -24,7 +24,7 @@ TRANSFER_COLUMNS: Final = """
     destination_account, stripe_transfer_id, failure_code,
     failure_message, key_generation, key_first_sent_at, last_send_at, key_sends,
     outcome_uncertain, key_replays_error, platform_refused, lookup_failures,
-    abandoned_claims, needs_operator, created_at, updated_at
+    abandoned_claims, needs_operator, reissue_of, created_at, updated_at
 """
 
 # The database's time, or the test clock standing in for it (%(now)s is NULL
@@ -62,19 +62,12 @@ RETURNING id
 """
 )
 
-# All of a job's transfers in one statement (one round trip for any number of
-# winners). A winner already paid in this contest by another settlement is
-# skipped by the unique (contest_id, user_id) index instead of aborting: the
-# caller compares the user ids returned with those sent, names the missing
-# ones in DuplicatePayout, and rolls the whole job back.
-INSERT_TRANSFERS: Final = """
-INSERT INTO payout_transfers (
-    id, job_id, settlement_id, contest_id, user_id, amount_cents, currency, status,
-    attempt_count, max_attempts, next_attempt_at, lease_expires_at, claim_token,
-    destination_account, stripe_transfer_id, failure_code,
-    failure_message, key_generation, key_first_sent_at, last_send_at, key_sends,
-    outcome_uncertain, key_replays_error, platform_refused, lookup_failures,
-    abandoned_claims, needs_operator, created_at, updated_at)
+# Transfers given column by column (one array per column, rows.transfers_params),
+# in one statement for any number of them.
+_INSERT_TRANSFER_ROWS: Final = (
+    "INSERT INTO payout_transfers ("
+    + TRANSFER_COLUMNS
+    + """)
 SELECT * FROM unnest(
     %(id)s::uuid[], %(job_id)s::uuid[], %(settlement_id)s::text[], %(contest_id)s::text[],
     %(user_id)s::text[], %(amount_cents)s::bigint[], %(currency)s::text[], %(status)s::text[],
@@ -86,17 +79,31 @@ SELECT * FROM unnest(
     %(last_send_at)s::timestamptz[], %(key_sends)s::integer[],
     %(outcome_uncertain)s::boolean[], %(key_replays_error)s::boolean[],
     %(platform_refused)s::boolean[], %(lookup_failures)s::integer[],
-    %(abandoned_claims)s::integer[], %(needs_operator)s::text[],
-    %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[])
-ON CONFLICT (contest_id, user_id) DO NOTHING
+    %(abandoned_claims)s::integer[], %(needs_operator)s::text[], %(reissue_of)s::uuid[],
+    %(created_at)s::timestamptz[], %(updated_at)s::timestamptz[])"""
+)
+
+# All of a job's transfers in one statement (one round trip for any number of
+# winners). A winner already paid in this contest by another settlement (a
+# live or completed transfer: failed ones do not count) is skipped by the
+# partial unique index payout_transfers_contest_user_live_idx, named by its
+# predicate, instead of aborting: the caller compares the user ids returned
+# with those sent, names the missing ones in DuplicatePayout, and rolls the
+# whole job back.
+INSERT_TRANSFERS: Final = (
+    _INSERT_TRANSFER_ROWS
+    + """
+ON CONFLICT (contest_id, user_id) WHERE status <> 'failed_terminal' DO NOTHING
 RETURNING user_id
 """
+)
 
-# Which of these winners another settlement of the contest already pays
-# (read after the rollback, to name them). Unique index on (contest_id, user_id).
+# Which of these winners a live or completed transfer of the contest already
+# pays. Partial unique index payout_transfers_contest_user_live_idx.
 PAID_USERS_OF_CONTEST: Final = """
 SELECT user_id FROM payout_transfers
 WHERE contest_id = %(contest_id)s AND user_id = ANY(%(user_ids)s::text[])
+  AND status <> 'failed_terminal'
 """
 
 # -- claim ----------------------------------------------------------------------
@@ -236,12 +243,11 @@ TRANSFER_AND_NOW: Final = (
 
 # -- record ---------------------------------------------------------------------
 
-# Write an attempt's outcome, only if the stored transfer is still the claim
-# the worker holds: status processing, same claim_token, same attempt_count
-# (the state machine's guard, repeated in SQL). No row back: the lease was
-# taken over, the newer claim owns the transfer, and nothing is written.
-# Row lock on the transfer (primary key) until commit.
-RECORD_OUTCOME: Final = """
+# A transfer's new state, every column an event may change (the rest, who is
+# paid how much by which job, never changes after it is written). Each use
+# adds the guard of its event to the WHERE clause: a guard that fails updates
+# no row, and whatever hangs on the row (RETURNING) is not written either.
+_WRITE_OUTCOME: Final = """
 UPDATE payout_transfers
 SET status = %(status)s,
     attempt_count = %(attempt_count)s,
@@ -264,30 +270,31 @@ SET status = %(status)s,
     needs_operator = %(needs_operator)s,
     updated_at = %(updated_at)s
 WHERE id = %(id)s
-  AND status = 'processing'
+"""
+
+# Write an attempt's outcome, only if the stored transfer is still the claim
+# the worker holds: status processing, same claim_token, same attempt_count
+# (the state machine's guard, repeated in SQL). No row back: the lease was
+# taken over, the newer claim owns the transfer, and nothing is written.
+# Row lock on the transfer (primary key) until commit.
+RECORD_OUTCOME: Final = (
+    _WRITE_OUTCOME
+    + """  AND status = 'processing'
   AND claim_token = %(claimed_token)s
   AND attempt_count = %(claimed_attempt_count)s
 RETURNING id
 """
+)
 
-# An outcome, its ledger row and its job's counts in ONE statement: the unit of
-# work of PostgresStore.record, atomic as a statement is, durable when it
-# returns (autocommit), in one round trip instead of five (BEGIN, three
-# statements, COMMIT). RECORD_OUTCOME is its first part, unchanged: when the
-# claim was taken over it updates no row, and then the ledger row and the job's
-# counts, which hang on its row, are not written either. The job's counts move
-# only for an outcome that ends the transfer: payout_core.completion.advance in
-# SQL, by this outcome alone (0 or 1), never recounted, so an outcome costs the
-# same in a 10-winner job and a 200,000-winner one. The job's row lock orders
-# concurrent outcomes of the job, and each sees the counts the one before it
-# committed (READ COMMITTED re-reads a row it waited for). `payout-core
-# reconcile` recounts them (payout_core.reconcile). The ledger row's unique
-# idempotency_key books an attempt once; the table's trigger refuses any later
-# UPDATE or DELETE.
-_RECORD_THEN = (
-    "WITH recorded AS ("
-    + RECORD_OUTCOME
-    + """),
+# The job's counts, moved by the outcome the CTE `recorded` wrote (no row
+# there: nothing moves). Only an outcome that ends the transfer counts:
+# payout_core.completion.advance in SQL, by this outcome alone (0 or 1), never
+# recounted, so an outcome costs the same in a 10-winner job and a
+# 200,000-winner one. The job's row lock orders concurrent outcomes of the
+# job, and each sees the counts the one before it committed (READ COMMITTED
+# re-reads a row it waited for). `payout-core reconcile` recounts them
+# (payout_core.reconcile).
+_ADVANCE_JOB: Final = """
 advanced AS (
     UPDATE payout_jobs
     SET completed_count = completed_count + %(job_completed)s,
@@ -304,13 +311,12 @@ advanced AS (
       AND EXISTS (SELECT FROM recorded)
     RETURNING id
 )"""
-)
 
-RECORD_OUTCOME_AND_EFFECTS: Final = _RECORD_THEN + " SELECT count(*) AS recorded FROM recorded"
-
-RECORD_OUTCOME_WITH_LEDGER_ENTRY: Final = (
-    _RECORD_THEN
-    + """,
+# The outcome's ledger row, written only with the outcome the CTE `recorded`
+# wrote. Its unique idempotency_key books an attempt once; the table's trigger
+# refuses any later UPDATE or DELETE.
+_BOOK_LEDGER_ENTRY: Final = (
+    """
 booked AS (
     INSERT INTO payout_ledger ("""
     + LEDGER_COLUMNS
@@ -323,8 +329,29 @@ booked AS (
            %(ledger_failure_code)s::text, %(ledger_created_at)s::timestamptz
     FROM recorded
     RETURNING id
+)"""
 )
-SELECT count(*) AS recorded FROM recorded"""
+
+_RECORDED: Final = " SELECT count(*) AS recorded FROM recorded"
+
+# An outcome, its ledger row and its job's counts in ONE statement: the unit of
+# work of PostgresStore.record, atomic as a statement is, durable when it
+# returns (autocommit), in one round trip instead of five (BEGIN, three
+# statements, COMMIT). RECORD_OUTCOME is its first part, unchanged: when the
+# claim was taken over it updates no row, and then the ledger row and the job's
+# counts, which hang on its row, are not written either.
+RECORD_OUTCOME_AND_EFFECTS: Final = (
+    "WITH recorded AS (" + RECORD_OUTCOME + ")," + _ADVANCE_JOB + _RECORDED
+)
+
+RECORD_OUTCOME_WITH_LEDGER_ENTRY: Final = (
+    "WITH recorded AS ("
+    + RECORD_OUTCOME
+    + "),"
+    + _ADVANCE_JOB
+    + ","
+    + _BOOK_LEDGER_ENTRY
+    + _RECORDED
 )
 
 # -- reads ----------------------------------------------------------------------
@@ -349,6 +376,34 @@ LIST_JOBS_OF_STATUS: Final = (
     + """ FROM payout_jobs WHERE status = %(status)s
 ORDER BY created_at DESC, id DESC LIMIT %(limit)s"""
 )
+
+# Every job, page by page: keyset on the primary key, a range scan per page.
+_JOBS_BY_ID: Final = "SELECT " + JOB_COLUMNS + " FROM payout_jobs"
+JOBS_FIRST: Final = _JOBS_BY_ID + " ORDER BY id LIMIT %(limit)s"
+JOBS_AFTER: Final = _JOBS_BY_ID + " WHERE id > %(after)s ORDER BY id LIMIT %(limit)s"
+
+# A job's transfers, page by page in id order: keyset on index
+# payout_transfers_job_id_idx, a range scan per page however large the job.
+_TRANSFERS_OF_JOB_BY_ID: Final = (
+    "SELECT " + TRANSFER_COLUMNS + " FROM payout_transfers WHERE job_id = %(job_id)s"
+)
+TRANSFERS_OF_JOB_FIRST: Final = _TRANSFERS_OF_JOB_BY_ID + " ORDER BY id LIMIT %(limit)s"
+TRANSFERS_OF_JOB_AFTER: Final = (
+    _TRANSFERS_OF_JOB_BY_ID + " AND id > %(after)s ORDER BY id LIMIT %(limit)s"
+)
+
+# The ledger rows of a page of transfers, in write order, in one statement.
+# Index payout_ledger_transfer_idx.
+LEDGER_OF_TRANSFERS: Final = (
+    "SELECT "
+    + LEDGER_COLUMNS
+    + " FROM payout_ledger WHERE transfer_id = ANY(%(transfer_ids)s::uuid[]) ORDER BY id"
+)
+
+# The first statement of a transaction whose reads must agree with each other
+# (a page of transfers and their ledger rows): one snapshot for all of them,
+# so no outcome committed between two reads shows half.
+READ_ONE_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 # Primary key.
 GET_TRANSFER: Final = "SELECT " + TRANSFER_COLUMNS + " FROM payout_transfers WHERE id = %(id)s"
@@ -591,9 +646,75 @@ INSERT_OPERATOR_ACTION: Final = (
     "INSERT INTO payout_operator_actions ("
     + OPERATOR_ACTION_COLUMNS
     + """)
-VALUES (%(action)s, %(actor)s, %(reason)s, %(transfer_id)s, %(before)s, %(after)s, """
+SELECT %(action)s::text, %(actor)s::text, %(reason)s::text, %(transfer_id)s::uuid,
+       %(before)s::jsonb, %(after)s::jsonb, """
     + DATABASE_NOW
-    + ")"
+)
+
+# The same, as the CTE `acted`, written only with the change the CTE
+# `recorded` wrote: an action is recorded if and only if it happened.
+_RECORD_ACTION: Final = "\nacted AS (" + INSERT_OPERATOR_ACTION + " FROM recorded RETURNING id)"
+
+# transfers resolve (payout_core.state_machine.resolve_found / resolve_absent):
+# the operator's verdict, its ledger row, the job's counts and the action in
+# ONE statement, as record's. Guarded by what the operator decided on: the
+# stored transfer is still that row (same status and updated_at: no claim,
+# outcome or other resolve came between) and still needs an operator. No row
+# back: nothing is written. Row lock on the transfer (primary key) until commit.
+RESOLVE_TRANSFER: Final = (
+    "WITH recorded AS ("
+    + _WRITE_OUTCOME
+    + """  AND status = %(stored_status)s
+  AND needs_operator IS NOT NULL
+  AND updated_at = %(stored_updated_at)s
+RETURNING id
+),"""
+    + _ADVANCE_JOB
+    + ","
+    + _BOOK_LEDGER_ENTRY
+    + ","
+    + _RECORD_ACTION
+    + _RECORDED
+)
+
+# transfers reissue (payout_core.state_machine.reissue): the new transfer, the
+# job reopened and the action in ONE statement. The failed transfer must be
+# stored as failed_terminal, of this job and winner; terminal is terminal, so
+# it needs no lock. ON CONFLICT DO NOTHING, with no target, arbitrates every
+# unique index: payout_transfers_reissue_of_key (this failed transfer was
+# reissued already) and payout_transfers_contest_user_live_idx (a live or
+# completed transfer pays the winner) turn the insert into nothing, also
+# against a concurrent reissue or schedule (the second waits for the first to
+# commit); so does a taken primary key. Nothing inserted: the job and the
+# action are not written either. The job reopens: one more transfer, its
+# amount added, processing and not complete. Row lock on the job until commit.
+REISSUE_TRANSFER: Final = (
+    """
+WITH failed AS (
+    SELECT id FROM payout_transfers
+    WHERE id = %(failed_id)s AND status = 'failed_terminal'
+      AND job_id = %(failed_job_id)s AND user_id = %(failed_user_id)s
+),
+recorded AS ("""
+    + _INSERT_TRANSFER_ROWS
+    + """
+    WHERE EXISTS (SELECT FROM failed)
+    ON CONFLICT DO NOTHING
+    RETURNING job_id, amount_cents
+),
+reopened AS (
+    UPDATE payout_jobs AS j
+    SET total_transfers = j.total_transfers + 1,
+        total_amount_cents = j.total_amount_cents + r.amount_cents,
+        status = 'processing',
+        completed_at = NULL,
+        updated_at = %(job_now)s
+    FROM recorded AS r
+    WHERE j.id = r.job_id
+    RETURNING j.id
+),"""
+    + _RECORD_ACTION
+    + _RECORDED
 )
 
 # Newest first. Index payout_operator_actions_created_at_idx.

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from payout_core import models
 
 __all__ = [
@@ -18,7 +20,10 @@ __all__ = [
     "job_params",
     "ledger_entry_from_row",
     "ledger_params",
+    "operator_action_from_row",
+    "operator_action_params",
     "outcome_params",
+    "pause_from_row",
     "run_from_row",
     "run_params",
     "transfer_from_row",
@@ -45,6 +50,10 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 def _text(value: object) -> str:
     return str(value)
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def job_from_row(row: Row) -> models.PayoutJob:
@@ -112,6 +121,7 @@ def transfer_from_row(row: Row) -> models.PayoutTransfer:
         lookup_failures=row["lookup_failures"],
         abandoned_claims=row["abandoned_claims"],
         needs_operator=row["needs_operator"],
+        reissue_of=_optional_text(row["reissue_of"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -144,6 +154,9 @@ def transfers_params(transfers: Sequence[models.PayoutTransfer]) -> dict[str, li
     }  # fmt: skip
     params["id"] = [_uuid(t.id, "transfer id") for t in transfers]
     params["job_id"] = [_uuid(t.job_id, "job id") for t in transfers]
+    params["reissue_of"] = [
+        None if t.reissue_of is None else _uuid(t.reissue_of, "reissue_of") for t in transfers
+    ]
     params["status"] = [t.status.value for t in transfers]
     return params
 
@@ -261,13 +274,26 @@ def pause_from_row(row: Row) -> models.PauseState:
 
 
 def operator_action_from_row(row: Row) -> models.OperatorAction:
-    transfer_id = row["transfer_id"]
     return models.OperatorAction(
         action=models.OperatorActionKind(row["action"]),
         actor=row["actor"],
         reason=row["reason"],
-        transfer_id=None if transfer_id is None else _text(transfer_id),
+        transfer_id=_optional_text(row["transfer_id"]),
         before=row["before"],
         after=row["after"],
         created_at=row["created_at"],
     )
+
+
+def operator_action_params(action: models.OperatorAction) -> dict[str, Any]:
+    """What INSERT_OPERATOR_ACTION writes (its time is the database's)."""
+    return {
+        "action": action.action.value,
+        "actor": action.actor,
+        "reason": action.reason,
+        "transfer_id": None
+        if action.transfer_id is None
+        else _uuid(action.transfer_id, "operator action transfer id"),
+        "before": None if action.before is None else Jsonb(action.before),
+        "after": None if action.after is None else Jsonb(action.after),
+    }

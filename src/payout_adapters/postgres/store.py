@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, LiteralString
 
+import attrs
 import psycopg
 import psycopg_pool
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import Jsonb
 
 from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
@@ -93,6 +94,36 @@ def _check_totals(job: models.PayoutJob, transfers: Sequence[models.PayoutTransf
                 )
             ]
         )
+
+
+# The operator action that closes a transfer needing an operator, by verdict.
+def _id_bound(after: str, what: str) -> uuid.UUID:
+    """A page's lower bound: the last id of the page before, a UUID as every id here."""
+    key = rows.as_uuid(after)
+    if key is None:
+        raise ValueError(f"a page of {what}s starts after a {what} id (a UUID), got {after!r}")
+    return key
+
+
+def _outcome_params(
+    stored: models.PayoutTransfer,
+    updated: models.PayoutTransfer,
+    ledger_entry: models.LedgerEntry | None,
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """What an outcome's statement writes: ``updated`` over ``stored``, the
+    job's counts moved by it at ``now`` (_ADVANCE_JOB), and its ledger row."""
+    params = {
+        **rows.outcome_params(stored, updated),
+        "job_id": rows.as_uuid(stored.job_id),
+        "job_now": now,
+        "job_completed": int(updated.status is models.TransferStatus.COMPLETED),
+        "job_failed": int(updated.status is models.TransferStatus.FAILED_TERMINAL),
+    }
+    if ledger_entry is not None:
+        params |= {f"ledger_{k}": v for k, v in rows.ledger_params(ledger_entry).items()}
+    return params
 
 
 class PostgresStore:
@@ -232,27 +263,79 @@ class PostgresStore:
             raise ValueError(f"cannot record transfer {updated.id} over the claim of {claimed.id}")
         if claimed.claim_token is None:
             return False  # not a claim: no stored transfer can match it
-        params = {
-            **rows.outcome_params(claimed, updated),
-            "job_id": rows.as_uuid(claimed.job_id),
-            "job_now": now,
-            "job_completed": int(updated.status is models.TransferStatus.COMPLETED),
-            "job_failed": int(updated.status is models.TransferStatus.FAILED_TERMINAL),
-        }
+        params = _outcome_params(claimed, updated, ledger_entry, now=now)
         query = q.RECORD_OUTCOME_AND_EFFECTS
         if ledger_entry is not None:
             query = q.RECORD_OUTCOME_WITH_LEDGER_ENTRY
-            params |= {f"ledger_{k}": v for k, v in rows.ledger_params(ledger_entry).items()}
         # One statement, durable when it returns: no outcome counts before it is.
-        with self._db.statements("record an outcome") as cursor:
+        # No row updated: the lease was taken over; the newer claim owns it.
+        return self._write(
+            "record an outcome", query, params, claimed, f"record {updated.status.value}"
+        )
+
+    def resolve(
+        self,
+        *,
+        before: models.PayoutTransfer,
+        after: models.PayoutTransfer,
+        ledger_entry: models.LedgerEntry,
+        action: models.OperatorAction,
+    ) -> bool:
+        sm.check_resolution(before, after, action)
+        if rows.as_uuid(before.id) is None:
+            return False  # no stored transfer has this id
+        params = {
+            **_outcome_params(before, after, ledger_entry, now=after.updated_at),
+            **rows.operator_action_params(action),
+            "now": self._now(),
+            "stored_status": before.status.value,
+            "stored_updated_at": before.updated_at,
+        }
+        # One statement, as record's: the verdict counts only once it is durable.
+        return self._write(
+            "resolve a transfer", q.RESOLVE_TRANSFER, params, before, f"{action.action}"
+        )
+
+    def reissue(
+        self,
+        *,
+        failed: models.PayoutTransfer,
+        reissued: models.PayoutTransfer,
+        action: models.OperatorAction,
+    ) -> bool:
+        sm.check_reissue(failed, reissued, action)
+        if rows.as_uuid(failed.id) is None:
+            return False  # no stored transfer has this id
+        params = {
+            **rows.transfers_params([reissued]),
+            **rows.operator_action_params(action),
+            "now": self._now(),
+            "failed_id": rows.as_uuid(failed.id),
+            "failed_job_id": rows.as_uuid(failed.job_id),
+            "failed_user_id": failed.user_id,
+            "job_now": reissued.updated_at,
+        }
+        return self._write("reissue a transfer", q.REISSUE_TRANSFER, params, failed, "reissue")
+
+    def _write(
+        self,
+        action: str,
+        query: LiteralString,
+        params: dict[str, Any],
+        transfer: models.PayoutTransfer,
+        event: str,
+    ) -> bool:
+        """Run one of the guarded statements that change a transfer and what
+        hangs on it; whether it wrote (its guard held). A constraint's refusal
+        is a bug in what was asked, named as an illegal transition."""
+        with self._db.statements(action) as cursor:
             try:
                 row = cursor.execute(query, params).fetchone()
             except psycopg.IntegrityError as exc:
                 problem = translate.constraint_problem(exc)
                 raise errors.IllegalTransition(
-                    claimed.id, claimed.status.value, f"record {updated.status.value}: {problem}"
+                    transfer.id, transfer.status.value, f"{event}: {problem}"
                 ) from exc
-        # No row updated: the lease was taken over; the newer claim owns it.
         return row is not None and row["recorded"] == 1
 
     def pause_state(self) -> models.PauseState:
@@ -279,15 +362,14 @@ class PostgresStore:
             if after is None:  # pragma: no cover - the row is locked above
                 raise errors.StoreUnavailable("cannot pause or resume: payout_control vanished")
             state = rows.pause_from_row(after)
+            recorded = attrs.evolve(
+                action,
+                transfer_id=None,
+                before=rows.pause_from_row(before).as_dict(),
+                after=state.as_dict(),
+            )
             cursor.execute(
-                q.INSERT_OPERATOR_ACTION,
-                {
-                    **params,
-                    "action": action.action.value,
-                    "transfer_id": None,
-                    "before": Jsonb(rows.pause_from_row(before).as_dict()),
-                    "after": Jsonb(state.as_dict()),
-                },
+                q.INSERT_OPERATOR_ACTION, {"now": now, **rows.operator_action_params(recorded)}
             )
         return state
 
@@ -344,6 +426,36 @@ class PostgresStore:
             return None
         row = self._db.fetch_one("read a transfer", q.GET_TRANSFER, {"id": key})
         return None if row is None else rows.transfer_from_row(row)
+
+    def jobs_after(self, after: str | None, *, limit: int) -> list[models.PayoutJob]:
+        params: dict[str, Any] = {"limit": max(limit, 0)}
+        query = q.JOBS_FIRST
+        if after is not None:
+            query = q.JOBS_AFTER
+            params["after"] = _id_bound(after, "job")
+        found = self._db.fetch_all("page through the jobs", query, params)
+        return [rows.job_from_row(row) for row in found]
+
+    def transfer_histories(
+        self, job_id: str, *, after: str | None, limit: int
+    ) -> list[ports.TransferHistory]:
+        params: dict[str, Any] = {"job_id": rows.as_uuid(job_id), "limit": max(limit, 0)}
+        query = q.TRANSFERS_OF_JOB_FIRST
+        if after is not None:
+            query = q.TRANSFERS_OF_JOB_AFTER
+            params["after"] = _id_bound(after, "transfer")
+        if params["job_id"] is None:
+            return []  # not an id any job can have
+        with self._db.transaction("read a job's transfers and their ledger rows") as cursor:
+            cursor.execute(q.READ_ONE_SNAPSHOT)
+            transfers = [rows.transfer_from_row(r) for r in cursor.execute(query, params)]
+            ids = [rows.as_uuid(t.id) for t in transfers]
+            found = cursor.execute(q.LEDGER_OF_TRANSFERS, {"transfer_ids": ids}).fetchall()
+        entries: dict[str, list[models.LedgerEntry]] = {t.id: [] for t in transfers}
+        for row in found:
+            entry = rows.ledger_entry_from_row(row)
+            entries[entry.transfer_id].append(entry)
+        return [ports.TransferHistory(transfer=t, ledger=tuple(entries[t.id])) for t in transfers]
 
     def transfers_of(self, job_id: str) -> list[models.PayoutTransfer]:
         key = rows.as_uuid(job_id)

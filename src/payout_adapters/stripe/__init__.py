@@ -1,11 +1,13 @@
-"""The Stripe adapter: :class:`StripeGateway` on the official ``stripe`` SDK.
+"""The Stripe adapter: :class:`StripeGateway` on the official ``stripe`` SDK, both
+the payment gateway and the read-only transfer records of
+:mod:`payout_core.ports`.
 
 :mod:`~payout_adapters.stripe.classify` holds the one table from Stripe's
 failures to gateway outcomes, :mod:`~payout_adapters.stripe.rate_limit` the
 token bucket every request of a process takes from.
 """
 
-from payout_adapters.stripe.gateway import RemoteTransfer, StripeGateway
+from payout_adapters.stripe.gateway import StripeGateway
 from payout_adapters.stripe.rate_limit import LocalRateLimiter
 
-__all__ = ["LocalRateLimiter", "RemoteTransfer", "StripeGateway"]
+__all__ = ["LocalRateLimiter", "StripeGateway"]

@@ -18,6 +18,10 @@ Choices worth knowing (``docs/stripe-errors.md`` says the same for operators):
   a :class:`payout_core.ports.RateLimiter`: the fleet's shared schedule in
   ``payout-core loop``, :class:`~payout_adapters.stripe.rate_limit.LocalRateLimiter`
   by default. A 429 pushes the budget back by its ``Retry-After``.
+* **Reads** (:class:`payout_core.ports.TransferRecords`, and the look-up of
+  :meth:`StripeGateway.find_transfer`) walk List Transfers with
+  ``starting_after``, one request and one read slot a page, so a listing of
+  any length is paced with the fleet's other reads and held one page at a time.
 * **The API key** lives in the SDK client and in a field that is left out of
   ``repr``; every message that leaves this module is passed through
   :func:`~payout_adapters.stripe.classify.redact`.
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
@@ -35,39 +41,30 @@ import stripe
 
 from payout_adapters.stripe import classify
 from payout_adapters.stripe import rate_limit as limits
-from payout_core import outcomes, ports
+from payout_core import errors, outcomes, ports
 
 if TYPE_CHECKING:
     from stripe.params import TransferCreateParams, TransferListParams
 
-__all__ = ["PAGE_SIZE", "RemoteTransfer", "StripeGateway"]
+__all__ = ["PAGE_SIZE", "StripeGateway"]
 
 log = logging.getLogger("payout.stripe")
 
-PAGE_SIZE = 100  # Stripe's largest page
+PAGE_SIZE = 100  # Stripe's largest page: the fewest requests for a listing
 # The longest a create waits for its slot of the fleet's budget: well inside the
 # 30 s within which a send must leave its intent (payout_core.attempt.SEND_START_LIMIT).
 CREATE_MAX_WAIT_SECONDS = 10.0
 R = TypeVar("R")
 
 
-@attrs.frozen(kw_only=True)
-class RemoteTransfer:
-    """A transfer as Stripe holds it (for reconciliation)."""
-
-    id: str
-    amount: int
-    currency: str
-    destination: str | None
-    transfer_group: str | None
-    payout_transfer_id: str | None
-    reversed: bool
-    amount_reversed: int
-
-
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value}")
+
+
+def _page_size(_instance: object, _attribute: attrs.Attribute[int], value: int) -> None:
+    if not 1 <= value <= PAGE_SIZE:
+        raise ValueError(f"page_size must be within 1..{PAGE_SIZE} (Stripe's limits), got {value}")
 
 
 def _key(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -77,19 +74,23 @@ def _key(_instance: object, _attribute: attrs.Attribute[str], value: str) -> Non
 
 @attrs.define(kw_only=True)
 class StripeGateway:
-    """:class:`payout_core.ports.PaymentGateway` on Stripe.
+    """:class:`payout_core.ports.PaymentGateway` and
+    :class:`payout_core.ports.TransferRecords` on Stripe.
 
     ``api_base`` points the SDK elsewhere than ``https://api.stripe.com`` (a
     local fake in tests). ``limiter`` paces the requests; by default a new
     :class:`LocalRateLimiter` at ``rate_limit`` requests per second for each
     budget. Pass one limiter to several gateways to make them share it (the
-    command line passes the fleet's). Call :meth:`close` when done.
+    command line passes the fleet's). ``page_size`` is how many transfers a
+    list request asks for (tests make it small to page cheaply). Call
+    :meth:`close` when done.
     """
 
     api_key: str = attrs.field(repr=False, validator=_key)
     api_base: str | None = None
     timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
     rate_limit: float = attrs.field(default=20.0, validator=_positive)
+    page_size: int = attrs.field(default=PAGE_SIZE, validator=_page_size)
     limiter: ports.RateLimiter = attrs.field(
         default=attrs.Factory(
             lambda self: limits.LocalRateLimiter.at(self.rate_limit), takes_self=True
@@ -157,35 +158,17 @@ class StripeGateway:
         """List the group's transfers (to the destination, when known), page by
         page, and match ``metadata.payout_transfer_id``. More than one match
         means the winner was paid twice: logged as an error; the oldest counts."""
-        params: TransferListParams = {"transfer_group": lookup.transfer_group, "limit": PAGE_SIZE}
+        params: TransferListParams = {"transfer_group": lookup.transfer_group}
         if lookup.destination is not None:
             params["destination"] = lookup.destination
         ids = {"payout_transfer_id": lookup.payout_transfer_id, "destination": lookup.destination}
         matches: list[str] = []  # newest first, as Stripe lists
         pages = 0
-        while True:
-            page = self._call(
-                "list_transfers",
-                ports.Budget.READ,
-                ids,
-                functools.partial(self._list, params.copy()),
-            )
-            if not isinstance(page, stripe.ListObject):
-                return page
+        for page in self._pages(params, ids):
+            if not isinstance(page, list):
+                return page  # a NotFound needs every page: an unread one leaves it open
             pages += 1
-            for transfer in page.data:
-                if _payout_transfer_id(transfer) == lookup.payout_transfer_id:
-                    matches.append(transfer.id)
-            if not page.has_more or not page.data:
-                break
-            last = page.data[-1].id
-            if last == params.get("starting_after"):
-                return outcomes.Unknown(
-                    code="pagination_stuck",
-                    message=f"Stripe returned the same page twice after {last}; "
-                    "cannot tell whether the transfer exists",
-                )
-            params["starting_after"] = last
+            matches += (t.id for t in page if _payout_transfer_id(t) == lookup.payout_transfer_id)
         log.info(
             "payout.stripe.lookup",
             extra={**ids, "found": matches[-1] if matches else None, "pages": pages},
@@ -199,34 +182,91 @@ class StripeGateway:
             )
         return outcomes.Found(stripe_transfer_id=matches[-1])
 
-    # -- reconciliation ------------------------------------------------------------------------
+    # -- TransferRecords -----------------------------------------------------------------------
 
-    def retrieve_transfer(self, stripe_transfer_id: str) -> RemoteTransfer | classify.Failed:
-        """The transfer as Stripe holds it, or why it could not be read."""
+    def retrieve_transfer(self, stripe_transfer_id: str) -> outcomes.RetrieveOutcome:
+        if not stripe_transfer_id:
+            # The SDK would turn an empty id into /v1/transfers/, a listing.
+            raise ValueError("stripe_transfer_id must not be empty")
         result = self._call(
             "retrieve_transfer",
             ports.Budget.READ,
             {"stripe_transfer_id": stripe_transfer_id},
-            lambda: self._client.v1.transfers.retrieve(stripe_transfer_id),
+            functools.partial(self._retrieve, stripe_transfer_id),
         )
         if not isinstance(result, stripe.Transfer):
             return result
-        destination = result.destination
-        return RemoteTransfer(
-            id=result.id,
-            amount=result.amount,
-            currency=result.currency,
-            destination=destination if isinstance(destination, str | None) else destination.id,
-            transfer_group=result.transfer_group,
-            payout_transfer_id=_payout_transfer_id(result),
-            reversed=result.reversed,
-            amount_reversed=result.amount_reversed,
-        )
+        return _as_stripe_transfer(result)
+
+    def list_transfers(self, query: outcomes.TransferQuery) -> Iterator[outcomes.StripeTransfer]:
+        params: TransferListParams = {}
+        if query.transfer_group is not None:
+            params["transfer_group"] = query.transfer_group
+        if query.created_since is not None:
+            if query.created_since.tzinfo is None:
+                raise ValueError(f"created_since must be timezone-aware, got {query.created_since}")
+            # Stripe keeps whole seconds: rounding down keeps every transfer of
+            # the second created_since falls in (one too many, never one missed).
+            params["created"] = {"gte": math.floor(query.created_since.timestamp())}
+        ids = {
+            "transfer_group": query.transfer_group,
+            "created_since": None
+            if query.created_since is None
+            else query.created_since.isoformat(),
+        }
+        for page in self._pages(params, ids):
+            if not isinstance(page, list):
+                raise errors.GatewayUnavailable(page.code, page.message)
+            yield from (_as_stripe_transfer(t) for t in page)
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _pages(
+        self, params: TransferListParams, ids: Mapping[str, str | None]
+    ) -> Iterator[list[stripe.Transfer] | classify.Failed]:
+        """List Transfers, one page per step of the iteration, each one request
+        on the read budget, following ``starting_after`` until Stripe has no more.
+
+        A page that cannot be read is yielded as its failure outcome, and ends
+        the iteration: whatever the caller concludes needs every page.
+        """
+        params = params.copy()
+        params["limit"] = self.page_size
+        while True:
+            page = self._call(
+                "list_transfers",
+                ports.Budget.READ,
+                ids,
+                functools.partial(self._list, params.copy()),
+            )
+            if not isinstance(page, stripe.ListObject):
+                yield page
+                return
+            yield list(page.data)
+            if not page.has_more or not page.data:
+                return
+            last = page.data[-1].id
+            if last == params.get("starting_after"):
+                yield outcomes.Unknown(
+                    code="pagination_stuck",
+                    message=f"Stripe returned the same page twice after {last}; "
+                    "the listing cannot be completed",
+                )
+                return
+            params["starting_after"] = last
+
     def _list(self, params: TransferListParams) -> stripe.ListObject[stripe.Transfer]:
         return self._client.v1.transfers.list(params)
+
+    def _retrieve(self, stripe_transfer_id: str) -> stripe.Transfer | outcomes.NotFound:
+        try:
+            return self._client.v1.transfers.retrieve(stripe_transfer_id)
+        except stripe.InvalidRequestError as exc:
+            # The one answer that is Stripe's word that the transfer does not
+            # exist; any other failure leaves the question open.
+            if exc.http_status == 404 and exc.code == "resource_missing":
+                return outcomes.NotFound()
+            raise
 
     def _call(
         self,
@@ -278,6 +318,21 @@ class StripeGateway:
             },
         )
         return outcome
+
+
+def _as_stripe_transfer(transfer: stripe.Transfer) -> outcomes.StripeTransfer:
+    destination = transfer.destination  # an Account when expanded
+    return outcomes.StripeTransfer(
+        id=transfer.id,
+        amount_cents=transfer.amount,
+        currency=transfer.currency,
+        destination=destination if isinstance(destination, str | None) else destination.id,
+        transfer_group=transfer.transfer_group,
+        payout_transfer_id=_payout_transfer_id(transfer),
+        created_at=datetime.fromtimestamp(transfer.created, tz=UTC),
+        amount_reversed=transfer.amount_reversed,
+        reversed=transfer.reversed,
+    )
 
 
 def _payout_transfer_id(transfer: stripe.Transfer) -> str | None:
