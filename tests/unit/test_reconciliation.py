@@ -305,3 +305,28 @@ def test_a_recorded_transfer_stripe_cannot_retrieve_concludes_nothing(world: Wor
 
     with pytest.raises(errors.GatewayUnavailable, match="api_error"):
         rec.reconcile_all(world.store, _RetrieveFails(world.gateway))
+
+
+@attrs.define
+class _ReadBefore:
+    """The store as it was before one more job was scheduled and paid: that
+    job's transfers reach Stripe while reconcile lists it."""
+
+    inner: ports.PayoutStore
+    hidden: str
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def jobs_after(self, after: str | None, *, limit: int) -> list[models.PayoutJob]:
+        return [j for j in self.inner.jobs_after(after, limit=limit) if j.id != self.hidden]
+
+
+def test_a_transfer_paid_while_reconcile_ran_is_matched_not_unknown(world: World) -> None:
+    world.directory.set_account("u-4", "acct_u4")
+    late = world.pay("u-4", settlement_id="s-4")
+
+    result = rec.reconcile_all(_ReadBefore(world.store, late.id), world.gateway)  # type: ignore[arg-type]
+
+    assert result.ok, [str(f) for f in result.findings]
+    assert result.stripe_transfers == 3

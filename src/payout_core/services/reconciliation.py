@@ -303,6 +303,12 @@ class _StripeSide:
             self.others += 1
             return
         k = self.known.get(pid) if pid is not None else None
+        current = None
+        if pid is not None and (k is None or k.status is not S.COMPLETED):
+            # The store's latest word: a transfer scheduled, reissued or paid
+            # while the listing ran is matched as it is now.
+            current = self.store.get_transfer(pid)
+            k = _Known.of(current) if current is not None else None
         if pid is None or k is None:
             named = "no metadata.payout_transfer_id" if pid is None else f"payout_transfer_id {pid}"
             self._report(
@@ -312,9 +318,8 @@ class _StripeSide:
                 "payout-core holds",
             )
             return
+        self.known[pid] = k
         self.seen.setdefault(pid, []).append(remote.id)
-        if k.status is not S.COMPLETED:
-            k = self._recheck(pid, k)
         match k.status:
             case S.COMPLETED:
                 if remote.id == k.stripe_transfer_id:
@@ -328,22 +333,13 @@ class _StripeSide:
                     pid,
                 )
             case _:
-                self._in_flight_or_unrecorded(pid, remote)
+                assert current is not None  # read just above: not completed
+                self._in_flight_or_unrecorded(current, remote)
 
-    def _recheck(self, pid: str, k: _Known) -> _Known:
-        """The store's latest word on a transfer Stripe paid: the worker may
-        have recorded it since the store was read."""
-        current = self.store.get_transfer(pid)
-        if current is None:
-            return k
-        fresh = _Known.of(current)
-        self.known[pid] = fresh
-        return fresh
-
-    def _in_flight_or_unrecorded(self, pid: str, remote: outcomes.StripeTransfer) -> None:
-        current = self.store.get_transfer(pid)
-        if current is None:  # pragma: no cover - transfers are never deleted
-            return
+    def _in_flight_or_unrecorded(
+        self, current: models.PayoutTransfer, remote: outcomes.StripeTransfer
+    ) -> None:
+        pid = current.id
         if current.needs_operator is not None:
             self._report(
                 FindingKind.UNRECORDED,
