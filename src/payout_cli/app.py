@@ -6,7 +6,6 @@ message names what is wrong, and nothing was written).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,10 +13,9 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import attrs
 import typer
@@ -25,21 +23,26 @@ from rich.table import Table
 
 from payout_adapters import clock as clock_
 from payout_adapters import postgres
-from payout_cli import admin, bootstrap, logs, output, runner
+from payout_cli import admin, bootstrap, conventions, logs, output, runner
 from payout_cli import metrics as metrics_
 from payout_cli import progress as progress_
 from payout_cli import settings as settings_
-from payout_core import attempt, errors, models, outcomes, ports, validation
+from payout_cli.ledger_cli import ledger_app
+from payout_core import attempt, models, outcomes, validation
 from payout_core.services import (
     control,
     inspection,
     intake,
     reconciliation,
+    reversals,
     scheduling,
     tick,
     transfer_actions,
 )
 from payout_core.services import status as status_
+
+if TYPE_CHECKING:
+    from payout_adapters.stripe import gateway as stripe_adapter
 
 __all__ = ["app", "main"]
 
@@ -52,52 +55,11 @@ app = typer.Typer(
 )
 accounts_app = typer.Typer(no_args_is_help=True, help="Connected accounts of winners.")
 transfers_app = typer.Typer(no_args_is_help=True, help="One payout transfer, for an operator.")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Stripe's signed webhook events.")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(transfers_app, name="transfers")
-
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="PostgreSQL URL (default: $PAYOUT_DATABASE_URL, else an embedded PostgreSQL).",
-        show_default=False,
-    ),
-]
-
-
-class BadInput(Exception):
-    """Refuse with exit code 2; the message says what is wrong."""
-
-
-@contextlib.contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Map refusals to exit 2 and failures to exit 1, with a message and no traceback."""
-    try:
-        yield
-    except (
-        BadInput,
-        settings_.ConfigError,
-        errors.InvalidSettlement,
-        errors.InvalidOperatorAction,
-        errors.ActionRefused,
-        errors.SettlementConflict,
-        errors.DuplicatePayout,
-    ) as refusal:
-        output.error(str(refusal))
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except postgres.MigrationError as exc:
-        output.error(str(exc))
-        raise typer.Exit(EXIT_FAILURE) from None
-    except errors.PayoutError as exc:
-        output.error(str(exc))
-        raise typer.Exit(EXIT_FAILURE) from None
-
-
-def _settings(**flags: object) -> settings_.Settings:
-    return settings_.Settings.from_sources(os.environ, flags)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _job_dict(job: models.PayoutJob) -> dict[str, Any]:
@@ -119,10 +81,10 @@ def _transfer_dict(t: models.PayoutTransfer) -> dict[str, Any]:
 
 
 @app.command()
-def migrate(database_url: DatabaseUrl = None) -> None:
+def migrate(database_url: conventions.DatabaseUrl = None) -> None:
     """Apply pending database migrations (safe to run from several hosts at once)."""
-    with _exit_codes():
-        settings = _settings(database_url=database_url)
+    with conventions.exit_codes():
+        settings = conventions.settings_from(database_url=database_url)
         url, shown_as = bootstrap.resolve_database_url(settings)
         applied = postgres.migrate(url)
         if applied:
@@ -140,12 +102,12 @@ def _read_settlement_json(source: str) -> object:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise BadInput(f"cannot read {source}: {exc.strerror}") from None
+            raise conventions.BadInput(f"cannot read {source}: {exc.strerror}") from None
         name = source
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(
+        raise conventions.BadInput(
             f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
 
@@ -155,11 +117,11 @@ def schedule(
     source: Annotated[
         str, typer.Argument(metavar="FILE|-", help="Settlement JSON, or - for stdin.")
     ],
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Schedule the payout of a settlement; prints its job (the same job when run again)."""
-    with _exit_codes():
-        settings = _settings(database_url=database_url)
+    with conventions.exit_codes():
+        settings = conventions.settings_from(database_url=database_url)
         # Validate before touching the database: bad input writes nothing.
         settlement = validation.parse_settlement(_read_settlement_json(source))
         with bootstrap.open_database(settings, max_size=2) as db:
@@ -179,16 +141,16 @@ _ACCOUNT_ID = "acct_"
 def accounts_set(
     user_id: Annotated[str, typer.Argument(help="The winner's user id.")],
     account_id: Annotated[str, typer.Argument(help="Their Stripe connected account, acct_...")],
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Connect a user to the Stripe account that receives their winnings."""
-    with _exit_codes():
-        settings = _settings(database_url=database_url)
+    with conventions.exit_codes():
+        settings = conventions.settings_from(database_url=database_url)
         if not user_id.strip():
-            raise BadInput("USER_ID must not be empty")
+            raise conventions.BadInput("USER_ID must not be empty")
         rest = account_id.removeprefix(_ACCOUNT_ID)
         if not account_id.startswith(_ACCOUNT_ID) or not rest.isalnum() or not rest.isascii():
-            raise BadInput(
+            raise conventions.BadInput(
                 f"ACCT_ID {account_id!r} is not a Stripe connected account id (acct_ and letters "
                 "or digits)"
             )
@@ -216,11 +178,11 @@ def loop(
         str | None,
         typer.Option("--admin-addr", help="host:port of the admin HTTP server, or off."),
     ] = None,
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Run the worker: take settlements, pay due transfers, every interval, until stopped."""
-    with _exit_codes():
-        settings = _settings(
+    with conventions.exit_codes():
+        settings = conventions.settings_from(
             gateway=gateway,
             interval_seconds=interval,
             batch_size=batch_size,
@@ -231,6 +193,8 @@ def loop(
         logs.configure()
         metrics = metrics_.Metrics()
         bootstrap.require_gateway_settings(settings)
+        if settings.webhook_addr is not None:
+            bootstrap.require_webhook_settings(settings)
         code = _run_loop(settings, metrics, once=once)
     raise typer.Exit(code)
 
@@ -288,6 +252,11 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
             observe_queue=observe_queue,
             tick_budget=worker.batch_size * worker.max_batches,
         )
+        receiver = None
+        if settings.webhook_addr is not None:  # one process for a small installation
+            receiver = bootstrap.build_webhook_receiver(
+                settings, db, address=settings.webhook_addr, clock=clock
+            )
         server = None
         if settings.admin_addr is not None:
             server = admin.AdminServer(settings.admin_addr, registry, metrics, ready=db.ping)
@@ -302,6 +271,9 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            if receiver is not None:
+                receiver.start()
+                output.note(f"Stripe webhooks on http://{receiver.bound}{webhooks_path()}")
             output.note(f"payout-core loop on {db.shown_as}")
             if once:
                 report = loop_runner.run_once()
@@ -309,7 +281,7 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
                     output.error(f"halted: {report.halted_reason}")
                 elif report.error:
                     output.error(f"tick failed: {report.error}")
-                return 0 if report.succeeded else EXIT_FAILURE
+                return 0 if report.succeeded else conventions.EXIT_FAILURE
             loop_runner.run_forever()
             return 0
         finally:
@@ -317,6 +289,63 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
                 signal.signal(sig, handler)
             if server is not None:
                 server.close()
+            if receiver is not None:
+                receiver.close()
+
+
+def webhooks_path() -> str:
+    from payout_cli import webhooks as webhooks_  # noqa: PLC0415 - loads the stripe SDK
+
+    return webhooks_.PATH
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    webhook_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-addr",
+            help="host:port to listen on (default $PAYOUT_WEBHOOK_ADDR, else "
+            "127.0.0.1:9109; port 0 picks a free one).",
+        ),
+    ] = None,
+    database_url: conventions.DatabaseUrl = None,
+) -> None:
+    """Receive Stripe's signed webhook events on /stripe/webhooks, until stopped.
+
+    Each event is verified with STRIPE_WEBHOOK_SECRET (400 and nothing written
+    otherwise), stored once by its id, answered 200, then applied: every
+    reversal a transfer.reversed or transfer.updated event reports is booked once.
+    """
+    from payout_cli import webhooks as webhooks_  # noqa: PLC0415 - loads the stripe SDK
+
+    with conventions.exit_codes():
+        settings = conventions.settings_from(webhook_addr=webhook_addr, database_url=database_url)
+        bootstrap.require_webhook_settings(settings)
+        logs.configure()
+        stopped = threading.Event()
+        with bootstrap.open_database(settings) as db:
+            bootstrap.require_current_schema(db)
+            receiver = bootstrap.build_webhook_receiver(
+                settings,
+                db,
+                address=settings.webhook_addr or webhooks_.DEFAULT_ADDR,
+                clock=clock_.SystemClock(),
+            )
+
+            def stop(signum: int, _frame: object) -> None:
+                output.note(f"received {signal.Signals(signum).name}: stopping")
+                stopped.set()
+
+            previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+            receiver.start()
+            try:
+                output.note(f"Stripe webhooks on http://{receiver.bound}{webhooks_.PATH}")
+                stopped.wait()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                receiver.close()
 
 
 def main() -> None:
@@ -326,11 +355,11 @@ def main() -> None:
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Jobs and transfers by state, stuck and failed transfers with reasons, the last runs."""
-    with _exit_codes():
-        settings = _settings(database_url=database_url)
+    with conventions.exit_codes():
+        settings = conventions.settings_from(database_url=database_url)
         now = clock_.SystemClock().now()
         with bootstrap.open_database(settings, max_size=2) as db:
             shown = status_.status(db.store, now=now)
@@ -475,15 +504,15 @@ Reason = Annotated[str, typer.Option("--reason", help="Why (the audit trail keep
 
 
 @app.command()
-def pause(actor: Actor, reason: Reason, database_url: DatabaseUrl = None) -> None:
+def pause(actor: Actor, reason: Reason, database_url: conventions.DatabaseUrl = None) -> None:
     """Pause the whole fleet: no worker claims a transfer from its next claim on.
 
     Transfers in flight finish and are recorded. Workers keep serving their
     admin endpoints and taking settlements from the inbox.
     """
-    with _exit_codes():
+    with conventions.exit_codes():
         control.validate_actor_and_reason(actor, reason)
-        settings = _settings(database_url=database_url)
+        settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             state = control.pause(
                 db.store, actor=actor, reason=reason, now=clock_.SystemClock().now()
@@ -492,11 +521,11 @@ def pause(actor: Actor, reason: Reason, database_url: DatabaseUrl = None) -> Non
 
 
 @app.command()
-def resume(actor: Actor, reason: Reason, database_url: DatabaseUrl = None) -> None:
+def resume(actor: Actor, reason: Reason, database_url: conventions.DatabaseUrl = None) -> None:
     """End a pause: workers claim transfers again from their next tick."""
-    with _exit_codes():
+    with conventions.exit_codes():
         control.validate_actor_and_reason(actor, reason)
-        settings = _settings(database_url=database_url)
+        settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             control.resume(db.store, actor=actor, reason=reason, now=clock_.SystemClock().now())
         output.note(f"the fleet is resumed by {actor.strip()}")
@@ -518,11 +547,11 @@ def _lookup_dict(found: outcomes.LookupOutcome | None) -> dict[str, Any]:
 def transfers_show(
     transfer_id: Annotated[str, typer.Argument(help="The payout transfer's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """The transfer, its keys, its ledger rows, the actions on it, and what Stripe holds."""
-    with _exit_codes():
-        settings = _settings(database_url=database_url)
+    with conventions.exit_codes():
+        settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             gateway = None
             if (
@@ -532,7 +561,7 @@ def transfers_show(
                 gateway = bootstrap.build_gateway(settings, limiter=db.rate_limiter)
             shown = inspection.view_transfer(db.store, transfer_id, gateway=gateway)
         if shown is None:
-            raise BadInput(f"no payout transfer {transfer_id!r}")
+            raise conventions.BadInput(f"no payout transfer {transfer_id!r}")
         data: dict[str, Any] = {
             "transfer": _transfer_dict(shown.transfer),
             "keys": [attrs.asdict(k) for k in shown.keys],
@@ -549,6 +578,19 @@ def transfers_show(
                 for e in shown.ledger
             ],
             "actions": [_action_dict(a) for a in shown.actions],
+            "reversals": [
+                {
+                    "key": r.idempotency_key,
+                    "amount_cents": r.amount_cents,
+                    "status": r.status.value,
+                    "stripe_reversal_id": r.stripe_reversal_id,
+                    "failure_code": r.failure_code,
+                    "actor": r.actor,
+                    "reason": r.reason,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in shown.reversals
+            ],
             "at_stripe": _lookup_dict(shown.at_stripe),
         }
         if as_json:
@@ -585,6 +627,21 @@ def transfers_show(
         )  # fmt: skip
         if data["actions"]:
             con.print(_actions_table("Operator actions on this transfer", data["actions"]))
+        if data["reversals"]:
+            con.print(
+                output.table(
+                    "Reversals asked by payout-core (sending: Stripe's answer not yet known)",
+                    ["when", "key", "amount", "status", "stripe reversal", "by", "why"],
+                    [
+                        [
+                            r["created_at"], r["key"], r["amount_cents"], r["status"],
+                            r["stripe_reversal_id"] or r["failure_code"] or "", r["actor"],
+                            r["reason"],
+                        ]
+                        for r in data["reversals"]
+                    ],
+                )
+            )  # fmt: skip
         stripe = data["at_stripe"]
         if not stripe["asked"]:
             con.print("Stripe not asked: no STRIPE_API_KEY (or the simulated gateway).")
@@ -598,8 +655,8 @@ def transfers_show(
 
 def _stripe_for_operator(
     settings: settings_.Settings, db: bootstrap.Database
-) -> ports.TransferRecords:
-    return bootstrap.build_transfer_records(settings, limiter=db.rate_limiter)
+) -> stripe_adapter.StripeGateway:
+    return bootstrap.build_operator_stripe(settings, limiter=db.rate_limiter)
 
 
 @transfers_app.command("resolve")
@@ -615,7 +672,7 @@ def transfers_resolve(
         bool,
         typer.Option("--absent", help="Stripe holds none for it: failed (it may be reissued)."),
     ] = False,
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Close a transfer that needs an operator, after checking the claim at Stripe.
 
@@ -624,13 +681,13 @@ def transfers_resolve(
     --absent checks that Stripe holds none and no send can still be running.
     Either refuses, writing nothing, when Stripe disagrees.
     """
-    with _exit_codes():
+    with conventions.exit_codes():
         if (found is None) == (not absent):
-            raise BadInput("give exactly one of --found tr_... and --absent")
+            raise conventions.BadInput("give exactly one of --found tr_... and --absent")
         control.validate_actor_and_reason(actor, reason)
         if found is not None:
             transfer_actions.validate_stripe_transfer_id(found)
-        settings = _settings(database_url=database_url)
+        settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             records = _stripe_for_operator(settings, db)
             now = clock_.SystemClock().now()
@@ -656,14 +713,14 @@ def transfers_reissue(
     transfer_id: Annotated[str, typer.Argument(help="The failed_terminal transfer's id.")],
     actor: Actor,
     reason: Reason,
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Pay a failed_terminal winner again, once the cause is fixed: a new transfer
     for the same contest and user, linked to the failed one, under a new
     idempotency key. Refused while Stripe holds any transfer for the failed one."""
-    with _exit_codes():
+    with conventions.exit_codes():
         control.validate_actor_and_reason(actor, reason)
-        settings = _settings(database_url=database_url)
+        settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             records = _stripe_for_operator(settings, db)
             new = transfer_actions.reissue(
@@ -682,6 +739,63 @@ def transfers_reissue(
         )
 
 
+@transfers_app.command("reverse")
+def transfers_reverse(
+    transfer_id: Annotated[str, typer.Argument(help="The completed payout transfer's id.")],
+    actor: Actor,
+    reason: Reason,
+    amount: Annotated[
+        int | None,
+        typer.Option("--amount", help="Cents to reverse (default: all that is left).", min=1),
+    ] = None,
+    database_url: conventions.DatabaseUrl = None,
+) -> None:
+    """Reverse (part of) a completed transfer at Stripe: money comes back.
+
+    One Stripe reversal under the key payout-reversal:<transfer>:<n>, written
+    ahead as an intent and booked as a payout_reversed credit with an audit
+    row. If Stripe's answer is lost, run the same command again: it resolves
+    that reversal (never reversing twice) instead of asking for a new one.
+    """
+    with conventions.exit_codes():
+        control.validate_actor_and_reason(actor, reason)
+        settings = conventions.settings_from(database_url=database_url)
+        with bootstrap.open_database(settings, max_size=2) as db:
+            stripe = _stripe_for_operator(settings, db)
+            result = reversals.reverse(
+                db.store,
+                stripe,
+                transfer_id,
+                amount_cents=amount,
+                actor=actor,
+                reason=reason,
+                now=clock_.SystemClock().now(),
+                new_id=lambda: str(uuid.uuid4()),
+            )
+        r = result.reversal
+        what = "resolved the reversal in doubt" if result.resolved_earlier else "asked"
+        money = f"{r.amount_cents} {r.currency}"
+        if r.status is models.ReversalStatus.COMPLETED:
+            output.console.print(r.stripe_reversal_id, markup=False)
+            output.note(
+                f"{what}: {money} of transfer {r.transfer_id} reversed at Stripe as "
+                f"{r.stripe_reversal_id}; {result.amounts} {r.currency}"
+            )
+            return
+        if r.status is models.ReversalStatus.FAILED:
+            output.error(
+                f"{what}: Stripe reversed nothing under {r.idempotency_key} "
+                f"({r.failure_code}: {r.failure_message}); nothing was booked"
+            )
+        else:
+            output.error(
+                f"{what}: Stripe's answer to {r.idempotency_key} ({money}) is not known; the "
+                "reversal may exist. Run the same command again to resolve it: it resends "
+                "the same key, which can never reverse twice."
+            )
+    raise typer.Exit(conventions.EXIT_FAILURE)
+
+
 Since = Annotated[
     str | None,
     typer.Option(
@@ -694,37 +808,31 @@ Since = Annotated[
 
 
 def _parse_since(since: str | None) -> datetime | None:
-    if since is None:
-        return None
-    try:
-        when = datetime.fromisoformat(since)
-    except ValueError:
-        raise BadInput(f"--since {since!r} is not an ISO 8601 time") from None
-    if when.utcoffset() is None:
-        raise BadInput(f"--since {since!r} has no UTC offset (add +00:00 or Z)")
-    return when
+    return None if since is None else conventions.parse_time("--since", since)
 
 
 @app.command(name="reconcile")
 def reconcile_command(
     since: Since = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    database_url: DatabaseUrl = None,
+    database_url: conventions.DatabaseUrl = None,
 ) -> None:
     """Check the database's own invariants, then Stripe's side both ways. Exit 1 with
     one line per finding, 0 with a summary."""
-    with _exit_codes():
+    with conventions.exit_codes():
         when = _parse_since(since)
-        settings = _settings(database_url=database_url)
+        settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             records = None
             if (
                 settings.gateway is settings_.GatewayKind.STRIPE
                 and settings.stripe_api_key is not None
             ):
-                records = bootstrap.build_transfer_records(settings, limiter=db.rate_limiter)
+                records = bootstrap.build_operator_stripe(settings, limiter=db.rate_limiter)
             elif when is not None:
-                raise BadInput("--since lists Stripe's transfers, and STRIPE_API_KEY is not set")
+                raise conventions.BadInput(
+                    "--since lists Stripe's transfers, and STRIPE_API_KEY is not set"
+                )
             with progress_.shown_on_terminal() as show:
                 result = reconciliation.reconcile_all(db.store, records, since=when, progress=show)
     if as_json:
@@ -743,7 +851,7 @@ def reconcile_command(
             f"{len(result.findings)} finding(s)"
         )
     if not result.ok:
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(conventions.EXIT_FAILURE)
 
 
 @app.command()
@@ -755,6 +863,6 @@ def demo(
     """Pay 50 winners through a simulated Stripe with faults, on an embedded PostgreSQL."""
     from payout_cli import demo as demo_  # noqa: PLC0415 - rich progress only loads here
 
-    with _exit_codes():
+    with conventions.exit_codes():
         code = demo_.run_demo(seed=seed)
     raise typer.Exit(code)

@@ -7,6 +7,7 @@ Stripe client) is opened by a function the command calls, and closed by it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Iterator
@@ -26,14 +27,17 @@ from payout_core.services import tick
 
 if TYPE_CHECKING:
     from payout_adapters.stripe import gateway as stripe_adapter
+    from payout_cli import webhooks as webhooks_
 
 __all__ = [
     "Database",
     "build_gateway",
-    "build_transfer_records",
+    "build_operator_stripe",
+    "build_webhook_receiver",
     "open_database",
     "require_current_schema",
     "require_gateway_settings",
+    "require_webhook_settings",
     "worker_settings",
 ]
 
@@ -50,6 +54,7 @@ class Database:
     store: postgres.PostgresStore
     directory: postgres.PostgresAccountDirectory
     inbox: postgres.PostgresInbox
+    events: postgres.PostgresEventInbox  # Stripe's webhook events, stored then applied
     # The fleet's pace toward Stripe: PAYOUT_STRIPE_RATE_LIMIT for every worker together.
     rate_limiter: postgres.PostgresRateLimiter
 
@@ -92,6 +97,7 @@ def open_database(
             store=postgres.PostgresStore(pool),
             directory=postgres.PostgresAccountDirectory(pool),
             inbox=postgres.PostgresInbox(pool),
+            events=postgres.PostgresEventInbox(pool),
             rate_limiter=postgres.PostgresRateLimiter(
                 pool, dict.fromkeys(ports.Budget, settings.stripe_rate_limit)
             ),
@@ -184,12 +190,12 @@ def _stripe_gateway(
     )
 
 
-def build_transfer_records(
+def build_operator_stripe(
     settings: settings_.Settings, *, limiter: ports.RateLimiter
-) -> ports.TransferRecords:
-    """What Stripe holds, for ``reconcile`` and the operator's commands, paced
-    by ``limiter`` (the fleet's, from :class:`Database`: reads spend its read
-    budget, never the workers' creates).
+) -> stripe_adapter.StripeGateway:
+    """Stripe for ``reconcile`` and the operator's commands (its records, and
+    reversals), paced by ``limiter`` (the fleet's, from :class:`Database`: an
+    operator's requests spend the fleet's budgets like a worker's).
 
     Raises:
         ConfigError: no Stripe to read (the simulated gateway holds nothing
@@ -201,6 +207,48 @@ def build_transfer_records(
             "run it with the stripe gateway and STRIPE_API_KEY"
         )
     return _stripe_gateway(settings, limiter)
+
+
+def require_webhook_settings(settings: settings_.Settings) -> str:
+    """The webhook endpoint's signing secret; refuses to go on without one.
+
+    Raises:
+        ConfigError: no ``STRIPE_WEBHOOK_SECRET``.
+    """
+    if settings.stripe_webhook_secret is None:
+        raise settings_.ConfigError(
+            "STRIPE_WEBHOOK_SECRET is not set: the webhook receiver verifies every event with "
+            "the endpoint's signing secret (whsec_...), and refuses to start without it"
+        )
+    return settings.stripe_webhook_secret
+
+
+def build_webhook_receiver(
+    settings: settings_.Settings,
+    db: Database,
+    *,
+    address: settings_.AdminAddress,
+    clock: ports.Clock,
+) -> webhooks_.WebhookReceiver:
+    """The signed webhook receiver over ``db``'s event inbox and store. With a
+    Stripe key it can list a transfer's reversals when an event leaves some out.
+
+    Raises:
+        ConfigError: no ``STRIPE_WEBHOOK_SECRET``.
+    """
+    from payout_cli import webhooks as webhooks_  # noqa: PLC0415 - loads the stripe SDK
+
+    secret = require_webhook_settings(settings)
+    lister: ports.ReversalGateway | None = None
+    if settings.gateway is settings_.GatewayKind.STRIPE and settings.stripe_api_key is not None:
+        lister = _stripe_gateway(settings, db.rate_limiter)
+    return webhooks_.WebhookReceiver(
+        address=address,
+        secret=secret,
+        inbox=db.events,
+        clock=clock,
+        apply=functools.partial(webhooks_.drain, db.events, db.store, lister, clock),
+    )
 
 
 def require_current_schema(db: Database) -> None:

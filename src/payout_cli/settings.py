@@ -56,6 +56,9 @@ class Settings:
     database_url: str | None = attrs.field(default=None, repr=lambda v: repr(v and redact_url(v)))
     stripe_api_key: str | None = attrs.field(default=None, repr=_secret_repr)
     stripe_api_base: str | None = None
+    # The signed webhook receiver (webhooks serve; inside loop only when set).
+    webhook_addr: AdminAddress | None = None
+    stripe_webhook_secret: str | None = attrs.field(default=None, repr=_secret_repr)
     gateway: GatewayKind = GatewayKind.STRIPE
     interval_seconds: float = 300.0
     batch_size: int = 100
@@ -179,6 +182,16 @@ def _api_key(name: str, raw: str) -> str:
     return raw
 
 
+def _webhook_secret(name: str, raw: str) -> str:
+    # Never echo the value: only say what shape was expected.
+    if not raw.startswith("whsec_") or len(raw) < 10:
+        raise ConfigError(
+            f"{name} is not valid: expected the endpoint's signing secret (whsec_...), "
+            "shown by Stripe when the webhook endpoint is created"
+        )
+    return raw
+
+
 @attrs.frozen
 class _Spec:
     field: str
@@ -191,6 +204,8 @@ _SPECS = (
     _Spec("database_url", "PAYOUT_DATABASE_URL", _database_url, "--database-url"),
     _Spec("stripe_api_key", "STRIPE_API_KEY", _api_key),
     _Spec("stripe_api_base", "PAYOUT_STRIPE_API_BASE", _api_base),
+    _Spec("webhook_addr", "PAYOUT_WEBHOOK_ADDR", _admin_addr, "--webhook-addr"),
+    _Spec("stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET", _webhook_secret),
     _Spec("gateway", "PAYOUT_GATEWAY", _gateway, "--gateway"),
     _Spec("interval_seconds", "PAYOUT_INTERVAL_SECONDS", _positive_seconds, "--interval"),
     _Spec("batch_size", "PAYOUT_BATCH_SIZE", _positive_int, "--batch-size"),

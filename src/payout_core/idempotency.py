@@ -13,6 +13,9 @@ from payout_core import models, outcomes
 
 __all__ = [
     "ledger_key",
+    "reversal_key",
+    "reversal_ledger_key",
+    "reversal_metadata",
     "settlement_fingerprint",
     "stripe_idempotency_key",
     "transfer_group",
@@ -32,6 +35,27 @@ def stripe_idempotency_key(transfer_id: str, generation: int = 0) -> str:
 
 def ledger_key(transfer_id: str, attempt_number: int) -> str:
     return f"ledger:payout:{transfer_id}:{attempt_number}"
+
+
+def reversal_key(transfer_id: str, sequence: int) -> str:
+    """``payout-reversal:<transfer_id>:<n>``: the n-th reversal payout-core asks
+    for this transfer; a resend of the same key can never reverse twice."""
+    if sequence < 1:
+        raise ValueError(f"a reversal's sequence starts at 1, got {sequence}")
+    return f"payout-reversal:{transfer_id}:{sequence}"
+
+
+def reversal_ledger_key(stripe_reversal_id: str) -> str:
+    """A reversal is booked once, whoever saw it first (the command, a webhook,
+    reconcile): its ledger row is keyed by Stripe's own id."""
+    return f"ledger:reversal:{stripe_reversal_id}"
+
+
+def reversal_metadata(reversal: models.Reversal) -> tuple[tuple[str, str], ...]:
+    return (
+        ("payout_reversal_key", reversal.idempotency_key),
+        ("payout_transfer_id", reversal.transfer_id),
+    )
 
 
 def transfer_group(contest_id: str) -> str:

@@ -23,6 +23,8 @@ __all__ = [
     "PauseState",
     "PayoutJob",
     "PayoutTransfer",
+    "Reversal",
+    "ReversalStatus",
     "RunReport",
     "Settlement",
     "TransferStatus",
@@ -57,11 +59,19 @@ class LedgerEntryType(enum.StrEnum):
     PAYOUT_COMPLETED = "payout_completed"
     PAYOUT_ATTEMPT_FAILED = "payout_attempt_failed"
     PAYOUT_FAILED = "payout_failed"
+    PAYOUT_REVERSED = "payout_reversed"  # (part of) a paid transfer came back
 
 
 class LedgerDirection(enum.StrEnum):
     DEBIT = "debit"  # money left the platform's balance
+    CREDIT = "credit"  # money came back to it (a reversal)
     MEMO = "memo"  # a record of an attempt; no money moved
+
+
+class ReversalStatus(enum.StrEnum):
+    SENDING = "sending"  # its intent is durable; Stripe may have reversed (in doubt)
+    COMPLETED = "completed"  # Stripe reversed it; booked in the ledger
+    FAILED = "failed"  # Stripe reversed nothing under its key
 
 
 @attrs.frozen(kw_only=True)
@@ -217,7 +227,34 @@ class LedgerEntry:
     attempt_number: int
     stripe_transfer_id: str | None = None
     failure_code: str | None = None
+    stripe_reversal_id: str | None = None  # a payout_reversed row: Stripe's trr_...
     created_at: datetime = attrs.field(validator=_aware)
+
+
+@attrs.frozen(kw_only=True)
+class Reversal:
+    """One reversal payout-core asked Stripe for (``transfers reverse``): money
+    of a completed transfer coming back. Its row is the write-ahead intent
+    (DESIGN 3, rule 2): written ``sending`` before the request leaves, under
+    the key ``payout-reversal:<transfer_id>:<sequence>``, and in doubt until a
+    conclusive answer for that key. Reversals made in Stripe's dashboard have
+    no row here, only their ledger row."""
+
+    id: str
+    transfer_id: str
+    sequence: int  # the n of its key: 1, 2, ... per transfer
+    idempotency_key: str
+    stripe_transfer_id: str
+    amount_cents: int
+    currency: str
+    actor: str
+    reason: str
+    status: ReversalStatus = ReversalStatus.SENDING
+    stripe_reversal_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    created_at: datetime = attrs.field(validator=_aware)  # the intent, by the store's clock
+    updated_at: datetime = attrs.field(validator=_aware)
 
 
 @attrs.frozen(kw_only=True)
@@ -270,6 +307,7 @@ class OperatorActionKind(enum.StrEnum):
     RESOLVE_FOUND = "resolve_found"  # a transfer needing an operator: Stripe holds it
     RESOLVE_ABSENT = "resolve_absent"  # a transfer needing an operator: Stripe holds none
     REISSUE = "reissue"  # a failed_terminal winner paid again, by a new transfer
+    REVERSE = "reverse"  # (part of) a paid transfer reversed at Stripe
 
 
 @attrs.frozen(kw_only=True)

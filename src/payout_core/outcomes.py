@@ -40,6 +40,10 @@ __all__ = [
     "NotFound",
     "Permanent",
     "RetrieveOutcome",
+    "ReversalOutcome",
+    "ReversalRequest",
+    "Reversed",
+    "StripeReversal",
     "StripeTransfer",
     "Succeeded",
     "Systemic",
@@ -167,3 +171,38 @@ class TransferQuery:
 
 
 RetrieveOutcome = StripeTransfer | NotFound | Transient | Unknown | Permanent | Systemic
+
+
+@attrs.frozen(kw_only=True)
+class ReversalRequest:
+    """Everything sent to reverse (part of) one transfer at Stripe; the same on
+    every retry of its key (``payout-reversal:<transfer_id>:<n>``)."""
+
+    stripe_transfer_id: str
+    amount_cents: int
+    idempotency_key: str
+    metadata: tuple[tuple[str, str], ...]  # carries payout_reversal_key, payout_transfer_id
+
+
+@attrs.frozen(kw_only=True)
+class Reversed:
+    """Stripe reversed the amount; ``replayed`` when the key's first answer came back."""
+
+    stripe_reversal_id: str
+    replayed: bool = False
+
+
+ReversalOutcome = Reversed | Transient | Unknown | Permanent | Systemic
+"""What Create Reversal answers: the same classes, and the same table, as a transfer's."""
+
+
+@attrs.frozen(kw_only=True)
+class StripeReversal:
+    """A reversal as Stripe holds it, made by payout-core or in the dashboard."""
+
+    id: str  # trr_...
+    stripe_transfer_id: str
+    amount_cents: int
+    currency: str
+    created_at: datetime
+    payout_reversal_key: str | None = None  # metadata.payout_reversal_key: payout-core made it

@@ -15,20 +15,24 @@ from typing import Protocol
 
 import attrs
 
-from payout_core import models, outcomes
+from payout_core import models, outcomes, reversal
 from payout_core import state_machine as sm
 
 __all__ = [
     "AccountDirectory",
     "Budget",
     "Clock",
+    "EventInbox",
     "InboxItem",
     "PaymentGateway",
     "PayoutStore",
     "QueueDepth",
     "RateLimiter",
+    "ReversalGateway",
+    "ReversalRefused",
     "ScheduleResult",
     "SettlementInbox",
+    "StripeEvent",
     "TransferHistory",
     "TransferRecords",
 ]
@@ -159,12 +163,45 @@ class TransferRecords(Protocol):
         ...
 
 
+class ReversalGateway(Protocol):
+    """Money coming back: reversals of a transfer at the payment gateway
+    (``payout-core transfers reverse``, DESIGN 7)."""
+
+    def create_reversal(self, request: outcomes.ReversalRequest) -> outcomes.ReversalOutcome:
+        """Reverse ``request.amount_cents`` of the transfer under
+        ``request.idempotency_key``: the same key with the same request replays
+        the first result, never reverses twice. Every failure is an outcome.
+
+        Raises:
+            Nothing expected: a raised exception is a bug in the adapter.
+        """
+        ...
+
+    def list_reversals(self, stripe_transfer_id: str) -> Iterator[outcomes.StripeReversal]:
+        """Every reversal of the transfer, newest first, page by page (each page
+        one request, on the read budget).
+
+        Raises:
+            GatewayUnavailable: a page could not be read; the listing is incomplete.
+        """
+        ...
+
+
 @attrs.frozen(kw_only=True)
 class TransferHistory:
     """One transfer with its ledger rows, in write order (for ``reconcile``)."""
 
     transfer: models.PayoutTransfer
     ledger: tuple[models.LedgerEntry, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ReversalRefused:
+    """Why a reversal's intent was not written (nothing was): ``why`` says it
+    for the operator; ``amounts`` are the transfer's when it was completed."""
+
+    why: str
+    amounts: reversal.Amounts | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -368,6 +405,57 @@ class PayoutStore(Protocol):
         """
         ...
 
+    def reversals_of(self, transfer_id: str) -> list[models.Reversal]:
+        """The reversals payout-core asked for this transfer, first first."""
+        ...
+
+    def reversal_intent(self, reversal: models.Reversal) -> models.Reversal | ReversalRefused:
+        """The write-ahead intent of a reversal: write ``reversal`` (sending),
+        at the store's own time, only if its transfer is completed, none of its
+        reversals is in doubt, its sequence is the next, and its amount is no
+        more than what is left (paid less every reversal booked in the ledger).
+        Durable before it returns; nothing may be sent without it.
+
+        Returns the reversal as written (``created_at``/``updated_at`` the
+        store's time), or why it was refused (nothing written).
+
+        Raises:
+            StoreUnavailable: nothing was written.
+        """
+        ...
+
+    def settle_reversal(
+        self,
+        *,
+        before: models.Reversal,
+        after: models.Reversal,
+        ledger_entry: models.LedgerEntry | None,
+        action: models.OperatorAction | None,
+    ) -> bool:
+        """Record a reversal's conclusive answer: write ``after`` (completed or
+        failed), and for a completed one append its credit ``ledger_entry``
+        (unless a row with its key is booked already: a webhook may have seen it
+        first) and record ``action``, all at once. Only while the stored
+        reversal is still in doubt (``before``); otherwise nothing is written
+        and the answer is ``False``.
+
+        Raises:
+            IllegalTransition: the ledger refused the row (more back than paid).
+            StoreUnavailable: nothing was written.
+        """
+        ...
+
+    def book_reversal(self, entry: models.LedgerEntry) -> bool:
+        """Append the credit row of a reversal payout-core did not ask for (made
+        in Stripe's dashboard), unless its key is booked already: ``True`` when
+        this call booked it.
+
+        Raises:
+            IllegalTransition: the ledger refused the row (more back than paid).
+            StoreUnavailable: nothing was written.
+        """
+        ...
+
     def operator_actions(
         self, limit: int = 20, *, transfer_id: str | None = None
     ) -> list[models.OperatorAction]:
@@ -421,4 +509,36 @@ class SettlementInbox(Protocol):
         Raises:
             StoreUnavailable: nothing was written.
         """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class StripeEvent:
+    """An event Stripe delivered to the webhook endpoint, signature verified."""
+
+    id: str  # evt_...
+    type: str  # transfer.reversed, ...
+    payload: str  # the event's JSON as Stripe sent it
+    received_at: datetime
+
+
+class EventInbox(Protocol):
+    """Stripe's events, stored before they are acknowledged, applied after:
+    Stripe never waits for the work, and an event delivered twice (or out of
+    order) is applied once."""
+
+    def accept(self, event: StripeEvent) -> bool:
+        """Store ``event`` durably unless its id is known: ``True`` when new.
+
+        Raises:
+            StoreUnavailable: nothing was stored (answer Stripe with a 5xx).
+        """
+        ...
+
+    def unprocessed(self, *, limit: int) -> list[StripeEvent]:
+        """Up to ``limit`` events not yet applied, in the order they arrived."""
+        ...
+
+    def mark_processed(self, event_id: str, *, outcome: str, now: datetime) -> None:
+        """The event was applied; ``outcome`` says what it did (or why not)."""
         ...

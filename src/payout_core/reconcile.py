@@ -60,6 +60,30 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
                 f"transfer (expected {expected_failed})",
             )
         )
+    reversal_rows = [r for r in rows if r.entry_type is E.PAYOUT_REVERSED]
+    came_back = sum(r.amount_cents for r in reversal_rows)
+    if reversal_rows and t.status is not S.COMPLETED:
+        found.append(
+            Mismatch(subject, f"{len(reversal_rows)} reversal credit(s) for a {t.status} transfer")
+        )
+    if came_back > t.amount_cents:
+        found.append(
+            Mismatch(
+                subject, f"reversal credits total {came_back}, more than the {t.amount_cents} paid"
+            )
+        )
+    for row in reversal_rows:
+        if (row.currency, row.stripe_transfer_id) != (t.currency, t.stripe_transfer_id) or (
+            row.stripe_reversal_id is None
+        ):
+            found.append(
+                Mismatch(
+                    subject,
+                    f"reversal credit {row.idempotency_key} is of {row.currency} "
+                    f"{row.stripe_transfer_id} (reversal {row.stripe_reversal_id}), the transfer "
+                    f"{t.currency} {t.stripe_transfer_id}",
+                )
+            )
     for row in rows:
         if row.entry_type is E.PAYOUT_COMPLETED and (
             row.amount_cents != t.amount_cents or row.stripe_transfer_id != t.stripe_transfer_id

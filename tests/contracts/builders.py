@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from payout_core import idempotency, ledger, models, ports
+from payout_core import idempotency, ledger, models, outcomes, ports
+from payout_core import reversal as rules
 from payout_core import state_machine as sm
 
 __all__ = [
@@ -25,11 +26,15 @@ __all__ = [
     "make_transfers",
     "new_id",
     "operator_action",
+    "paid",
     "record_outcome",
     "reissue",
     "released",
     "resolution",
     "retried",
+    "reversal",
+    "reversal_failed",
+    "reversal_succeeded",
     "schedule",
     "sent",
     "settlement",
@@ -240,3 +245,78 @@ def reissue(
     reissued = sm.reissue(failed, new_id=new_id(), now=now)
     action = transfer_action(models.OperatorActionKind.REISSUE, failed, reissued, now=now)
     return reissued, action
+
+
+# -- money that comes back (DESIGN 7, "Reversals") ------------------------------------
+
+
+def paid(
+    store: ports.PayoutStore, of: models.Settlement, *, now: datetime
+) -> models.PayoutTransfer:
+    """Schedule ``of`` (one winner, on a store with nothing else due) and pay it
+    through the store's own steps: claim, send intent, recorded as completed."""
+    schedule(store, of, now=now)
+    [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-paid")
+    intent = store.write_intent(claimed=claimed, destination=destination_of(claimed), margin=MARGIN)
+    assert isinstance(intent, models.PayoutTransfer)
+    done = sm.complete(intent, stripe_transfer_id=f"tr_{claimed.id[:8]}", now=now)
+    assert record_outcome(store, intent, done, now=now)
+    return done
+
+
+def reversal(
+    transfer: models.PayoutTransfer,
+    *,
+    now: datetime,
+    amount_cents: int | None = None,
+    sequence: int = 1,
+) -> models.Reversal:
+    """The intent ``transfers reverse`` writes: the ``sequence``-th reversal of a
+    paid ``transfer``, of all of it by default, asked by ``ops-1``."""
+    return models.Reversal(
+        id=new_id(),
+        transfer_id=transfer.id,
+        sequence=sequence,
+        idempotency_key=idempotency.reversal_key(transfer.id, sequence),
+        stripe_transfer_id=transfer.stripe_transfer_id or "",
+        amount_cents=transfer.amount_cents if amount_cents is None else amount_cents,
+        currency=transfer.currency,
+        actor="ops-1",
+        reason="chargeback on the winner's account",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def reversal_succeeded(
+    transfer: models.PayoutTransfer,
+    written: models.Reversal,
+    *,
+    now: datetime,
+    stripe_reversal_id: str | None = None,
+) -> tuple[models.Reversal, models.LedgerEntry, models.OperatorAction]:
+    """Stripe reversed ``written``: the reversal completed, its credit row and the
+    operator's action, as ``transfers reverse`` settles it."""
+    trr = stripe_reversal_id or f"trr_{written.id[:8]}"
+    after = rules.decide(
+        written, outcomes.Reversed(stripe_reversal_id=trr), first_send=True, now=now
+    )
+    entry = ledger.reversal_entry(
+        transfer, stripe_reversal_id=trr, amount_cents=written.amount_cents, now=now
+    )
+    action = models.OperatorAction(
+        action=models.OperatorActionKind.REVERSE,
+        actor=written.actor,
+        reason=written.reason,
+        transfer_id=transfer.id,
+        before={"reversal_key": written.idempotency_key},
+        after={"stripe_reversal_id": trr, "amount_cents": written.amount_cents},
+        created_at=now,
+    )
+    return after, entry, action
+
+
+def reversal_failed(written: models.Reversal, *, now: datetime) -> models.Reversal:
+    """Stripe refused ``written`` for good: nothing came back."""
+    refused = outcomes.Permanent(code="insufficient_funds", message="the account is empty")
+    return rules.decide(written, refused, first_send=True, now=now)

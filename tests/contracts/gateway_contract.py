@@ -8,14 +8,15 @@ be the same Stripe, and that Stripe must be the real one as documented, or the
 proofs are about something else. This suite runs unchanged against both
 (``tests/unit/test_gateway_contract_simulated.py`` and
 ``tests/integration/test_gateway_contract_stripe.py``); it talks to Stripe only
-through the :class:`~payout_core.ports.PaymentGateway` and
-:class:`~payout_core.ports.TransferRecords` ports, and sets Stripe's state up
+through the :class:`~payout_core.ports.PaymentGateway`,
+:class:`~payout_core.ports.TransferRecords` and
+:class:`~payout_core.ports.ReversalGateway` ports, and sets Stripe's state up
 through a :class:`StripeHarness`.
 
 A subclass provides the fixture ``harness``: a fresh Stripe that knows the
 connected account :data:`ACCOUNT`, has no transfers and an unlimited balance,
-and a gateway that lists :data:`LIST_PAGE_SIZE` transfers a page, so that a
-handful of transfers make several pages.
+and a gateway that lists :data:`LIST_PAGE_SIZE` transfers (or reversals) a
+page, so that a handful of them make several pages.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ GROUP = "contest:c42"
 LIST_PAGE_SIZE = 2
 
 
-class GatewayUnderTest(ports.PaymentGateway, ports.TransferRecords, Protocol):
-    """Both ports, as every Stripe gateway implements them."""
+class GatewayUnderTest(
+    ports.PaymentGateway, ports.TransferRecords, ports.ReversalGateway, Protocol
+):
+    """The three ports, as every Stripe gateway implements them."""
 
 
 class StripeHarness(Protocol):
@@ -117,8 +120,18 @@ class StripeHarness(Protocol):
         dashboard, a second program); its id."""
         ...
 
-    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> None:
-        """Reverse part or all of a transfer, as in Stripe's dashboard."""
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> str:
+        """Reverse part or all of a transfer, as in Stripe's dashboard (no
+        metadata); the reversal's id."""
+        ...
+
+    def lose_next_reversal_response(self) -> None:
+        """Stripe executes the next reversal request, saves its answer under the
+        key, and the answer is lost on its way back."""
+        ...
+
+    def reversals_of(self, stripe_transfer_id: str) -> list[str]:
+        """The ids of the reversals Stripe holds of one transfer, oldest first."""
         ...
 
     def outage(self) -> None:
@@ -158,14 +171,38 @@ def lookup(
     )
 
 
+def reversal(
+    stripe_transfer_id: str,
+    n: int = 1,
+    *,
+    amount_cents: int = 500,
+    payout_transfer_id: str = "t-1",
+) -> outcomes.ReversalRequest:
+    """The ``n``-th reversal payout-core asks of a payout transfer."""
+    key = f"payout-reversal:{payout_transfer_id}:{n}"
+    return outcomes.ReversalRequest(
+        stripe_transfer_id=stripe_transfer_id,
+        amount_cents=amount_cents,
+        idempotency_key=key,
+        metadata=(("payout_reversal_key", key), ("payout_transfer_id", payout_transfer_id)),
+    )
+
+
 def paid(outcome: outcomes.GatewayOutcome) -> str:
     """The transfer id of a success; anything else fails the test."""
     assert isinstance(outcome, outcomes.Succeeded), outcome
     return outcome.stripe_transfer_id
 
 
+def reversed_(outcome: outcomes.ReversalOutcome, *, replayed: bool = False) -> str:
+    """The reversal id of a reversal; anything else fails the test."""
+    assert isinstance(outcome, outcomes.Reversed), outcome
+    assert outcome.replayed is replayed, outcome
+    return outcome.stripe_reversal_id
+
+
 def assert_unknown(
-    outcome: outcomes.GatewayOutcome | outcomes.LookupOutcome,
+    outcome: outcomes.GatewayOutcome | outcomes.LookupOutcome | outcomes.ReversalOutcome,
     code: str,
     *,
     key_replays_error: bool,
@@ -175,7 +212,7 @@ def assert_unknown(
 
 
 def assert_refused(
-    outcome: outcomes.GatewayOutcome | outcomes.LookupOutcome,
+    outcome: outcomes.GatewayOutcome | outcomes.LookupOutcome | outcomes.ReversalOutcome,
     kind: type[outcomes.Permanent | outcomes.Systemic],
     code: str,
 ) -> None:
@@ -183,8 +220,12 @@ def assert_refused(
     assert outcome.code == code, outcome
 
 
+FAILURES = (outcomes.Transient, outcomes.Unknown, outcomes.Permanent, outcomes.Systemic)
+
+
 class GatewayContract:
-    """What Stripe does with Create Transfer and List Transfers, as the engine needs it."""
+    """What Stripe does with Create Transfer, List Transfers, Create Reversal and
+    List Reversals, as the engine needs it."""
 
     # -- replays -----------------------------------------------------------------------------
 
@@ -478,16 +519,19 @@ class GatewayContract:
         self, harness: StripeHarness
     ) -> None:
         created = paid(harness.gateway.create_transfer(request("t-1")))
+        reversed_(harness.gateway.create_reversal(reversal(created)))
         harness.outage()
 
         retrieved = harness.gateway.retrieve_transfer(created)
+        refused = harness.gateway.create_reversal(reversal(created, 2))
 
-        assert isinstance(
-            retrieved,
-            outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic,
-        ), retrieved
+        assert isinstance(retrieved, FAILURES), retrieved
+        assert isinstance(refused, FAILURES), refused
         with pytest.raises(errors.GatewayUnavailable):
             list(harness.gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP)))
+        with pytest.raises(errors.GatewayUnavailable):
+            list(harness.gateway.list_reversals(created))
+        assert len(harness.reversals_of(created)) == 1
 
     def test_a_list_whose_later_page_cannot_be_read_fails_rather_than_end_short(
         self, harness: StripeHarness
@@ -503,3 +547,163 @@ class GatewayContract:
         with pytest.raises(errors.GatewayUnavailable):
             next(listing)
         assert [t.payout_transfer_id for t in first_page] == ["t-2", "t-1"]
+
+    # -- reversals ---------------------------------------------------------------------------
+
+    def test_a_partial_then_a_full_reversal_show_in_amount_reversed_and_reversed(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1", amount_cents=1500)))
+
+        first = reversed_(harness.gateway.create_reversal(reversal(created, 1, amount_cents=500)))
+        partly = harness.gateway.retrieve_transfer(created)
+        second = reversed_(harness.gateway.create_reversal(reversal(created, 2, amount_cents=1000)))
+        wholly = harness.gateway.retrieve_transfer(created)
+        (listed,) = harness.gateway.list_transfers(outcomes.TransferQuery(transfer_group=GROUP))
+
+        assert isinstance(partly, outcomes.StripeTransfer)
+        assert (partly.amount_cents, partly.amount_reversed, partly.reversed) == (1500, 500, False)
+        assert isinstance(wholly, outcomes.StripeTransfer)
+        assert (wholly.amount_reversed, wholly.reversed) == (1500, True)
+        assert listed == wholly
+        assert harness.reversals_of(created) == [first, second]
+
+    def test_the_same_reversal_key_replays_its_reversal_and_reverses_once(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+
+        first = harness.gateway.create_reversal(reversal(created))
+        again = harness.gateway.create_reversal(reversal(created))
+
+        (made,) = harness.reversals_of(created)
+        assert first == outcomes.Reversed(stripe_reversal_id=made, replayed=False)
+        assert again == outcomes.Reversed(stripe_reversal_id=made, replayed=True)
+        retrieved = harness.gateway.retrieve_transfer(created)
+        assert isinstance(retrieved, outcomes.StripeTransfer)
+        assert retrieved.amount_reversed == 500
+
+    def test_reversing_more_than_is_left_is_refused_reverses_nothing_and_is_saved(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1", amount_cents=1500)))
+        reversed_(harness.gateway.create_reversal(reversal(created, 1, amount_cents=1000)))
+
+        too_much = harness.gateway.create_reversal(reversal(created, 2, amount_cents=501))
+        again = harness.gateway.create_reversal(reversal(created, 2, amount_cents=501))
+        rest = harness.gateway.create_reversal(reversal(created, 3, amount_cents=500))
+        nothing_left = harness.gateway.create_reversal(reversal(created, 4, amount_cents=1))
+
+        # Stripe's 400 names no code: the gateway's table calls it invalid_request.
+        for refused in (too_much, again, nothing_left):
+            assert_refused(refused, outcomes.Permanent, "invalid_request")
+        assert len(harness.reversals_of(created)) == 2
+        assert harness.reversals_of(created)[-1] == reversed_(rest)
+        retrieved = harness.gateway.retrieve_transfer(created)
+        assert isinstance(retrieved, outcomes.StripeTransfer)
+        assert (retrieved.amount_reversed, retrieved.reversed) == (1500, True)
+
+    def test_the_same_reversal_key_with_another_amount_is_an_idempotency_error(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+        first = reversed_(harness.gateway.create_reversal(reversal(created, amount_cents=500)))
+
+        changed = harness.gateway.create_reversal(reversal(created, amount_cents=600))
+
+        assert_unknown(changed, "idempotency_error", key_replays_error=True)
+        assert harness.reversals_of(created) == [first]
+
+    def test_a_lost_reversal_response_then_a_resend_of_the_key_is_one_reversal(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+        harness.lose_next_reversal_response()
+
+        lost = harness.gateway.create_reversal(reversal(created))
+        executed_meanwhile = harness.reversals_of(created)
+        resent = harness.gateway.create_reversal(reversal(created))
+
+        assert isinstance(lost, outcomes.Unknown), lost
+        assert not lost.key_replays_error  # sending the key again is how to learn the answer
+        assert executed_meanwhile == [reversed_(resent, replayed=True)]
+        retrieved = harness.gateway.retrieve_transfer(created)
+        assert isinstance(retrieved, outcomes.StripeTransfer)
+        assert retrieved.amount_reversed == 500
+
+    def test_a_reversal_key_is_forgotten_24_hours_after_its_first_use_and_reverses_again(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+        first = reversed_(harness.gateway.create_reversal(reversal(created)))
+
+        harness.advance(timedelta(hours=23))
+        replayed = harness.gateway.create_reversal(reversal(created))
+        harness.advance(timedelta(hours=1, seconds=1))
+        again = harness.gateway.create_reversal(reversal(created))
+
+        assert reversed_(replayed, replayed=True) == first
+        assert harness.reversals_of(created) == [first, reversed_(again)]
+
+    def test_a_reversal_of_a_transfer_stripe_does_not_hold_is_resource_missing(
+        self, harness: StripeHarness
+    ) -> None:
+        refused = harness.gateway.create_reversal(reversal("tr_1NeverMade"))
+
+        assert_refused(refused, outcomes.Permanent, "resource_missing")
+        with pytest.raises(errors.GatewayUnavailable) as failed:
+            list(harness.gateway.list_reversals("tr_1NeverMade"))
+        assert failed.value.code == "resource_missing"
+
+    def test_an_amount_below_a_cent_is_refused_before_the_key_is_saved(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+
+        refused = harness.gateway.create_reversal(reversal(created, amount_cents=0))
+        corrected = harness.gateway.create_reversal(reversal(created, amount_cents=5))
+
+        assert_refused(refused, outcomes.Permanent, "parameter_invalid_integer")
+        assert harness.reversals_of(created) == [reversed_(corrected)]
+
+    def test_reversals_are_listed_newest_first_across_pages_and_ours_carry_their_key(
+        self, harness: StripeHarness
+    ) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1", amount_cents=1500)))
+        expected: list[outcomes.StripeReversal] = []
+
+        def made(reversal_id: str, cents: int, key: str | None) -> None:
+            expected.append(
+                outcomes.StripeReversal(
+                    id=reversal_id,
+                    stripe_transfer_id=created,
+                    amount_cents=cents,
+                    currency="usd",
+                    created_at=harness.now(),
+                    payout_reversal_key=key,
+                )
+            )
+            harness.advance(timedelta(seconds=1))
+
+        def ours(n: int, cents: int) -> None:
+            outcome = harness.gateway.create_reversal(reversal(created, n, amount_cents=cents))
+            made(reversed_(outcome), cents, f"payout-reversal:t-1:{n}")
+
+        def in_the_dashboard(cents: int) -> None:
+            made(harness.reverse(created, cents), cents, None)
+
+        ours(1, 100)
+        in_the_dashboard(200)
+        ours(2, 300)
+        in_the_dashboard(50)
+        in_the_dashboard(25)
+
+        listed = list(harness.gateway.list_reversals(created))
+
+        assert len(expected) > 2 * LIST_PAGE_SIZE  # several pages
+        assert listed == expected[::-1]
+
+    def test_a_transfer_with_no_reversals_lists_none(self, harness: StripeHarness) -> None:
+        created = paid(harness.gateway.create_transfer(request("t-1")))
+
+        assert list(harness.gateway.list_reversals(created)) == []

@@ -21,6 +21,7 @@ import pytest
 
 from payout_adapters.memory import ManualClock
 from payout_core import errors, ledger, models, ports
+from payout_core import reversal as rules
 from payout_core import state_machine as sm
 from tests.contracts import builders as b
 from tests.contracts.builders import LEASE, T0
@@ -1140,3 +1141,322 @@ class StoreContract:
         assert store.operator_actions() == []
         stored_job = self._job(store, job.id)
         assert stored_job.total_transfers == 1
+
+    # -- money that comes back (DESIGN 7, "Reversals") -----------------------------------
+
+    def _paid(
+        self, store: ports.PayoutStore, clock: ManualClock, amount_cents: int = 1500
+    ) -> models.PayoutTransfer:
+        """u-1 paid ``amount_cents`` through the store's own steps."""
+        return b.paid(store, b.settlement(("u-1", amount_cents)), now=clock.now())
+
+    def _intent(self, store: ports.PayoutStore, asked: models.Reversal) -> models.Reversal:
+        written = store.reversal_intent(asked)
+        assert isinstance(written, models.Reversal), written
+        return written
+
+    def _refused(self, store: ports.PayoutStore, asked: models.Reversal) -> ports.ReversalRefused:
+        refused = store.reversal_intent(asked)
+        assert isinstance(refused, ports.ReversalRefused), refused
+        return refused
+
+    def _failed_reversal(
+        self, store: ports.PayoutStore, clock: ManualClock, amount_cents: int = 1500
+    ) -> tuple[models.PayoutTransfer, models.Reversal, models.Reversal]:
+        """u-1 paid 1500, and a first reversal of ``amount_cents`` Stripe refused:
+        the transfer, the intent, the reversal as settled."""
+        transfer = self._paid(store, clock)
+        written = self._intent(
+            store, b.reversal(transfer, amount_cents=amount_cents, now=clock.now())
+        )
+        failed = b.reversal_failed(written, now=clock.now())
+        assert store.settle_reversal(before=written, after=failed, ledger_entry=None, action=None)
+        return transfer, written, failed
+
+    def _payment(
+        self, store: ports.PayoutStore, transfer: models.PayoutTransfer
+    ) -> models.LedgerEntry:
+        [payment] = store.ledger(transfer_id=transfer.id)
+        assert payment.entry_type is Entry.PAYOUT_COMPLETED
+        return payment
+
+    def _credits(self, store: ports.PayoutStore, transfer_id: str) -> list[models.LedgerEntry]:
+        return [
+            e
+            for e in store.ledger(transfer_id=transfer_id)
+            if e.entry_type is Entry.PAYOUT_REVERSED
+        ]
+
+    def test_a_reversal_intent_is_written_sending_at_the_stores_time(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        clock.advance(60)
+        # The caller's clock is an hour behind: the store's time is the intent's.
+        asked = b.reversal(transfer, amount_cents=500, now=clock.now() - timedelta(hours=1))
+
+        written = store.reversal_intent(asked)
+
+        assert written == attrs.evolve(asked, created_at=clock.now(), updated_at=clock.now())
+        assert isinstance(written, models.Reversal)
+        assert written.status is models.ReversalStatus.SENDING
+        assert store.reversals_of(transfer.id) == [written]
+
+    def test_no_reversal_of_a_transfer_that_was_not_paid(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        _, declined = self._failed(store, clock, "u-2")
+        _, [pending] = b.schedule(store, b.settlement("u-1", settlement_id="s-2"), now=T0)
+        stranger = attrs.evolve(pending, id=b.new_id(), stripe_transfer_id="tr_x")
+
+        for transfer in (pending, declined):
+            refused = self._refused(store, b.reversal(transfer, now=clock.now()))
+            assert "not completed" in refused.why
+            assert refused.amounts is None
+            assert store.reversals_of(transfer.id) == []
+        assert self._refused(store, b.reversal(stranger, now=clock.now())).why == (
+            "no such transfer"
+        )
+
+    def test_no_reversal_of_more_than_is_left_and_the_amounts_are_named(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        # 400 came back through Stripe's dashboard (a webhook booked it).
+        assert store.book_reversal(
+            ledger.reversal_entry(
+                transfer, stripe_reversal_id="trr_dash", amount_cents=400, now=clock.now()
+            )
+        )
+
+        refused = self._refused(store, b.reversal(transfer, amount_cents=1101, now=clock.now()))
+
+        assert "more than is left" in refused.why
+        assert refused.amounts == rules.Amounts(paid=1500, reversed=400, in_doubt=0)
+        assert refused.amounts.left == 1100
+        assert store.reversals_of(transfer.id) == []
+        self._intent(store, b.reversal(transfer, amount_cents=1100, now=clock.now()))
+
+    def test_no_new_reversal_while_another_is_in_doubt(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        first = self._intent(store, b.reversal(transfer, amount_cents=500, now=clock.now()))
+
+        refused = self._refused(
+            store, b.reversal(transfer, amount_cents=100, sequence=2, now=clock.now())
+        )
+
+        assert "in doubt" in refused.why
+        assert first.idempotency_key in refused.why
+        assert refused.amounts == rules.Amounts(paid=1500, reversed=0, in_doubt=500)
+        assert store.reversals_of(transfer.id) == [first]
+
+    def test_a_sequence_already_used_or_skipped_is_refused(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer, _, failed = self._failed_reversal(store, clock, amount_cents=500)
+
+        again = self._refused(store, b.reversal(transfer, amount_cents=500, now=clock.now()))
+        skipped = self._refused(
+            store, b.reversal(transfer, amount_cents=500, sequence=3, now=clock.now())
+        )
+
+        assert "sequence 1 is not the next one (2)" in again.why
+        assert "sequence 3 is not the next one (2)" in skipped.why
+        assert store.reversals_of(transfer.id) == [failed]
+        self._intent(store, b.reversal(transfer, amount_cents=500, sequence=2, now=clock.now()))
+
+    def test_a_completed_reversal_books_its_credit_and_the_action_once(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        payment = self._payment(store, transfer)
+        written = self._intent(store, b.reversal(transfer, amount_cents=500, now=clock.now()))
+        clock.advance(2)
+        after, entry, action = b.reversal_succeeded(transfer, written, now=clock.now())
+
+        assert store.settle_reversal(before=written, after=after, ledger_entry=entry, action=action)
+        assert not store.settle_reversal(
+            before=written, after=after, ledger_entry=entry, action=action
+        )
+
+        assert store.reversals_of(transfer.id) == [after]
+        assert store.ledger(transfer_id=transfer.id) == [payment, entry]
+        assert store.operator_actions(transfer_id=transfer.id) == self._actions_at(clock, action)
+
+    def test_a_failed_reversal_books_nothing_and_ends_the_doubt(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer, _, failed = self._failed_reversal(store, clock)
+
+        assert store.reversals_of(transfer.id) == [failed]
+        assert store.ledger() == [self._payment(store, transfer)]
+        assert store.operator_actions() == []
+        # Nothing came back, and nothing is in doubt: all of it may be asked for again.
+        self._intent(store, b.reversal(transfer, sequence=2, now=clock.now()))
+
+    def test_an_answer_to_a_reversal_settled_meanwhile_writes_nothing(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer, written, failed = self._failed_reversal(store, clock)
+        # A second answer to the same intent (a resend's, a webhook's): too late.
+        after, entry, action = b.reversal_succeeded(transfer, written, now=clock.now())
+
+        assert not store.settle_reversal(
+            before=written, after=after, ledger_entry=entry, action=action
+        )
+
+        assert store.reversals_of(transfer.id) == [failed]
+        assert store.ledger() == [self._payment(store, transfer)]
+        assert store.operator_actions() == []
+
+    def test_a_credit_a_webhook_booked_first_is_not_booked_again_by_the_settlement(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        # All of it: counted twice, the credit would exceed the payment.
+        written = self._intent(store, b.reversal(transfer, now=clock.now()))
+        after, entry, action = b.reversal_succeeded(transfer, written, now=clock.now())
+        assert store.book_reversal(entry)  # the webhook came first
+
+        assert store.settle_reversal(before=written, after=after, ledger_entry=entry, action=action)
+
+        assert self._credits(store, transfer.id) == [entry]
+        assert store.reversals_of(transfer.id) == [after]
+        assert store.operator_actions(transfer_id=transfer.id) == self._actions_at(clock, action)
+
+    def test_a_reversal_made_elsewhere_is_booked_once(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        entry = ledger.reversal_entry(
+            transfer, stripe_reversal_id="trr_dash", amount_cents=1500, now=clock.now()
+        )
+
+        assert store.book_reversal(entry)
+        assert not store.book_reversal(entry)
+
+        assert self._credits(store, transfer.id) == [entry]
+        assert store.reversals_of(transfer.id) == []
+
+    def test_a_credit_beyond_what_was_paid_is_refused_and_nothing_booked(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        _, [unpaid] = b.schedule(store, b.settlement("u-2", settlement_id="s-2"), now=T0)
+        first = ledger.reversal_entry(
+            transfer, stripe_reversal_id="trr_1", amount_cents=1000, now=clock.now()
+        )
+        assert store.book_reversal(first)
+        booked = store.ledger()
+        too_much = ledger.reversal_entry(
+            transfer, stripe_reversal_id="trr_2", amount_cents=501, now=clock.now()
+        )
+        never_paid = attrs.evolve(
+            too_much,
+            idempotency_key="ledger:reversal:trr_3",
+            stripe_reversal_id="trr_3",
+            transfer_id=unpaid.id,
+            user_id="u-2",
+        )
+
+        with pytest.raises(errors.IllegalTransition, match="1500 usd, 1000 came back already"):
+            store.book_reversal(too_much)
+        with pytest.raises(errors.IllegalTransition, match="never paid"):
+            store.book_reversal(never_paid)
+
+        assert store.ledger() == booked
+        assert store.book_reversal(attrs.evolve(too_much, amount_cents=500))
+
+    def test_a_settlement_the_ledger_refuses_writes_nothing(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        written = self._intent(store, b.reversal(transfer, amount_cents=1000, now=clock.now()))
+        # Meanwhile 1000 came back through the dashboard: 2000 of 1500 cannot be.
+        dashboard = ledger.reversal_entry(
+            transfer, stripe_reversal_id="trr_dash", amount_cents=1000, now=clock.now()
+        )
+        assert store.book_reversal(dashboard)
+        booked = store.ledger()
+        after, entry, action = b.reversal_succeeded(transfer, written, now=clock.now())
+
+        with pytest.raises(errors.IllegalTransition, match="too much"):
+            store.settle_reversal(before=written, after=after, ledger_entry=entry, action=action)
+
+        assert store.reversals_of(transfer.id) == [written]
+        assert store.ledger() == booked
+        assert store.operator_actions() == []
+
+    def test_reversals_are_listed_first_first(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer, _, failed = self._failed_reversal(store, clock, amount_cents=100)
+        second = self._intent(
+            store, b.reversal(transfer, amount_cents=200, sequence=2, now=clock.now())
+        )
+        done, entry, action = b.reversal_succeeded(transfer, second, now=clock.now())
+        assert store.settle_reversal(before=second, after=done, ledger_entry=entry, action=action)
+        third = self._intent(
+            store, b.reversal(transfer, amount_cents=300, sequence=3, now=clock.now())
+        )
+
+        assert store.reversals_of(transfer.id) == [failed, done, third]
+        assert store.reversals_of(b.new_id()) == []
+        assert store.reversals_of("not an id") == []
+
+    def test_concurrent_intents_for_one_transfer_write_one(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        asked = [b.reversal(transfer, amount_cents=900, now=clock.now()) for _ in range(6)]
+        start = threading.Barrier(len(asked))
+        results: list[models.Reversal | ports.ReversalRefused] = []
+        failures: list[BaseException] = []
+
+        def operator(reversal: models.Reversal) -> None:
+            try:
+                start.wait()
+                results.append(store.reversal_intent(reversal))
+            except BaseException as exc:  # reported below, not lost in the thread
+                failures.append(exc)
+
+        threads = [threading.Thread(target=operator, args=(r,)) for r in asked]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert failures == []
+        written = [r for r in results if isinstance(r, models.Reversal)]
+        assert len(written) == 1
+        assert store.reversals_of(transfer.id) == written
+
+    def test_what_no_reversal_step_makes_is_refused_before_the_store_is_touched(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        transfer = self._paid(store, clock)
+        written = self._intent(store, b.reversal(transfer, amount_cents=500, now=clock.now()))
+        after, entry, action = b.reversal_succeeded(transfer, written, now=clock.now())
+        failed = b.reversal_failed(written, now=clock.now())
+        booked = store.ledger()
+
+        with pytest.raises(ValueError, match="iff completed"):
+            store.settle_reversal(before=written, after=after, ledger_entry=entry, action=None)
+        with pytest.raises(ValueError, match="iff completed"):
+            store.settle_reversal(before=written, after=failed, ledger_entry=entry, action=None)
+        with pytest.raises(ValueError, match="not the credit"):
+            store.settle_reversal(
+                before=written,
+                after=after,
+                ledger_entry=attrs.evolve(entry, amount_cents=499),
+                action=action,
+            )
+        with pytest.raises(ValueError, match="an intent is sending"):
+            store.reversal_intent(attrs.evolve(after, id=b.new_id(), sequence=2))
+        with pytest.raises(ValueError, match="not a reversal"):
+            store.book_reversal(booked[0])
+
+        assert store.reversals_of(transfer.id) == [written]
+        assert store.ledger() == booked

@@ -1,5 +1,10 @@
 """Faults a test can script into the fake Stripe, and ready-made ones for each Stripe error.
 
+A script (:meth:`tests.fake_stripe.FakeStripe.script`) picks its requests by
+method, path and idempotency key. A path segment written ``{id}`` matches any
+one segment, so :data:`REVERSALS` meets the reversals of every transfer, and
+:data:`TRANSFERS` (the default) only Create and List Transfers.
+
 A fault acts at one of two stages of a request, as at Stripe:
 
 * ``edge``: in front of the API (rate limiter, authentication, a proxy, the
@@ -17,6 +22,8 @@ import threading
 import attrs
 
 __all__ = [
+    "REVERSALS",
+    "TRANSFERS",
     "Drop",
     "Hold",
     "Respond",
@@ -30,6 +37,10 @@ __all__ = [
 ]
 
 
+TRANSFERS = "/v1/transfers"
+REVERSALS = "/v1/transfers/{id}/reversals"  # Create and List Reversals, of any transfer
+
+
 class Stage(enum.Enum):
     EDGE = "edge"
     ENDPOINT = "endpoint"
@@ -41,8 +52,8 @@ class Respond:
 
     ``saved``: the answer is saved under the idempotency key and replayed to
     every retry (an error raised while the endpoint executed, like a 500).
-    ``create``: the transfer is created anyway before the error is returned
-    (a 500 after which the transfer exists).
+    ``create``: the endpoint's work is done anyway before the error is returned
+    (a 500 after which the transfer, or the reversal, exists).
     ``raw_body``: send this instead of a JSON error envelope (a proxy's page).
     """
 
@@ -58,7 +69,7 @@ class Respond:
 
     def __attrs_post_init__(self) -> None:
         if self.create and not self.saved:
-            raise ValueError("a fault that creates the transfer ran the endpoint: it is saved")
+            raise ValueError("a fault that creates something ran the endpoint: it is saved")
 
     @property
     def stage(self) -> Stage:
@@ -69,8 +80,9 @@ class Respond:
 class Drop:
     """Close the connection without answering.
 
-    ``create=True``: the request reached Stripe, which created the transfer and
-    saved its answer under the key, and then the answer was lost. With
+    ``create=True``: the request reached Stripe, which executed it (created the
+    transfer or the reversal, or refused it) and saved its answer under the
+    key, and then the answer was lost. With
     ``create=False`` the request was lost before Stripe executed anything.
     ``reset``: end with a TCP reset instead of an orderly close.
     """
@@ -130,7 +142,8 @@ def forbidden() -> Respond:
 
 
 def server_error(*, create: bool = False) -> Respond:
-    """Stripe's own 500, saved under the key; ``create``: the transfer exists anyway."""
+    """Stripe's own 500, saved under the key; ``create``: the transfer (or
+    reversal) exists anyway."""
     return Respond(
         status=500,
         error_type="api_error",

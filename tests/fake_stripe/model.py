@@ -1,5 +1,5 @@
-"""The fake Stripe itself, without sockets: accounts, transfers, the idempotency
-layer, authentication and scripted faults.
+"""The fake Stripe itself, without sockets: accounts, transfers and their
+reversals, the idempotency layer, authentication, scripted faults and events.
 
 It behaves as Stripe documents API v1 (https://docs.stripe.com/api/idempotent_requests):
 
@@ -17,9 +17,24 @@ It behaves as Stripe documents API v1 (https://docs.stripe.com/api/idempotent_re
   ``resource_missing``, as Stripe answers a list filtered by an unknown object;
 * a list filters by ``created`` as Stripe does: an exact unix time, or a range
   of ``created[gt]``, ``created[gte]``, ``created[lt]``, ``created[lte]``;
+* Create Reversal (``POST /v1/transfers/{id}/reversals``: ``amount``, all
+  that is left when absent; ``metadata``; ``description``) goes through the
+  same idempotency layer as every POST. More than is left to reverse is a 400
+  ``invalid_request_error`` on ``amount`` (Stripe's own words when nothing is
+  left: "The transfer tr_... is already fully reversed."), a transfer Stripe
+  does not hold a 404 ``resource_missing``; both are saved under the key, as
+  the endpoint ran. An amount that is not a positive integer is refused by
+  parameter validation (nothing saved). List Reversals (``GET`` on the same
+  path) pages newest first with ``limit`` and ``starting_after``; the
+  transfer's ``amount_reversed``, ``reversed`` and ``reversals`` (its latest
+  ten, as Stripe embeds them) follow. The balance is left as it is;
 * a transfer is planted with :meth:`FakeStripe.seed_transfer` and partly or
   wholly reversed with :meth:`FakeStripe.reverse_transfer`, as the dashboard
-  would (neither is a request, and neither touches the balance).
+  would (a reversal with no metadata; neither is a request, and neither
+  touches the balance);
+* :meth:`FakeStripe.event_for` makes the ``event`` Stripe would send about a
+  transfer (``transfer.reversed`` after a reversal), for
+  :mod:`tests.fake_stripe.webhooks` to sign and deliver.
 
 For benchmarks it can also behave like Stripe under load:
 
@@ -31,13 +46,14 @@ For benchmarks it can also behave like Stripe under load:
   :attr:`RecordedRequest.received_at` see requests when the client sent them.
   The wait holds no lock, so concurrent requests wait together.
 * ``rate_limit``: Stripe's own limit, in requests per second for each
-  endpoint on its own (Create Transfer, List Transfers and Retrieve a Transfer
-  are three), counted over a rolling second. It stands in front of everything
-  else, as Stripe's limiter stands in front of the API: a request over the
-  limit is a 429 ``rate_limit`` that executes nothing and saves nothing under
-  its key. Only the requests it lets through count toward the window,
-  whatever the API then answers them; refusals do not, so a client that keeps
-  retrying at once does not lock itself out for longer.
+  endpoint on its own (Create Transfer, List Transfers, Retrieve a Transfer,
+  Create and List Reversals are five), counted over a rolling second. It
+  stands in front of everything else, as Stripe's limiter stands in front of
+  the API: a request over the limit is a 429 ``rate_limit`` that executes
+  nothing and saves nothing under its key. Only the requests it lets through
+  count toward the window, whatever the API then answers them; refusals do
+  not, so a client that keeps retrying at once does not lock itself out for
+  longer.
 * ``accept_any_account``: every destination is an active connected account
   (those starting with ``accounts_prefix``, when given), unless set up
   otherwise with :meth:`FakeStripe.add_account`, so a benchmark can pay
@@ -66,6 +82,7 @@ from tests.fake_stripe import faults
 from tests.fake_stripe.forms import FormValue
 
 __all__ = [
+    "API_VERSION",
     "DEFAULT_API_KEY",
     "AccountState",
     "FakeStripe",
@@ -77,6 +94,8 @@ __all__ = [
 ]
 
 DEFAULT_API_KEY = "sk_test_FAKEfakeFAKE0123456789secretPART"
+API_VERSION = "2026-10-28.endive"  # the Stripe-Version it answers with and dates events by
+EMBEDDED_REVERSALS = 10  # how many of its latest reversals a transfer object carries
 
 
 @attrs.define
@@ -174,7 +193,7 @@ class _Script:
     def matches(self, request: Request) -> bool:
         return (
             (self.method is None or self.method == request.method)
-            and (self.path is None or self.path == request.path)
+            and (self.path is None or _path_matches(self.path, request.path))
             and (
                 self.idempotency_key is None
                 or self.idempotency_key == request.headers.get("idempotency-key")
@@ -196,13 +215,27 @@ class _Result:
     executed: bool  # the endpoint began executing: the reply is saved under the key
 
 
+def _segments(path: str) -> list[str]:
+    return path.strip("/").split("/")
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    """``pattern`` is ``path``, where a segment ``{...}`` stands for any one segment."""
+    wanted, given = _segments(pattern), _segments(path)
+    return len(wanted) == len(given) and all(
+        w == g or (w.startswith("{") and w.endswith("}") and g != "")
+        for w, g in zip(wanted, given, strict=True)
+    )
+
+
 def _endpoint(request: Request) -> str:
     """The endpoint a request is counted against, as Stripe limits each on its own:
-    retrieving any transfer is one endpoint, whatever its id."""
-    parts = request.path.strip("/").split("/")
-    if parts[:2] == ["v1", "transfers"] and len(parts) == 3:
-        return f"{request.method} /v1/transfers/{{id}}"
-    return f"{request.method} {request.path}"
+    retrieving any transfer is one endpoint, whatever its id, and so is
+    reversing any transfer."""
+    parts = _segments(request.path)
+    if parts[:2] == ["v1", "transfers"] and len(parts) >= 3:
+        parts[2] = "{id}"
+    return f"{request.method} /{'/'.join(parts)}"
 
 
 _CREATED_BOUNDS: dict[str, Callable[[int, int], bool]] = {
@@ -234,6 +267,65 @@ def _created_filter(value: FormValue | None) -> Callable[[int], bool] | Reply:
             )
         bounds.append((compare, int(text)))
     return lambda created: all(compare(created, bound) for compare, bound in bounds)
+
+
+def _metadata(params: Mapping[str, FormValue]) -> dict[str, str] | Reply:
+    metadata = params.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        return _error(400, "Invalid metadata.", param="metadata")
+    return {k: str(v) for k, v in metadata.items()}
+
+
+def _list_page(
+    items: Sequence[dict[str, Any]], params: Mapping[str, FormValue], *, url: str, noun: str
+) -> Reply:
+    """One page of a Stripe list of ``items`` (newest first), as ``limit``
+    (1 to 100, 10 by default) and ``starting_after`` (the id of an item) ask.
+    Called under the lock: the page is a copy."""
+    limit_text = params.get("limit", "10")
+    if not isinstance(limit_text, str) or not limit_text.isdigit():
+        return _error(400, f"Invalid integer: {limit_text}", param="limit")
+    limit = int(limit_text)
+    if not 1 <= limit <= 100:
+        return _error(400, "Invalid limit: must be between 1 and 100", param="limit")
+    starting_after = params.get("starting_after")
+    if starting_after is not None:
+        ids = [item["id"] for item in items]
+        if starting_after not in ids:
+            return _error(
+                400,
+                f"No such {noun}: '{starting_after}'",
+                code="resource_missing",
+                param="starting_after",
+            )
+        items = items[ids.index(starting_after) + 1 :]
+    return _json(
+        200,
+        {
+            "object": "list",
+            "url": url,
+            "has_more": len(items) > limit,
+            "data": copy.deepcopy(list(items[:limit])),
+        },
+    )
+
+
+def _no_such_transfer(transfer_id: str) -> Reply:
+    return _error(404, f"No such transfer: '{transfer_id}'", code="resource_missing", param="id")
+
+
+def _reversal_refusal(transfer_id: str, amount: int, left: int) -> Reply | None:
+    """Create Reversal's refusal of ``amount`` when ``left`` is all there is to reverse."""
+    if left == 0:
+        return _error(400, f"The transfer {transfer_id} is already fully reversed.")
+    if amount > left:
+        return _error(
+            400,
+            f"Reversal amount ({amount}) is greater than the amount left to reverse "
+            f"({left}) of transfer {transfer_id}.",
+            param="amount",
+        )
+    return None
 
 
 def _mask(key: str) -> str:
@@ -325,6 +417,7 @@ class FakeStripe:
             # every transfer under the lock while a benchmark creates thousands.
             self._by_id: dict[str, dict[str, Any]] = {}
             self._by_destination: dict[str, list[dict[str, Any]]] = {}
+            self._reversals_of: dict[str, list[dict[str, Any]]] = {}  # newest first
             self._windows: dict[str, collections.deque[float]] = {}  # endpoint -> admitted at
             self._saved: dict[tuple[str, str], _SavedKey] = {}
             self._scripts: list[_Script] = []
@@ -332,6 +425,7 @@ class FakeStripe:
             self._in_flight = 0
             self._seq = 0
             self._reversal_seq = 0
+            self._event_seq = 0
             self._request_seq = 0
 
     def add_account(self, account_id: str, state: AccountState = AccountState.ACTIVE) -> None:
@@ -360,13 +454,16 @@ class FakeStripe:
         fault: faults.Fault,
         *,
         method: str | None = "POST",
-        path: str | None = "/v1/transfers",
+        path: str | None = faults.TRANSFERS,
         idempotency_key: str | None = None,
         times: int = 1,
         after: int = 0,
     ) -> None:
         """Make ``times`` matching requests meet ``fault``, once ``after`` matching
-        requests have passed untouched. Scripts apply in the order they were made."""
+        requests have passed untouched. Scripts apply in the order they were made.
+
+        ``None`` matches every method, path or key; a ``path`` segment ``{id}``
+        matches any one segment (:data:`~tests.fake_stripe.faults.REVERSALS`)."""
         with self._lock:
             self._scripts.append(_Script(fault, method, path, idempotency_key, times, after))
 
@@ -387,9 +484,9 @@ class FakeStripe:
 
     def reverse_transfer(self, transfer_id: str, amount: int) -> dict[str, Any]:
         """Reverse ``amount`` of a stored transfer, as a reversal made in the
-        dashboard would: ``amount_reversed`` grows, a ``transfer_reversal``
-        joins its ``reversals``, and ``reversed`` is true once all of it is.
-        Returns the transfer as it now is.
+        dashboard would: a ``transfer_reversal`` with no metadata, listed with
+        the transfer's reversals; ``amount_reversed`` grows, and ``reversed`` is
+        true once all of it is. Returns the reversal.
 
         Raises:
             ValueError: no such transfer, or ``amount`` is not between 1 and what
@@ -402,24 +499,47 @@ class FakeStripe:
             left = transfer["amount"] - transfer["amount_reversed"]
             if not 1 <= amount <= left:
                 raise ValueError(f"{transfer_id} has {left} left to reverse, not {amount}")
-            reversals = transfer["reversals"]
-            self._reversal_seq += 1
-            reversals["data"].insert(  # newest first, as Stripe lists them
-                0,
-                {
-                    "id": f"trr_fake{self._reversal_seq:08d}",
-                    "object": "transfer_reversal",
-                    "amount": amount,
-                    "created": int(self._clock()),
-                    "currency": transfer["currency"],
-                    "metadata": {},
-                    "transfer": transfer_id,
-                },
-            )
-            reversals["total_count"] += 1
-            transfer["amount_reversed"] += amount
-            transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
-            return copy.deepcopy(transfer)
+            return copy.deepcopy(self._new_reversal(transfer, amount, {}))
+
+    def reversals_of(self, transfer_id: str) -> list[dict[str, Any]]:
+        """Every reversal of a stored transfer, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._reversals_of.get(transfer_id, [])[::-1])
+
+    def event_for(
+        self,
+        transfer_id: str,
+        event_type: str = "transfer.reversed",
+        *,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``event`` Stripe would send now about a stored transfer, its
+        ``data.object`` the transfer as the fake holds it (after
+        :meth:`reverse_transfer`, a ``transfer.reversed`` that shows the
+        reversal). ``request_id`` and ``idempotency_key``: the API request that
+        caused it (``None`` for the dashboard). Sign and send it with
+        :func:`tests.fake_stripe.webhooks.deliver`.
+
+        Raises:
+            ValueError: no such transfer.
+        """
+        with self._lock:
+            transfer = self._by_id.get(transfer_id)
+            if transfer is None:
+                raise ValueError(f"no such transfer: {transfer_id!r}")
+            self._event_seq += 1
+            return {
+                "id": f"evt_fake{self._event_seq:014d}",
+                "object": "event",
+                "api_version": API_VERSION,
+                "created": int(self._clock()),
+                "data": {"object": copy.deepcopy(transfer)},
+                "livemode": False,
+                "pending_webhooks": 1,
+                "request": {"id": request_id, "idempotency_key": idempotency_key},
+                "type": event_type,
+            }
 
     def set_transfer_amount(self, transfer_id: str, amount: int) -> dict[str, Any]:
         """Make a stored transfer's ``amount`` read ``amount``. Stripe never
@@ -731,7 +851,7 @@ class FakeStripe:
         return result.reply, saved
 
     def _route(self, request: Request) -> _Result:
-        parts = request.path.strip("/").split("/")
+        parts = _segments(request.path)
         if parts[:2] == ["v1", "transfers"]:
             if len(parts) == 2 and request.method == "POST":
                 return self._create_transfer(request.params)
@@ -739,6 +859,10 @@ class FakeStripe:
                 return _Result(self._list_transfers(request.params), executed=True)
             if len(parts) == 3 and request.method == "GET":
                 return _Result(self._retrieve_transfer(parts[2]), executed=True)
+            if len(parts) == 4 and parts[3] == "reversals" and request.method == "POST":
+                return self._create_reversal(parts[2], request.params)
+            if len(parts) == 4 and parts[3] == "reversals" and request.method == "GET":
+                return _Result(self._list_reversals(parts[2], request.params), executed=True)
         return _Result(
             _error(404, f"Unrecognized request URL ({request.method}: {request.path})."),
             executed=False,
@@ -768,10 +892,10 @@ class FakeStripe:
                 ),
                 executed=False,
             )
-        metadata = params.get("metadata", {})
+        metadata = _metadata(params)
         group = params.get("transfer_group")
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            return _Result(_error(400, "Invalid metadata.", param="metadata"), executed=False)
+        if isinstance(metadata, Reply):
+            return _Result(metadata, executed=False)
         if group is not None and not isinstance(group, str):
             return _Result(_error(400, "Invalid transfer_group.", param="transfer_group"), False)
         amount = int(amount_text)
@@ -779,9 +903,7 @@ class FakeStripe:
             refusal = self._refusal(amount, currency, destination)
             if refusal is not None:
                 return _Result(refusal, executed=True)
-            transfer = self._new_transfer(
-                amount, currency, destination, group, {k: str(v) for k, v in metadata.items()}
-            )
+            transfer = self._new_transfer(amount, currency, destination, group, metadata)
             if self._balance is not None:
                 self._balance -= amount
         return _Result(_json(200, transfer), executed=True)
@@ -865,13 +987,7 @@ class FakeStripe:
             "destination_payment": f"py_fake{self._seq:08d}",
             "livemode": False,
             "metadata": dict(metadata),
-            "reversals": {
-                "object": "list",
-                "data": [],
-                "has_more": False,
-                "total_count": 0,
-                "url": f"/v1/transfers/{transfer_id}/reversals",
-            },
+            "reversals": self._embedded_reversals(transfer_id),
             "reversed": False,
             "source_transaction": None,
             "source_type": "card",
@@ -883,12 +999,6 @@ class FakeStripe:
         return transfer
 
     def _list_transfers(self, params: Mapping[str, FormValue]) -> Reply:
-        limit_text = params.get("limit", "10")
-        if not isinstance(limit_text, str) or not limit_text.isdigit():
-            return _error(400, f"Invalid integer: {limit_text}", param="limit")
-        limit = int(limit_text)
-        if not 1 <= limit <= 100:
-            return _error(400, "Invalid limit: must be between 1 and 100", param="limit")
         destination = params.get("destination")
         group = params.get("transfer_group")
         created = _created_filter(params.get("created"))
@@ -916,33 +1026,90 @@ class FakeStripe:
                 and (group is None or t["transfer_group"] == group)
                 and created(t["created"])
             ]
-            starting_after = params.get("starting_after")
-            if starting_after is not None:
-                ids = [t["id"] for t in matching]
-                if starting_after not in ids:
-                    return _error(
-                        400,
-                        f"No such transfer: '{starting_after}'",
-                        code="resource_missing",
-                        param="starting_after",
-                    )
-                matching = matching[ids.index(starting_after) + 1 :]
-            page = copy.deepcopy(matching[:limit])
-        return _json(
-            200,
-            {
-                "object": "list",
-                "url": "/v1/transfers",
-                "has_more": len(matching) > limit,
-                "data": page,
-            },
-        )
+            return _list_page(matching, params, url="/v1/transfers", noun="transfer")
 
     def _retrieve_transfer(self, transfer_id: str) -> Reply:
         with self._lock:
             transfer = self._by_id.get(transfer_id)
             if transfer is not None:
                 return _json(200, copy.deepcopy(transfer))
-        return _error(
-            404, f"No such transfer: '{transfer_id}'", code="resource_missing", param="id"
-        )
+        return _no_such_transfer(transfer_id)
+
+    # -- reversals -----------------------------------------------------------------------------
+
+    def _create_reversal(self, transfer_id: str, params: Mapping[str, FormValue]) -> _Result:
+        amount_text = params.get("amount")
+        if amount_text is not None and (
+            not isinstance(amount_text, str) or not amount_text.isdigit() or int(amount_text) < 1
+        ):
+            return _Result(
+                _error(
+                    400,
+                    f"Invalid positive integer: {amount_text}",
+                    code="parameter_invalid_integer",
+                    param="amount",
+                ),
+                executed=False,
+            )
+        metadata = _metadata(params)
+        if isinstance(metadata, Reply):
+            return _Result(metadata, executed=False)
+        if not isinstance(params.get("description", ""), str):
+            return _Result(_error(400, "Invalid description.", param="description"), False)
+        with self._lock:
+            transfer = self._by_id.get(transfer_id)
+            if transfer is None:
+                return _Result(_no_such_transfer(transfer_id), executed=True)
+            left = transfer["amount"] - transfer["amount_reversed"]
+            amount = int(amount_text) if amount_text is not None else left
+            refusal = _reversal_refusal(transfer_id, amount, left)
+            if refusal is not None:
+                return _Result(refusal, executed=True)
+            reversal = self._new_reversal(transfer, amount, metadata)
+            return _Result(_json(200, reversal), executed=True)
+
+    def _new_reversal(
+        self, transfer: dict[str, Any], amount: int, metadata: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """A reversal of ``amount`` of ``transfer``, which must have that much left
+        (called under the lock)."""
+        self._reversal_seq += 1
+        reversal: dict[str, Any] = {
+            "id": f"trr_fake{self._reversal_seq:08d}",
+            "object": "transfer_reversal",
+            "amount": amount,
+            "balance_transaction": f"txn_fakerev{self._reversal_seq:08d}",
+            "created": int(self._clock()),
+            "currency": transfer["currency"],
+            "destination_payment_refund": f"pyr_fake{self._reversal_seq:08d}",
+            "metadata": dict(metadata),
+            "source_refund": None,
+            "transfer": transfer["id"],
+        }
+        self._reversals_of.setdefault(transfer["id"], []).insert(0, reversal)
+        transfer["amount_reversed"] += amount
+        transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+        transfer["reversals"] = self._embedded_reversals(transfer["id"])
+        return reversal
+
+    def _embedded_reversals(self, transfer_id: str) -> dict[str, Any]:
+        """The transfer object's ``reversals``: its latest, as Stripe embeds them."""
+        reversals = self._reversals_of.get(transfer_id, [])
+        return {
+            "object": "list",
+            "data": copy.deepcopy(reversals[:EMBEDDED_REVERSALS]),
+            "has_more": len(reversals) > EMBEDDED_REVERSALS,
+            "total_count": len(reversals),
+            "url": f"/v1/transfers/{transfer_id}/reversals",
+        }
+
+    def _list_reversals(self, transfer_id: str, params: Mapping[str, FormValue]) -> Reply:
+        with self._lock:
+            if transfer_id not in self._by_id:
+                return _no_such_transfer(transfer_id)
+            return _list_page(
+                self._reversals_of.get(transfer_id, []),
+                params,
+                url=f"/v1/transfers/{transfer_id}/reversals",
+                noun="transfer reversal",
+            )

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.fake_stripe import forms
-from tests.fake_stripe.model import DEFAULT_API_KEY, FakeStripe, Request
+from tests.fake_stripe.model import API_VERSION, DEFAULT_API_KEY, FakeStripe, Request
 
 __all__ = ["FakeStripeServer", "closed_port", "running"]
 
@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(reply.body)))
-            self.send_header("Stripe-Version", "2026-10-28.endive")
+            self.send_header("Stripe-Version", API_VERSION)
             for name, value in reply.headers:
                 if name != "Content-Type":
                     self.send_header(name, value)

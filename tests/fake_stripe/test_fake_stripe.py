@@ -13,14 +13,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+import stripe
 
 from tests import fake_stripe
-from tests.fake_stripe import faults, forms
+from tests.fake_stripe import faults, forms, webhooks
 from tests.fake_stripe.model import Reply, Request
 
 KEY = fake_stripe.DEFAULT_API_KEY
@@ -30,6 +32,10 @@ PARAMS: dict[str, forms.FormValue] = {
     "destination": "acct_1",
     "transfer_group": "contest:c1",
     "metadata": {"payout_transfer_id": "t-1"},
+}
+REVERSAL_PARAMS: dict[str, forms.FormValue] = {
+    "amount": "500",
+    "metadata": {"payout_reversal_key": "payout-reversal:t-1:1", "payout_transfer_id": "t-1"},
 }
 
 
@@ -45,6 +51,27 @@ def post(
         headers["idempotency-key"] = key
     return fake.handle(
         Request(method="POST", path="/v1/transfers", params=params or PARAMS, headers=headers)
+    )
+
+
+def reverse(
+    fake: fake_stripe.FakeStripe,
+    transfer_id: str,
+    params: dict[str, forms.FormValue] | None = None,
+    *,
+    key: str | None = "r-1",
+) -> Reply:
+    """Create Reversal, with payout-core's metadata unless ``params`` say otherwise."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    if key is not None:
+        headers["idempotency-key"] = key
+    return fake.handle(
+        Request(
+            method="POST",
+            path=f"/v1/transfers/{transfer_id}/reversals",
+            params=REVERSAL_PARAMS if params is None else params,
+            headers=headers,
+        )
     )
 
 
@@ -399,16 +426,21 @@ def test_a_dashboard_reversal_shows_on_the_transfer_until_all_of_it_is_reversed(
 ) -> None:
     created = fake.seed_transfer(amount=1500, destination="acct_1")
 
-    partly = fake.reverse_transfer(created["id"], 500)
-    wholly = fake.reverse_transfer(created["id"], 1000)
+    first = fake.reverse_transfer(created["id"], 500)
+    partly = body(get(fake, f"/v1/transfers/{created['id']}"))
+    second = fake.reverse_transfer(created["id"], 1000)
+    wholly = body(get(fake, f"/v1/transfers/{created['id']}"))
 
     assert (partly["amount_reversed"], partly["reversed"]) == (500, False)
     assert (wholly["amount_reversed"], wholly["reversed"]) == (1500, True)
-    assert body(get(fake, f"/v1/transfers/{created['id']}")) == wholly
+    assert first["object"] == "transfer_reversal"
+    assert first["id"].startswith("trr_")
+    assert (first["amount"], first["currency"], first["transfer"]) == (500, "usd", created["id"])
+    assert first["metadata"] == {}  # made in the dashboard: no payout metadata
     reversals = wholly["reversals"]
-    assert [r["amount"] for r in reversals["data"]] == [1000, 500]  # newest first
+    assert reversals["data"] == [second, first]  # newest first
     assert reversals["total_count"] == 2
-    assert {r["transfer"] for r in reversals["data"]} == {created["id"]}
+    assert fake.reversals_of(created["id"]) == [first, second]
 
 
 def test_a_reversal_of_more_than_is_left_or_of_no_transfer_is_refused(
@@ -424,6 +456,214 @@ def test_a_reversal_of_more_than_is_left_or_of_no_transfer_is_refused(
     with pytest.raises(ValueError, match="no such transfer"):
         fake.reverse_transfer("tr_nope", 1)
     assert fake.transfers()[0]["amount_reversed"] == 1000
+
+
+def test_a_reversal_is_created_as_a_transfer_reversal_object_and_shows_on_the_transfer(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+
+    reply = reverse(fake, created["id"])
+
+    reversal = body(reply)
+    assert reply.status == 200
+    assert (reversal["object"], reversal["amount"], reversal["currency"]) == (
+        "transfer_reversal",
+        500,
+        "usd",
+    )
+    assert reversal["id"].startswith("trr_")
+    assert reversal["transfer"] == created["id"]
+    assert reversal["metadata"] == REVERSAL_PARAMS["metadata"]
+    transfer = body(get(fake, f"/v1/transfers/{created['id']}"))
+    assert (transfer["amount_reversed"], transfer["reversed"]) == (500, False)
+    assert transfer["reversals"]["data"] == [reversal]
+
+
+def test_a_reversal_without_an_amount_reverses_all_that_is_left(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    fake.reverse_transfer(created["id"], 400)
+
+    reply = reverse(fake, created["id"], {"description": "all of it"})
+
+    assert body(reply)["amount"] == 1100
+    transfer = body(get(fake, f"/v1/transfers/{created['id']}"))
+    assert (transfer["amount_reversed"], transfer["reversed"]) == (1500, True)
+
+
+def test_a_reversal_key_replays_its_reversal_and_refuses_other_parameters(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    other = fake.seed_transfer(amount=1500, destination="acct_1")
+
+    first = reverse(fake, created["id"])
+    again = reverse(fake, created["id"])
+    more = reverse(fake, created["id"], {**REVERSAL_PARAMS, "amount": "600"})
+    elsewhere = reverse(fake, other["id"])
+    transfer_key = post(fake, key="r-1")  # a key belongs to the account, not an endpoint
+
+    assert again.body == first.body
+    assert ("Idempotent-Replayed", "true") in again.headers
+    for refused in (more, elsewhere, transfer_key):
+        assert refused.status == 400
+        assert body(refused)["error"]["type"] == "idempotency_error"
+    assert [r["amount"] for r in fake.reversals_of(created["id"])] == [500]
+    assert fake.reversals_of(other["id"]) == []
+    assert fake.transfers()[0]["amount_reversed"] == 500
+
+
+def test_reversing_more_than_is_left_is_refused_and_the_refusal_is_saved(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    fake.reverse_transfer(created["id"], 1200)
+
+    too_much = reverse(fake, created["id"], {"amount": "301"}, key="r-1")
+    again = reverse(fake, created["id"], {"amount": "301"}, key="r-1")
+    rest = reverse(fake, created["id"], {"amount": "300"}, key="r-2")
+    nothing_left = reverse(fake, created["id"], {}, key="r-3")
+
+    error = body(too_much)["error"]
+    assert too_much.status == 400
+    assert (error["type"], error["param"]) == ("invalid_request_error", "amount")
+    assert "301" in error["message"]
+    assert "300" in error["message"]
+    assert again.body == too_much.body
+    assert ("Idempotent-Replayed", "true") in again.headers
+    assert rest.status == 200
+    assert nothing_left.status == 400
+    assert body(nothing_left)["error"]["message"] == (
+        f"The transfer {created['id']} is already fully reversed."
+    )
+    assert fake.transfers()[0]["amount_reversed"] == 1500
+
+
+def test_a_reversal_of_a_transfer_stripe_does_not_hold_is_a_404(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = reverse(fake, "tr_nope")
+    listed = get(fake, "/v1/transfers/tr_nope/reversals")
+
+    for reply in (created, listed):
+        assert reply.status == 404
+        assert body(reply)["error"]["code"] == "resource_missing"
+
+
+def test_an_amount_that_is_not_a_positive_integer_is_refused_before_the_key_is_saved(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+
+    zero = reverse(fake, created["id"], {"amount": "0"})
+    corrected = reverse(fake, created["id"], {"amount": "5"})
+
+    assert (zero.status, body(zero)["error"]["code"]) == (400, "parameter_invalid_integer")
+    assert corrected.status == 200
+    assert ("Idempotent-Replayed", "true") not in corrected.headers
+
+
+def test_reversals_are_listed_newest_first_and_paged_with_starting_after(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    made = [fake.reverse_transfer(created["id"], 100)["id"] for _ in range(3)]
+    path = f"/v1/transfers/{created['id']}/reversals"
+
+    first = body(get(fake, path, {"limit": "2"}))
+    second = body(get(fake, path, {"limit": "2", "starting_after": first["data"][-1]["id"]}))
+    unknown = get(fake, path, {"starting_after": "trr_nope"})
+
+    assert [r["id"] for r in first["data"]] == made[:0:-1]
+    assert (first["has_more"], first["url"]) == (True, path)
+    assert ([r["id"] for r in second["data"]], second["has_more"]) == ([made[0]], False)
+    assert (unknown.status, body(unknown)["error"]["param"]) == (400, "starting_after")
+
+
+def test_a_transfer_embeds_its_ten_latest_reversals(fake: fake_stripe.FakeStripe) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    made = [fake.reverse_transfer(created["id"], 1)["id"] for _ in range(12)]
+
+    embedded = body(get(fake, f"/v1/transfers/{created['id']}"))["reversals"]
+
+    assert [r["id"] for r in embedded["data"]] == made[:1:-1]
+    assert (embedded["has_more"], embedded["total_count"]) == (True, 12)
+
+
+def test_a_script_path_with_an_id_segment_meets_the_reversals_of_every_transfer(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    fake.script(faults.Drop(), path=faults.REVERSALS)  # Stripe reversed, the answer is lost
+
+    paid = post(fake)  # Create Transfer is not a reversal
+    lost = reverse(fake, created["id"])
+    resent = reverse(fake, created["id"])
+
+    assert paid.status == 200
+    assert lost.drop
+    assert resent.status == 200
+    assert ("Idempotent-Replayed", "true") in resent.headers
+    assert [r["id"] for r in fake.reversals_of(created["id"])] == [body(resent)["id"]]
+
+
+def test_a_reversal_key_in_flight_is_a_409_and_a_saved_500_is_replayed(
+    fake: fake_stripe.FakeStripe,
+) -> None:
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    hold = faults.Hold(release=threading.Event())
+    fake.script(hold, path=faults.REVERSALS)
+    fake.script(faults.server_error(create=True), path=faults.REVERSALS)
+    first: list[Reply] = []
+    sender = threading.Thread(target=lambda: first.append(reverse(fake, created["id"])))
+    sender.start()
+    assert hold.held.wait(5)
+
+    concurrent = reverse(fake, created["id"])
+    hold.release.set()
+    sender.join()
+    failed = reverse(fake, created["id"], key="r-2")
+    replayed = reverse(fake, created["id"], key="r-2")
+
+    assert (concurrent.status, body(concurrent)["error"]["code"]) == (409, "idempotency_key_in_use")
+    assert first[0].status == 200
+    assert (failed.status, replayed.status) == (500, 500)
+    assert ("Idempotent-Replayed", "true") in replayed.headers
+    assert [r["amount"] for r in fake.reversals_of(created["id"])] == [500, 500]
+
+
+def test_a_reversal_key_is_forgotten_24_hours_after_its_first_use() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock)
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    reverse(fake, created["id"])
+
+    clock.advance(timedelta(hours=23, minutes=59))
+    replayed = reverse(fake, created["id"])
+    clock.advance(timedelta(minutes=1))
+    executed = reverse(fake, created["id"])
+
+    assert ("Idempotent-Replayed", "true") in replayed.headers
+    assert ("Idempotent-Replayed", "true") not in executed.headers
+    assert len(fake.reversals_of(created["id"])) == 2
+
+
+def test_reversals_have_their_own_rate_limit_window() -> None:
+    fake = fake_stripe.FakeStripe(rate_limit=1, clock=fake_stripe.ManualTime())
+    fake.add_account("acct_1")
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    other = fake.seed_transfer(amount=1500, destination="acct_1")
+
+    statuses = [
+        post(fake).status,
+        reverse(fake, created["id"]).status,
+        reverse(fake, other["id"], key="r-2").status,  # any transfer's: the same endpoint
+        get(fake, f"/v1/transfers/{created['id']}/reversals").status,
+    ]
+
+    assert statuses == [200, 200, 429, 200]
 
 
 def test_a_transfers_amount_can_be_made_to_disagree_for_reconcile_to_find(
@@ -659,6 +899,144 @@ def test_accepted_accounts_can_be_limited_to_a_prefix() -> None:
 
     assert paid.status == 200
     assert body(unknown)["error"]["code"] == "resource_missing"
+
+
+# -- events and signed webhook deliveries -------------------------------------------------------
+
+
+def test_an_event_carries_the_transfer_as_the_fake_now_holds_it() -> None:
+    clock = fake_stripe.ManualTime()
+    fake = fake_stripe.FakeStripe(clock=clock)
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    clock.advance(timedelta(minutes=5))
+    reversal = fake.reverse_transfer(created["id"], 400)
+
+    event = fake.event_for(created["id"], "transfer.reversed")
+    other = fake.event_for(created["id"], "transfer.updated", request_id="req_1")
+
+    assert event["id"].startswith("evt_")
+    assert event["id"] != other["id"]
+    assert (event["object"], event["type"]) == ("event", "transfer.reversed")
+    assert (event["livemode"], event["pending_webhooks"]) == (False, 1)
+    assert event["created"] == int(clock())
+    assert event["api_version"] == fake_stripe.API_VERSION
+    assert event["request"] == {"id": None, "idempotency_key": None}  # the dashboard's
+    assert other["request"]["id"] == "req_1"
+    transfer = event["data"]["object"]
+    assert (transfer["id"], transfer["amount_reversed"]) == (created["id"], 400)
+    assert transfer["reversals"]["data"] == [reversal]
+    with pytest.raises(ValueError, match="no such transfer"):
+        fake.event_for("tr_nope")
+
+
+def test_a_delivery_is_signed_as_the_stripe_sdk_verifies_it() -> None:
+    event = _an_event()
+    body = webhooks.body_of(event)
+    now = int(time.time())
+    header = webhooks.signature_header(body, secret=webhooks.DEFAULT_SECRET, timestamp=now)
+
+    assert stripe.WebhookSignature.verify_header(body, header, webhooks.DEFAULT_SECRET, 300)
+    constructed = stripe.Webhook.construct_event(body, header, webhooks.DEFAULT_SECRET)
+    assert (constructed.id, constructed.type) == (event["id"], "transfer.reversed")
+    assert constructed.data.object.id == event["data"]["object"]["id"]
+    # What the SDK computes for the same bytes, secret and time is the same header.
+    sdk_header = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), webhooks.DEFAULT_SECRET, now
+    )
+    assert header == sdk_header
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(body, header, "whsec_someone_else")
+    old = webhooks.signature_header(body, secret=webhooks.DEFAULT_SECRET, timestamp=now - 301)
+    with pytest.raises(stripe.SignatureVerificationError, match="tolerance"):
+        stripe.Webhook.construct_event(body, old, webhooks.DEFAULT_SECRET)
+
+
+def _an_event() -> dict[str, Any]:
+    fake = fake_stripe.FakeStripe()
+    created = fake.seed_transfer(amount=1500, destination="acct_1")
+    fake.reverse_transfer(created["id"], 500)
+    return fake.event_for(created["id"], "transfer.reversed")
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    """A webhook endpoint as payout-core's would check deliveries: with the SDK."""
+
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            event = stripe.Webhook.construct_event(
+                body, self.headers.get("Stripe-Signature") or "", webhooks.DEFAULT_SECRET
+            )
+        except stripe.SignatureVerificationError:
+            status = 400
+        else:
+            status = 200
+            self.server.received.append((self.path, event.id))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+class _Receiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Endpoint)
+        self.received: list[tuple[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}/webhooks/stripe?source=test"
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    endpoint = _Receiver()
+    thread = threading.Thread(target=endpoint.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        endpoint.shutdown()
+        endpoint.server_close()
+        thread.join()
+
+
+def test_a_signed_event_is_delivered_as_many_times_as_asked(receiver: _Receiver) -> None:
+    event = _an_event()
+
+    statuses = webhooks.deliver(receiver.url, event, times=3)
+
+    assert statuses == [200, 200, 200]
+    assert receiver.received == [("/webhooks/stripe?source=test", event["id"])] * 3
+
+
+@pytest.mark.parametrize(
+    ("signature", "age"),
+    [
+        (webhooks.Signature.FORGED, timedelta(0)),
+        (webhooks.Signature.MISSING, timedelta(0)),
+        (webhooks.Signature.VALID, timedelta(minutes=10)),  # outside the SDK's 300 s
+    ],
+)
+def test_a_forged_missing_or_old_signature_is_refused_by_the_sdk(
+    receiver: _Receiver, signature: webhooks.Signature, age: timedelta
+) -> None:
+    statuses = webhooks.deliver(receiver.url, _an_event(), signature=signature, age=age)
+
+    assert statuses == [400]
+    assert receiver.received == []
+
+
+def test_a_delivery_to_nowhere_raises() -> None:
+    with pytest.raises(ConnectionRefusedError):
+        webhooks.deliver(f"http://127.0.0.1:{fake_stripe.closed_port()}/", _an_event())
+    with pytest.raises(ValueError, match="at least once"):
+        webhooks.deliver("http://127.0.0.1:1/", _an_event(), times=0)
 
 
 # -- over HTTP ---------------------------------------------------------------------------------

@@ -138,6 +138,7 @@ def wait_for(what: str, probe: Callable[[], T | None], *, deadline: float = WAIT
 
 
 _ADMIN_LINE = re.compile(r"admin endpoints on http://([^/\s]+)/")
+_WEBHOOKS_LINE = re.compile(r"Stripe webhooks on (http://\S+)")
 
 
 @attrs.define
@@ -176,6 +177,11 @@ class LoopProcess:
     def admin_url(self) -> str:
         return f"http://{self.wait_for_output(_ADMIN_LINE.pattern).group(1)}"
 
+    def webhooks_url(self) -> str:
+        """Where the process receives Stripe's events (``webhooks serve``, or a
+        ``loop`` with ``PAYOUT_WEBHOOK_ADDR``)."""
+        return self.wait_for_output(_WEBHOOKS_LINE.pattern).group(1)
+
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
 
@@ -187,12 +193,15 @@ class LoopProcess:
 
 
 @contextlib.contextmanager
-def start_loop(*args: str, env: Mapping[str, str], directory: Path) -> Iterator[LoopProcess]:
-    """``payout-core loop ARGS`` in the background; killed at the end if still running."""
+def start_loop(
+    *args: str, env: Mapping[str, str], directory: Path, command: tuple[str, ...] = ("loop",)
+) -> Iterator[LoopProcess]:
+    """``payout-core loop ARGS`` (or another long-running ``command``) in the
+    background; killed at the end if still running."""
     stdout_path, stderr_path = directory / "loop.stdout", directory / "loop.stderr"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            [executable(), "loop", *args],
+            [executable(), *command, *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

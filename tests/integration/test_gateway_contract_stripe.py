@@ -110,8 +110,14 @@ class FakeStripeHarness:
         )
         return str(planted["id"])
 
-    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> None:
-        self.fake.reverse_transfer(stripe_transfer_id, amount_cents)
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> str:
+        return str(self.fake.reverse_transfer(stripe_transfer_id, amount_cents)["id"])
+
+    def lose_next_reversal_response(self) -> None:
+        self.fake.script(faults.Drop(), path=faults.REVERSALS)
+
+    def reversals_of(self, stripe_transfer_id: str) -> list[str]:
+        return [r["id"] for r in self.fake.reversals_of(stripe_transfer_id)]
 
     def outage(self) -> None:
         # Every request, whatever its method and path, until the fake is stopped.

@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,7 @@ import pytest
 
 from payout_adapters import postgres
 from payout_adapters.postgres import migrator
-from payout_core import errors
+from payout_core import errors, ledger, models, ports
 from tests.integration import pg_workers
 
 SHIPPED = migrator.default_directory()
@@ -29,6 +30,8 @@ TABLES = {
     "payout_rate_schedule",
     "payout_control",
     "payout_operator_actions",
+    "payout_reversals",
+    "payout_webhook_events",
     "payout_schema_migrations",
 }
 
@@ -194,37 +197,52 @@ def test_an_unreachable_database_is_reported_as_unavailable() -> None:
         postgres.migrate(unreachable)
 
 
-def test_resolve_and_reissue_migrate_a_database_holding_payouts(
-    empty_database_url: str, migrations_dir: Path
-) -> None:
-    later = sorted(p for p in migrations_dir.glob("*.sql") if p.name >= "0008")
+def migrate_up_to(url: str, migrations_dir: Path, first_held_back: str) -> list[Path]:
+    """Apply the files before ``first_held_back`` only; the files held back, to
+    apply with ``migrate`` once the test has written what an older release would."""
+    later = sorted(p for p in migrations_dir.glob("*.sql") if p.name >= first_held_back)
     held_back = migrations_dir.parent / "later"
     held_back.mkdir()
     for path in later:
         path.rename(held_back / path.name)
-    postgres.migrate(empty_database_url, migrations_dir)
+    postgres.migrate(url, migrations_dir)
+    for path in later:
+        (held_back / path.name).rename(path)
+    return later
+
+
+def insert_a_job_paid_and_failed(
+    conn: psycopg.Connection[tuple[object, ...]], job: uuid.UUID, paid: uuid.UUID, failed: uuid.UUID
+) -> None:
+    """A complete job of two 1500 usd transfers, u-1's paid by tr_1 and u-2's
+    failed, as an older release wrote them."""
+    conn.execute(
+        "INSERT INTO payout_jobs (id, settlement_id, contest_id, currency, status, "
+        "total_transfers, total_amount_cents, completed_count, failed_count, "
+        "settlement_fingerprint, completed_at) "
+        "VALUES (%s, 's-1', 'c-1', 'usd', 'complete', 2, 3000, 1, 1, %s, now())",
+        (job, "0" * 64),
+    )
+    conn.execute(
+        "INSERT INTO payout_transfers (id, job_id, settlement_id, contest_id, user_id, "
+        "amount_cents, currency, status, attempt_count, stripe_transfer_id, failure_code) "
+        "VALUES (%s, %s, 's-1', 'c-1', 'u-1', 1500, 'usd', 'completed', 1, 'tr_1', NULL), "
+        "(%s, %s, 's-1', 'c-1', 'u-2', 1500, 'usd', 'failed_terminal', 1, NULL, 'x')",
+        (paid, job, failed, job),
+    )
+
+
+def test_resolve_and_reissue_migrate_a_database_holding_payouts(
+    empty_database_url: str, migrations_dir: Path
+) -> None:
+    later = migrate_up_to(empty_database_url, migrations_dir, "0008")
     job, paid, failed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO payout_jobs (id, settlement_id, contest_id, currency, status, "
-            "total_transfers, total_amount_cents, completed_count, failed_count, "
-            "settlement_fingerprint, completed_at) "
-            "VALUES (%s, 's-1', 'c-1', 'usd', 'complete', 2, 3000, 1, 1, %s, now())",
-            (job, "0" * 64),
-        )
-        conn.execute(
-            "INSERT INTO payout_transfers (id, job_id, settlement_id, contest_id, user_id, "
-            "amount_cents, currency, status, attempt_count, stripe_transfer_id, failure_code) "
-            "VALUES (%s, %s, 's-1', 'c-1', 'u-1', 1500, 'usd', 'completed', 1, 'tr_1', NULL), "
-            "(%s, %s, 's-1', 'c-1', 'u-2', 1500, 'usd', 'failed_terminal', 1, NULL, 'x')",
-            (paid, job, failed, job),
-        )
+        insert_a_job_paid_and_failed(conn, job, paid, failed)
         conn.execute(
             "INSERT INTO payout_operator_actions (action, actor, reason) "
             "VALUES ('pause', 'ops-1', 'why')"
         )
-    for path in later:
-        (held_back / path.name).rename(path)
 
     assert postgres.migrate(empty_database_url, migrations_dir) == [p.name for p in later]
 
@@ -243,3 +261,74 @@ def test_resolve_and_reissue_migrate_a_database_holding_payouts(
         conn.execute(insert, (uuid.uuid4(), job, "u-2", failed))
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(insert, (uuid.uuid4(), job, "u-1", None))
+
+
+def test_reversals_migrate_a_database_holding_payouts(
+    empty_database_url: str, migrations_dir: Path
+) -> None:
+    later = migrate_up_to(empty_database_url, migrations_dir, "0009")
+    job, paid, failed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        insert_a_job_paid_and_failed(conn, job, paid, failed)
+        conn.execute(
+            "INSERT INTO payout_ledger (idempotency_key, entry_type, direction, amount_cents, "
+            "currency, transfer_id, job_id, contest_id, user_id, attempt_number, "
+            "stripe_transfer_id, failure_code) VALUES "
+            "('ledger:payout:' || %(paid)s || ':1', 'payout_completed', 'debit', 1500, 'usd', "
+            " %(paid)s, %(job)s, 'c-1', 'u-1', 1, 'tr_1', NULL), "
+            "('ledger:payout:' || %(failed)s || ':1', 'payout_failed', 'memo', 1500, 'usd', "
+            " %(failed)s, %(job)s, 'c-1', 'u-2', 1, NULL, 'x')",
+            {"paid": paid, "failed": failed, "job": job},
+        )
+        conn.execute(
+            "INSERT INTO payout_operator_actions (action, actor, reason, transfer_id) "
+            "VALUES ('reissue', 'ops-1', 'why', %s)",
+            (failed,),
+        )
+
+    assert postgres.migrate(empty_database_url, migrations_dir) == [p.name for p in later]
+
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        kept = conn.execute(
+            "SELECT entry_type, direction, stripe_reversal_id FROM payout_ledger ORDER BY id"
+        ).fetchall()
+        assert kept == [("payout_completed", "debit", None), ("payout_failed", "memo", None)]
+    # The adapters work on it: the payment recorded before may come back, once, in full.
+    pool = postgres.connect_pool(empty_database_url, max_size=2)
+    try:
+        store = postgres.PostgresStore(pool)
+        transfer = store.get_transfer(str(paid))
+        assert transfer is not None
+        now = datetime(2026, 3, 1, tzinfo=UTC)
+        asked = models.Reversal(
+            id=str(uuid.uuid4()),
+            transfer_id=transfer.id,
+            sequence=1,
+            idempotency_key=f"payout-reversal:{transfer.id}:1",
+            stripe_transfer_id="tr_1",
+            amount_cents=1000,
+            currency="usd",
+            actor="ops-1",
+            reason="chargeback",
+            created_at=now,
+            updated_at=now,
+        )
+        assert isinstance(store.reversal_intent(asked), models.Reversal)
+        dashboard = ledger.reversal_entry(
+            transfer, stripe_reversal_id="trr_dash", amount_cents=500, now=now
+        )
+        assert store.book_reversal(dashboard)
+        with pytest.raises(errors.IllegalTransition, match="too much"):
+            store.book_reversal(
+                ledger.reversal_entry(
+                    transfer, stripe_reversal_id="trr_2", amount_cents=1001, now=now
+                )
+            )
+        events = postgres.PostgresEventInbox(pool)
+        event = ports.StripeEvent(
+            id="evt_1", type="transfer.reversed", payload="{}", received_at=now
+        )
+        assert events.accept(event)
+        assert events.unprocessed(limit=10) == [event]
+    finally:
+        pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,10 +16,15 @@ import pytest
 
 from payout_adapters import postgres
 from payout_adapters.memory import ManualClock
-from payout_core import errors, models, ports, validation
+from payout_adapters.postgres import queries as q
+from payout_adapters.postgres import rows
+from payout_core import errors, ledger, models, ports, validation
+from payout_core import reversal as rules
 from payout_core import state_machine as sm
 from payout_core.services import scheduling
+from tests.contracts import builders as b
 from tests.contracts.store_contract import StoreContract
+from tests.integration.test_schema import wait_until_blocked_or_done
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
@@ -214,6 +220,39 @@ def test_a_claim_is_committed_before_it_returns(
     stored = pg_store.get_job(job.id)
     assert stored is not None
     assert stored.status is models.JobStatus.PROCESSING
+
+
+# -- reversals --------------------------------------------------------------------
+
+
+def test_a_reversal_intent_waits_for_a_credit_being_booked_and_counts_it(
+    pg_store: postgres.PostgresStore, database_url: str, admin: Conn
+) -> None:
+    """The intent locks the transfer as the ledger's trigger does, then reads in
+    a statement of its own: a dashboard reversal booked at that very moment is
+    counted, never overlooked."""
+    transfer = b.paid(pg_store, b.settlement(("u-1", 1500)), now=T0)
+    dashboard = ledger.reversal_entry(
+        transfer, stripe_reversal_id="trr_dash", amount_cents=1000, now=T0
+    )
+    answers: list[models.Reversal | ports.ReversalRefused] = []
+    with psycopg.connect(database_url) as webhook:
+        params = {f"ledger_{k}": v for k, v in rows.ledger_params(dashboard).items()}
+        webhook.execute(q.BOOK_REVERSAL, params)  # not committed yet
+        operator = threading.Thread(
+            target=lambda: answers.append(
+                pg_store.reversal_intent(b.reversal(transfer, amount_cents=1000, now=T0))
+            )
+        )
+        operator.start()
+        wait_until_blocked_or_done(admin, operator)
+        webhook.commit()
+        operator.join(timeout=10)
+
+    [answer] = answers
+    assert isinstance(answer, ports.ReversalRefused), answer
+    assert answer.amounts == rules.Amounts(paid=1500, reversed=1000, in_doubt=0)
+    assert pg_store.reversals_of(transfer.id) == []
 
 
 # -- ids, failures -----------------------------------------------------------------

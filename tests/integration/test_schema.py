@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -285,6 +287,296 @@ def test_the_ledger_is_append_only(conn: Conn, statement: str) -> None:
     assert count == (1,)
 
 
+# -- money that comes back (0009) ------------------------------------------------------
+
+WITHIN_PAID = "payout_ledger_reversed_within_paid"
+
+
+def credit_row(trr: str = "trr_1", amount_cents: int = 500, **changes: object) -> dict[str, object]:
+    """A payout_reversed credit of TRANSFER, keyed by its Stripe reversal."""
+    credit: dict[str, object] = {
+        "idempotency_key": f"ledger:reversal:{trr}",
+        "entry_type": "payout_reversed",
+        "direction": "credit",
+        "amount_cents": amount_cents,
+        "stripe_reversal_id": trr,
+    }
+    return ledger_row(**(credit | changes))
+
+
+def booked_credits(conn: Conn) -> tuple[object, ...] | None:
+    return conn.execute(
+        "SELECT count(*), coalesce(sum(amount_cents), 0) FROM payout_ledger "
+        "WHERE entry_type = 'payout_reversed'"
+    ).fetchone()
+
+
+@pytest.fixture
+def paid(conn: Conn) -> Conn:
+    """TRANSFER completed by tr_1 and booked as paid (1500 usd)."""
+    conn.execute("UPDATE payout_transfers SET status = 'completed', stripe_transfer_id = 'tr_1'")
+    insert_ledger(conn, ledger_row())
+    return conn
+
+
+def test_credits_never_exceed_what_was_paid(paid: Conn) -> None:
+    insert_ledger(paid, credit_row("trr_1", 1000))
+
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        insert_ledger(paid, credit_row("trr_2", 501))
+
+    assert constraint_of(caught.value) == WITHIN_PAID
+    assert "paid 1500 usd, 1000 came back already: 501 more is too much" in str(caught.value)
+    insert_ledger(paid, credit_row("trr_2", 500))  # all of it back: no more
+    assert booked_credits(paid) == (2, 1500)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"currency": "eur"}, "was paid in usd by tr_1"),
+        ({"stripe_transfer_id": "tr_other"}, "was paid in usd by tr_1"),
+    ],
+)
+def test_a_credit_is_of_the_payment_it_reverses(
+    paid: Conn, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation, match=message) as caught:
+        insert_ledger(paid, credit_row() | changes)
+    assert constraint_of(caught.value) == WITHIN_PAID
+
+
+def test_a_credit_of_a_transfer_never_paid_is_refused(conn: Conn) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation, match="never paid") as caught:
+        insert_ledger(conn, credit_row())
+    assert constraint_of(caught.value) == WITHIN_PAID
+    assert booked_credits(conn) == (0, 0)
+
+
+def test_a_credit_booked_already_is_not_counted_twice_by_its_own_key(paid: Conn) -> None:
+    insert_ledger(paid, credit_row(amount_cents=1500))
+    row = credit_row(amount_cents=1500)
+
+    # The command settles what a webhook booked first: nothing, and no refusal.
+    paid.execute(
+        "INSERT INTO payout_ledger ("
+        + ", ".join(row)
+        + ") VALUES ("
+        + ", ".join(f"%({k})s" for k in row)
+        + ") ON CONFLICT (idempotency_key) DO NOTHING",
+        row,
+    )
+
+    assert booked_credits(paid) == (1, 1500)
+
+
+def test_a_stripe_reversal_is_booked_once_under_any_key(paid: Conn) -> None:
+    insert_ledger(paid, credit_row())
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        insert_ledger(paid, credit_row(idempotency_key="ledger:reversal:other"))
+    assert constraint_of(caught.value) == "payout_ledger_stripe_reversal_id_key"
+
+
+def wait_until_blocked_or_done(admin: Conn, worker: threading.Thread) -> None:
+    """Until ``worker`` waits for a lock in this database, or has ended."""
+    deadline = time.monotonic() + 10
+    while worker.is_alive():
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if row is not None and row[0] > 0:
+            return
+        assert time.monotonic() < deadline, "the worker neither waited nor ended"
+        time.sleep(0.01)
+
+
+def test_two_credits_at_once_that_together_exceed_the_payment_book_one(
+    paid: Conn, database_url: str
+) -> None:
+    answers: list[object] = []
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        insert_ledger(first, credit_row("trr_1", 1000))  # uncommitted: holds the transfer
+
+        def book_the_other() -> None:
+            try:
+                insert_ledger(second, credit_row("trr_2", 1000))
+                second.commit()
+                answers.append("booked")
+            except psycopg.errors.CheckViolation as exc:
+                second.rollback()
+                answers.append(exc)
+
+        other = threading.Thread(target=book_the_other)
+        other.start()
+        wait_until_blocked_or_done(paid, other)
+        first.commit()
+        other.join(timeout=10)
+
+    [answer] = answers
+    assert isinstance(answer, psycopg.errors.CheckViolation), answer
+    assert constraint_of(answer) == WITHIN_PAID
+    assert booked_credits(paid) == (1, 1000)
+
+
+@pytest.mark.parametrize(
+    ("row", "constraint"),
+    [
+        (credit_row(direction="memo"), "payout_ledger_direction_check"),
+        (credit_row(direction="debit"), "payout_ledger_direction_check"),
+        (ledger_row(direction="credit"), "payout_ledger_direction_check"),
+        (
+            ledger_row(entry_type="payout_attempt_failed", direction="credit"),
+            "payout_ledger_direction_check",
+        ),
+        (credit_row(stripe_reversal_id=None), "payout_ledger_stripe_reversal_id_check"),
+        (
+            ledger_row(entry_type="payout_failed", direction="memo", stripe_reversal_id="trr_1"),
+            "payout_ledger_stripe_reversal_id_check",
+        ),
+    ],
+)
+def test_a_credit_is_a_reversal_and_a_reversal_a_credit(
+    paid: Conn, row: dict[str, object], constraint: str
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        insert_ledger(paid, {**row, "idempotency_key": "ledger:other"})
+    assert constraint_of(caught.value) == constraint
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE payout_ledger SET amount_cents = 1 WHERE entry_type = 'payout_reversed'",
+        "DELETE FROM payout_ledger WHERE entry_type = 'payout_reversed'",
+        "TRUNCATE payout_ledger",
+    ],
+)
+def test_the_ledger_stays_append_only_with_credits(paid: Conn, statement: str) -> None:
+    insert_ledger(paid, credit_row())
+
+    with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+        paid.execute(statement)
+
+    assert booked_credits(paid) == (1, 500)
+
+
+def insert_reversal(conn: Conn, **changes: object) -> uuid.UUID:
+    sequence = changes.get("sequence", 1)
+    values: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "transfer_id": TRANSFER,
+        "sequence": sequence,
+        "idempotency_key": f"payout-reversal:{TRANSFER}:{sequence}",
+        "stripe_transfer_id": "tr_1",
+        "amount_cents": 500,
+        "currency": "usd",
+        "actor": "ops-1",
+        "reason": "chargeback",
+        **changes,
+    }
+    conn.execute(
+        "INSERT INTO payout_reversals ("
+        + ", ".join(values)
+        + ") VALUES ("
+        + ", ".join(["%s"] * len(values))
+        + ")",
+        tuple(values.values()),
+    )
+    return uuid.UUID(str(values["id"]))
+
+
+SETTLE = "UPDATE payout_reversals SET status = %s, stripe_reversal_id = %s, failure_code = %s"
+
+
+def test_one_reversal_of_a_transfer_in_doubt_at_a_time(paid: Conn) -> None:
+    first = insert_reversal(paid)
+
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        insert_reversal(paid, sequence=2)
+    assert constraint_of(caught.value) == "payout_reversals_one_sending_idx"
+
+    paid.execute(SETTLE + " WHERE id = %s", ("failed", None, "insufficient_funds", first))
+    insert_reversal(paid, sequence=2)  # the first one is no longer in doubt
+
+
+def test_a_reversal_key_is_its_transfers_and_sequences_and_used_once(paid: Conn) -> None:
+    first = insert_reversal(paid)
+    paid.execute(SETTLE + " WHERE id = %s", ("failed", None, "x", first))
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        insert_reversal(paid)
+    with pytest.raises(psycopg.errors.CheckViolation) as wrong_key:
+        insert_reversal(paid, sequence=2, idempotency_key=f"payout-reversal:{TRANSFER}:7")
+    assert constraint_of(wrong_key.value) == "payout_reversals_idempotency_key_check"
+
+
+@pytest.mark.parametrize(
+    ("changes", "constraint"),
+    [
+        ({"amount_cents": 0}, "payout_reversals_amount_cents_check"),
+        ({"actor": " "}, "payout_reversals_actor_check"),
+        ({"reason": ""}, "payout_reversals_reason_check"),
+        ({"status": "done"}, "payout_reversals_status_check"),
+        ({"status": "completed"}, "payout_reversals_stripe_reversal_id_check"),
+        ({"stripe_reversal_id": "trr_1"}, "payout_reversals_stripe_reversal_id_check"),
+        ({"status": "failed"}, "payout_reversals_failure_code_check"),
+        ({"failure_code": "x"}, "payout_reversals_failure_code_check"),
+        ({"sequence": 0, "idempotency_key": f"payout-reversal:{TRANSFER}:0"}, None),
+    ],
+)
+def test_a_reversal_refuses_an_impossible_state(
+    paid: Conn, changes: dict[str, object], constraint: str | None
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation) as caught:
+        insert_reversal(paid, **changes)
+    assert constraint_of(caught.value) == (constraint or "payout_reversals_sequence_check")
+
+
+@pytest.mark.parametrize(
+    ("status", "stripe_reversal_id", "failure_code"),
+    [("completed", "trr_1", None), ("failed", None, "insufficient_funds")],
+)
+@pytest.mark.parametrize(
+    "change",
+    [
+        "status = 'sending', stripe_reversal_id = NULL, failure_code = NULL",
+        "updated_at = now()",
+        "failure_message = 'on second thoughts'",
+    ],
+)
+def test_a_settled_reversal_never_changes(
+    paid: Conn, status: str, stripe_reversal_id: str | None, failure_code: str | None, change: str
+) -> None:
+    reversal = insert_reversal(paid)
+    paid.execute(SETTLE + " WHERE id = %s", (status, stripe_reversal_id, failure_code, reversal))
+
+    with pytest.raises(psycopg.errors.RestrictViolation, match="never changes") as caught:
+        paid.execute(f"UPDATE payout_reversals SET {change}")
+
+    assert constraint_of(caught.value) == "payout_reversals_settled_once"
+    row = paid.execute("SELECT status, failure_message FROM payout_reversals").fetchone()
+    assert row == (status, None)
+
+
+@pytest.mark.parametrize("change", ["amount_cents = 400", "actor = 'someone else'"])
+def test_what_a_reversal_asked_for_never_changes(paid: Conn, change: str) -> None:
+    insert_reversal(paid)
+
+    with pytest.raises(psycopg.errors.RestrictViolation, match="never what was asked"):
+        paid.execute(f"UPDATE payout_reversals SET {change}")
+
+
+@pytest.mark.parametrize("statement", ["DELETE FROM payout_reversals", "TRUNCATE payout_reversals"])
+def test_reversals_are_kept(paid: Conn, statement: str) -> None:
+    insert_reversal(paid)
+
+    with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+        paid.execute(statement)
+
+    assert paid.execute("SELECT count(*) FROM payout_reversals").fetchone() == (1,)
+
+
 def insert_action(conn: Conn, action: str, transfer_id: uuid.UUID | None) -> None:
     conn.execute(
         "INSERT INTO payout_operator_actions (action, actor, reason, transfer_id) "
@@ -294,7 +586,7 @@ def insert_action(conn: Conn, action: str, transfer_id: uuid.UUID | None) -> Non
 
 
 def test_operator_actions_are_those_payout_core_knows(conn: Conn) -> None:
-    for action in ("resolve_found", "resolve_absent", "reissue"):
+    for action in ("resolve_found", "resolve_absent", "reissue", "reverse"):
         insert_action(conn, action, TRANSFER)
     for action in ("pause", "resume"):
         insert_action(conn, action, None)
@@ -306,7 +598,13 @@ def test_operator_actions_are_those_payout_core_knows(conn: Conn) -> None:
 
 @pytest.mark.parametrize(
     ("action", "on_transfer"),
-    [("reissue", False), ("resolve_found", False), ("resolve_absent", False), ("pause", True)],
+    [
+        ("reissue", False),
+        ("resolve_found", False),
+        ("resolve_absent", False),
+        ("reverse", False),
+        ("pause", True),
+    ],
 )
 def test_an_action_names_a_transfer_unless_it_is_the_fleets(
     conn: Conn, action: str, on_transfer: bool

@@ -1,5 +1,5 @@
 """The Stripe gateway against the fake Stripe: look-ups, retries with the same key,
-the shared rate limit, the reads of reconcile, and the API key never leaking."""
+the shared rate limit, the reads of reconcile, reversals, and the API key never leaking."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from payout_adapters.stripe import LocalRateLimiter, StripeGateway, classify
 from payout_core import errors, outcomes, pacing, ports
 from tests import fake_stripe
+from tests.contracts.gateway_contract import reversal
 from tests.fake_stripe import faults
 
 ACCOUNT = "acct_1Winner"
@@ -44,6 +45,10 @@ def _fits_the_port(gateway: StripeGateway) -> ports.PaymentGateway:
 
 
 def _fits_the_records_port(gateway: StripeGateway) -> ports.TransferRecords:
+    return gateway
+
+
+def _fits_the_reversal_port(gateway: StripeGateway) -> ports.ReversalGateway:
     return gateway
 
 
@@ -270,19 +275,24 @@ def test_500_after_the_transfer_was_created_is_found_by_the_lookup(
     assert found == outcomes.Found(stripe_transfer_id=created["id"])
 
 
+@pytest.mark.parametrize("path", [faults.TRANSFERS, faults.REVERSALS])
 @pytest.mark.parametrize(
     "fault",
     [faults.server_error(), faults.bad_gateway(), faults.rate_limited(), faults.Drop()],
     ids=["500", "502", "429", "lost answer"],
 )
 def test_the_sdk_never_retries_on_its_own(
-    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, fault: faults.Fault
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, fault: faults.Fault, path: str
 ) -> None:
-    server.fake.script(fault)
+    tr = server.fake.seed_transfer(amount=1500, destination=ACCOUNT)["id"]
+    server.fake.script(fault, path=path)
 
-    gateway.create_transfer(request())
+    if path == faults.TRANSFERS:
+        gateway.create_transfer(request())
+    else:
+        gateway.create_reversal(reversal(tr))
 
-    assert len(server.fake.requests("POST", "/v1/transfers")) == 1
+    assert len(server.fake.requests("POST")) == 1
 
 
 # -- the rate limit ----------------------------------------------------------------------------
@@ -328,18 +338,23 @@ def test_a_429_pushes_the_budget_back_for_everyone(server: fake_stripe.FakeStrip
     assert time.slept == [pytest.approx(1 / (20 * pacing.HEADROOM * pacing.CUT))]
 
 
+@pytest.mark.parametrize("write", ["transfer", "reversal"])
 def test_a_create_is_not_sent_when_the_budget_is_booked_too_far_ahead(
-    server: fake_stripe.FakeStripeServer,
+    server: fake_stripe.FakeStripeServer, write: str
 ) -> None:
     """A send must leave soon after its intent: rather than wait a minute for
-    its slot, a create is given back unsent (the attempt stays in doubt and is
-    resent later, spending nothing)."""
+    its slot, a create (or a reversal) is given back unsent (the attempt stays
+    in doubt and is resent later, spending nothing)."""
     time = FrozenTime()
     limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
     limiter.push_back(ports.Budget.CREATE, 60.0)
 
     with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
-        outcome = gw.create_transfer(request("t-1"))
+        outcome = (
+            gw.create_transfer(request("t-1"))
+            if write == "transfer"
+            else gw.create_reversal(reversal("tr_any"))
+        )
 
     assert isinstance(outcome, outcomes.Transient)
     assert outcome.code == "rate_limited_locally"
@@ -372,6 +387,127 @@ def test_a_lock_timeout_slows_nothing_down(server: fake_stripe.FakeStripeServer)
 
     # Its own slot, and no pause, no cut.
     assert time.slept == [pytest.approx(1 / (1000 * pacing.HEADROOM))]
+
+
+# -- reversals ---------------------------------------------------------------------------------
+
+
+def paid_transfer(gateway: StripeGateway, transfer_id: str = "t-1") -> str:
+    outcome = gateway.create_transfer(request(transfer_id))
+    assert isinstance(outcome, outcomes.Succeeded), outcome
+    return outcome.stripe_transfer_id
+
+
+def test_a_reversal_sends_its_amount_metadata_and_key_on_the_create_budget(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    time = FrozenTime()
+    limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
+
+    with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
+        tr = paid_transfer(gw)
+        reversed_ = gw.create_reversal(reversal(tr))
+
+    (sent,) = server.fake.requests("POST", f"/v1/transfers/{tr}/reversals")
+    assert sent.params == {
+        "amount": "500",
+        "metadata": {"payout_reversal_key": "payout-reversal:t-1:1", "payout_transfer_id": "t-1"},
+    }
+    assert sent.idempotency_key == "payout-reversal:t-1:1"
+    (made,) = server.fake.reversals_of(tr)
+    assert reversed_ == outcomes.Reversed(stripe_reversal_id=made["id"], replayed=False)
+    assert (limiter.taken(ports.Budget.CREATE), limiter.taken(ports.Budget.READ)) == (2, 0)
+
+
+def test_a_reversal_slower_than_the_timeout_is_in_flight_then_replayed(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    tr = paid_transfer(gateway)
+    hold = faults.Hold(release=threading.Event())
+    server.fake.script(hold, path=faults.REVERSALS)
+
+    with StripeGateway(
+        api_key=server.api_key, api_base=server.url, timeout_seconds=0.5, rate_limit=1000.0
+    ) as impatient:
+        timed_out = impatient.create_reversal(reversal(tr))
+        while_running = impatient.create_reversal(reversal(tr))
+        hold.release.set()
+        assert server.fake.wait_idle()
+        after = impatient.create_reversal(reversal(tr))
+
+    (made,) = server.fake.reversals_of(tr)
+    assert isinstance(timed_out, outcomes.Unknown)
+    assert timed_out.code == "timeout"
+    assert isinstance(while_running, outcomes.Unknown)
+    assert while_running.code == "idempotency_key_in_use"
+    assert after == outcomes.Reversed(stripe_reversal_id=made["id"], replayed=True)
+
+
+def test_a_listing_of_reversals_pages_on_the_read_budget_as_stripe_lists_them(
+    server: fake_stripe.FakeStripeServer,
+) -> None:
+    time = FrozenTime()
+    limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
+    tr = server.fake.seed_transfer(amount=1500, destination=ACCOUNT)["id"]
+    made = [server.fake.reverse_transfer(tr, 100)["id"] for _ in range(5)]
+
+    with StripeGateway(
+        api_key=server.api_key, api_base=server.url, limiter=limiter, page_size=2
+    ) as gw:
+        listing = gw.list_reversals(tr)
+        first = next(listing)
+        after_one_page = len(server.fake.requests("GET"))
+        rest = list(listing)
+
+    pages = server.fake.requests("GET", f"/v1/transfers/{tr}/reversals")
+    assert [r.id for r in [first, *rest]] == made[::-1]
+    assert after_one_page == 1
+    assert [p.params for p in pages] == [
+        {"limit": "2"},
+        {"limit": "2", "starting_after": made[3]},
+        {"limit": "2", "starting_after": made[1]},
+    ]
+    assert (limiter.taken(ports.Budget.READ), limiter.taken(ports.Budget.CREATE)) == (3, 0)
+
+
+def test_a_listing_of_the_reversals_of_a_transfer_stripe_does_not_hold_raises(
+    gateway: StripeGateway,
+) -> None:
+    with pytest.raises(errors.GatewayUnavailable) as failed:
+        list(gateway.list_reversals("tr_unknown"))
+
+    assert failed.value.code == "resource_missing"
+
+
+def test_an_empty_transfer_id_is_refused_before_anything_is_sent(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway
+) -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        gateway.create_reversal(reversal(""))
+    with pytest.raises(ValueError, match="must not be empty"):
+        list(gateway.list_reversals(""))
+
+    assert server.fake.requests() == []
+
+
+def test_a_reversal_is_logged_with_its_key_and_ids(
+    server: fake_stripe.FakeStripeServer, gateway: StripeGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    tr = paid_transfer(gateway)
+    with caplog.at_level(logging.DEBUG, logger="payout.stripe"):
+        made = gateway.create_reversal(reversal(tr))
+        refused = gateway.create_reversal(reversal(tr, amount_cents=5000, n=2))
+
+    assert isinstance(made, outcomes.Reversed)
+    assert isinstance(refused, outcomes.Permanent)
+    created = [r for r in caplog.records if r.msg == "payout.stripe.reversal_created"]
+    failed = [r for r in caplog.records if r.msg == "payout.stripe.request_failed"]
+    assert [(r.__dict__["idempotency_key"], r.__dict__["stripe_reversal_id"]) for r in created] == [
+        ("payout-reversal:t-1:1", made.stripe_reversal_id)
+    ]
+    assert [(r.__dict__["operation"], r.__dict__["stripe_transfer_id"]) for r in failed] == [
+        ("create_reversal", tr)
+    ]
 
 
 # -- the API key stays secret ------------------------------------------------------------------
@@ -442,6 +578,15 @@ def test_the_api_key_never_appears_in_logs_reprs_outcomes_or_exceptions(
         assert fake.wait_idle()
         said.append(gw.create_transfer(attrs.evolve(request("t-x"), destination="acct_unknown")))
         said += [gw.find_transfer(lookup()), gw.retrieve_transfer("tr_missing")]
+        paid = gw.create_transfer(request("t-reversed"))
+        assert isinstance(paid, outcomes.Succeeded)
+        fake.script(faults.Drop(), path=faults.REVERSALS)
+        said += [gw.create_reversal(reversal(paid.stripe_transfer_id)) for _ in range(2)]
+        said.append(gw.create_reversal(reversal(paid.stripe_transfer_id, amount_cents=9999, n=2)))
+        said += list(gw.list_reversals(paid.stripe_transfer_id))
+        with pytest.raises(errors.GatewayUnavailable) as no_such_transfer:
+            list(gw.list_reversals("tr_missing"))
+        exceptions.append(no_such_transfer.value)
         fake.script(faults.server_error(), method="GET")
         said.append(gw.find_transfer(lookup()))
 

@@ -35,7 +35,7 @@ from typing import Final
 import attrs
 
 from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, SimulatedGateway
-from payout_adapters.memory.gateway import Call, Fault, Operation
+from payout_adapters.memory.gateway import Call, Fault, Operation, Request
 from payout_core import attempt, errors, models, outcomes, reconcile, retry, validation
 from payout_core import state_machine as sm
 from payout_core.services import scheduling
@@ -447,9 +447,7 @@ class Simulation:
 
     # -- Stripe and the operators ----------------------------------------------------------
 
-    def _stripe_fault(
-        self, request: outcomes.TransferRequest | outcomes.TransferLookup, call: Call
-    ) -> Fault | None:
+    def _stripe_fault(self, request: Request, call: Call) -> Fault | None:
         if not self.faults_on:
             return None
         cfg, draw = self.config, self.random.random()

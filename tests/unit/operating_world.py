@@ -16,6 +16,7 @@ from payout_adapters.memory import (
     ManualClock,
     SimulatedGateway,
 )
+from payout_adapters.memory.gateway import Call, Fault, Operation, Request
 from payout_core import idempotency, models
 from payout_core import state_machine as sm
 from payout_core.services import scheduling, tick
@@ -31,10 +32,17 @@ class World:
     store: InMemoryStore = attrs.field(init=False)
     gateway: SimulatedGateway = attrs.field(init=False)
     directory: InMemoryAccountDirectory = attrs.Factory(InMemoryAccountDirectory)
+    # What Stripe does to the next reversal requests, in order (None: answers).
+    reversal_faults: list[Fault | None] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
         self.store = InMemoryStore(clock=self.clock)
-        self.gateway = SimulatedGateway(clock=self.clock)
+        self.gateway = SimulatedGateway(clock=self.clock, handler=self._fault)
+
+    def _fault(self, _request: Request, call: Call) -> Fault | None:
+        if call.operation is Operation.REVERSE and self.reversal_faults:
+            return self.reversal_faults.pop(0)
+        return None
 
     def pay(
         self, *winners: str, settlement_id: str = "s-1", contest_id: str = "c-1"

@@ -34,7 +34,7 @@ Fault = simulated.Fault
 S = models.TransferStatus
 Entry = models.LedgerEntryType
 D = execution.Disposition
-Request = outcomes.TransferRequest | outcomes.TransferLookup
+Request = simulated.Request
 
 #: Half of the full-jitter range, every time: 15 s after a first try, 30 s after a second.
 HALF_JITTER = retry.RetryPolicy(uniform=lambda: 0.5)

@@ -20,7 +20,7 @@ PROCESSING = timedelta(seconds=90)  # how long Stripe takes once the client has 
 
 class SimulatedStripe:
     """:class:`StripeHarness` on :class:`SimulatedGateway`: faults for the next
-    creates through its handler, Stripe's clock a :class:`ManualClock`.
+    creates and reversals through its handler, Stripe's clock a :class:`ManualClock`.
 
     Every account exists at the simulated Stripe until it is deleted, so adding
     one is a no-op; closing one is a decline.
@@ -29,6 +29,7 @@ class SimulatedStripe:
     def __init__(self) -> None:
         self.clock = ManualClock(T0)
         self._next_creates: collections.deque[simulated.Fault] = collections.deque()
+        self._next_reversals: collections.deque[simulated.Fault] = collections.deque()
         self.simulated = SimulatedGateway(
             handler=self._handler, clock=self.clock, seed=8, page_size=LIST_PAGE_SIZE
         )
@@ -37,11 +38,11 @@ class SimulatedStripe:
     def gateway(self) -> SimulatedGateway:
         return self.simulated
 
-    def _handler(
-        self, _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> simulated.Fault | None:
+    def _handler(self, _request: simulated.Request, call: simulated.Call) -> simulated.Fault | None:
         if call.operation is simulated.Operation.CREATE and self._next_creates:
             return self._next_creates.popleft()
+        if call.operation is simulated.Operation.REVERSE and self._next_reversals:
+            return self._next_reversals.popleft()
         return None
 
     def add_account(self, account_id: str) -> None:
@@ -97,8 +98,14 @@ class SimulatedStripe:
             metadata=metadata,
         ).id
 
-    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> None:
-        self.simulated.reverse(stripe_transfer_id, amount_cents)
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> str:
+        return self.simulated.reverse(stripe_transfer_id, amount_cents).id
+
+    def lose_next_reversal_response(self) -> None:
+        self._next_reversals.append(simulated.Fault.lost_response())
+
+    def reversals_of(self, stripe_transfer_id: str) -> list[str]:
+        return [r.id for r in self.simulated.reversals_of(stripe_transfer_id)]
 
     def outage(self) -> None:
         self.simulated.systemic_outage()

@@ -17,7 +17,7 @@ def test_a_transfer_is_shown_with_its_keys_ledger_and_what_stripe_holds() -> Non
     directory.set_account("u-1", "acct_u1")
 
     def lose_the_first_answer(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+        request: simulated.Request, call: simulated.Call
     ) -> simulated.Fault | None:
         return simulated.Fault.lost_response() if call.number == 1 else None
 

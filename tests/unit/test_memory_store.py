@@ -58,6 +58,24 @@ def _reissue(store: InMemoryStore) -> bool:
     return store.reissue(failed=failed, reissued=reissued, action=action)
 
 
+def _paid_as_if(store: InMemoryStore) -> models.PayoutTransfer:
+    [pending] = store.transfers()
+    return attrs.evolve(pending, status=S.COMPLETED, stripe_transfer_id="tr_1")  # as if it were
+
+
+def _settle(store: InMemoryStore) -> bool:
+    asked = b.reversal(_paid_as_if(store), now=T0)
+    failed = b.reversal_failed(asked, now=T0)
+    return store.settle_reversal(before=asked, after=failed, ledger_entry=None, action=None)
+
+
+def _book(store: InMemoryStore) -> bool:
+    entry = ledger.reversal_entry(
+        _paid_as_if(store), stripe_reversal_id="trr_1", amount_cents=1, now=T0
+    )
+    return store.book_reversal(entry)
+
+
 # Each port operation, called with harmless arguments.
 CALLS: dict[str, Callable[[InMemoryStore], object]] = {
     "schedule": lambda s: b.schedule(s, b.settlement("u-9", settlement_id="s-9"), now=T0),
@@ -87,6 +105,10 @@ CALLS: dict[str, Callable[[InMemoryStore], object]] = {
     "transfer_histories": lambda s: s.transfer_histories("j", after=None, limit=10),
     "resolve": _resolve,
     "reissue": _reissue,
+    "reversals_of": lambda s: s.reversals_of("t"),
+    "reversal_intent": lambda s: s.reversal_intent(b.reversal(_paid_as_if(s), now=T0)),
+    "settle_reversal": _settle,
+    "book_reversal": _book,
 }
 
 

@@ -11,6 +11,7 @@ drained and every transfer must have ended.
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from datetime import UTC, datetime, timedelta
@@ -27,14 +28,16 @@ from payout_adapters.memory import (
     ManualClock,
     SimulatedGateway,
 )
-from payout_adapters.memory.gateway import Call, Fault
-from payout_core import errors, models, outcomes, reconcile, retry
-from payout_core.services import execution, scheduling, tick
+from payout_adapters.memory.gateway import Call, Fault, Request
+from payout_core import errors, ledger, models, reconcile, retry
+from payout_core import reversal as rules
+from payout_core.services import execution, reversals, scheduling, tick
 
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 4
 S = models.TransferStatus
+R = models.ReversalStatus
 
 FAULTS = st.sampled_from(
     [
@@ -79,10 +82,9 @@ class PayoutMachine(RuleBasedStateMachine):
         self.held: list[list[models.PayoutTransfer]] = []
         self.first_terminal: dict[str, models.PayoutTransfer] = {}
         self.contests = 0
+        self.reversal_ids = itertools.count(1)
 
-    def next_fault(
-        self, _request: outcomes.TransferRequest | outcomes.TransferLookup, _call: Call
-    ) -> Fault | None:
+    def next_fault(self, _request: Request, _call: Call) -> Fault | None:
         with self.faults_lock:
             return self.faults.pop(0) if self.faults else None
 
@@ -257,7 +259,97 @@ class PayoutMachine(RuleBasedStateMachine):
         )
         assert report.error is None
 
+    # -- money coming back ------------------------------------------------
+
+    def _completed(self, pick: int) -> models.PayoutTransfer | None:
+        """One completed transfer, by a drawn number: what is drawn never depends
+        on what the threads of a tick happened to complete (Hypothesis replays)."""
+        completed = sorted(
+            (t for t in self.store.transfers() if t.status is S.COMPLETED), key=lambda t: t.id
+        )
+        return completed[pick % len(completed)] if completed else None
+
+    @rule(pick=st.integers(0, 1000), share=st.sampled_from([None, 1, 50, 100, 150]))
+    def an_operator_reverses(self, pick: int, share: int | None) -> None:
+        """``share``: percent of what is left (None: all of it; 150: too much)."""
+        t = self._completed(pick)
+        if t is None:
+            return
+        before = rules.amounts(
+            t, self.store.ledger(transfer_id=t.id), self.store.reversals_of(t.id)
+        )
+        amount = None if share is None else max(1, before.left * share // 100)
+        in_doubt = any(r.status is R.SENDING for r in self.store.reversals_of(t.id))
+        try:
+            reversals.reverse(
+                self.store,
+                self.gateway,
+                t.id,
+                amount_cents=amount,
+                actor="ops-1",
+                reason="clawback",
+                now=self.clock.now(),
+                new_id=lambda: f"00000000-0000-4000-8000-{next(self.reversal_ids):012d}",
+            )
+        except errors.ActionRefused:
+            assert not in_doubt, "a reversal in doubt is resolved, never refused"
+            assert before.left == 0 or (amount is not None and amount > before.left)
+        except errors.GatewayUnavailable:
+            assert in_doubt  # only resolving one past the key window lists at Stripe
+
+    @rule(pick=st.integers(0, 1000), cents=st.integers(1, 60_000), delivered=st.integers(0, 3))
+    def someone_reverses_in_the_dashboard(self, pick: int, cents: int, delivered: int) -> None:
+        """A reversal made at Stripe by hand; its webhook delivered 0 to 3 times."""
+        t = self._completed(pick)
+        if t is None or t.stripe_transfer_id is None:
+            return
+        at_stripe = sum(r.amount_cents for r in self.gateway.reversals_of(t.stripe_transfer_id))
+        if at_stripe >= t.amount_cents:
+            return
+        self.gateway.reverse(t.stripe_transfer_id, min(cents, t.amount_cents - at_stripe))
+        for _ in range(delivered):
+            self.book_what_stripe_holds(t)
+
+    def book_what_stripe_holds(self, t: models.PayoutTransfer) -> None:
+        assert t.stripe_transfer_id is not None
+        reversals.book_from_stripe(
+            self.store,
+            t,
+            [r.as_stripe_reversal() for r in self.gateway.reversals_of(t.stripe_transfer_id)],
+            now=self.clock.now(),
+        )
+
     # -- invariants -------------------------------------------------------
+
+    @invariant()
+    def never_more_back_than_paid_and_nothing_booked_that_stripe_did_not_do(self) -> None:
+        for t in self.store.transfers():
+            rows = self.store.ledger(transfer_id=t.id)
+            back = [r for r in rows if r.entry_type is models.LedgerEntryType.PAYOUT_REVERSED]
+            paid = t.amount_cents if t.status is S.COMPLETED else 0
+            assert sum(r.amount_cents for r in back) <= paid
+            held = (
+                {r.id: r.amount_cents for r in self.gateway.reversals_of(t.stripe_transfer_id)}
+                if t.stripe_transfer_id
+                else {}
+            )
+            assert len({r.stripe_reversal_id for r in back}) == len(back), "booked twice"
+            for row in back:
+                assert held.get(row.stripe_reversal_id or "") == row.amount_cents
+            assert sum(held.values()) <= paid, "Stripe reversed more than was paid"
+
+    @invariant()
+    def net_is_debits_less_credits(self) -> None:
+        rows = self.store.ledger()
+        debits = sum(r.amount_cents for r in rows if r.direction is models.LedgerDirection.DEBIT)
+        credits_ = sum(r.amount_cents for r in rows if r.direction is models.LedgerDirection.CREDIT)
+        paid = sum(t.amount_cents for t in self.store.transfers() if t.status is S.COMPLETED)
+        assert debits == paid
+        assert debits - credits_ >= paid - sum(
+            sum(r.amount_cents for r in self.gateway.reversals_of(t.stripe_transfer_id))
+            for t in self.store.transfers()
+            if t.stripe_transfer_id
+        ), "the ledger books more back than Stripe reversed"
 
     @invariant()
     def terminal_states_never_change(self) -> None:
@@ -326,6 +418,21 @@ class PayoutMachine(RuleBasedStateMachine):
         self.terminal_states_never_change()
         self.the_ledger_and_jobs_agree()
         self.stripe_holds_at_most_one_transfer_per_payout()
+        # Every reversal in doubt resolved, every webhook delivered: the ledger
+        # books exactly what Stripe reversed, once.
+        self.clock.advance(timedelta(hours=25))
+        for t in self.store.transfers():
+            if any(r.status is R.SENDING for r in self.store.reversals_of(t.id)):
+                reversals.reverse(
+                    self.store, self.gateway, t.id, amount_cents=None, actor="ops-1",
+                    reason="resolve", now=self.clock.now(), new_id=lambda: "unused",
+                )  # fmt: skip
+            if t.stripe_transfer_id is not None:
+                self.book_what_stripe_holds(t)
+                held = sum(r.amount_cents for r in self.gateway.reversals_of(t.stripe_transfer_id))
+                booked = ledger.booked_reversals(self.store.ledger(transfer_id=t.id))
+                assert booked == held
+        self.never_more_back_than_paid_and_nothing_booked_that_stripe_did_not_do()
 
 
 PayoutMachine.TestCase.settings = settings(settings(), stateful_step_count=40, deadline=None)

@@ -13,7 +13,7 @@ from payout_adapters.memory import (
     ManualClock,
     SimulatedGateway,
 )
-from payout_core import models, reconcile, validation
+from payout_core import ledger, models, reconcile, validation
 from payout_core.services import scheduling, tick
 
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
@@ -138,3 +138,26 @@ def test_job_totals_counts_and_status_are_checked(paid: Paid) -> None:
     assert "total_amount_cents differs" in found
     assert "counts say 0 completed and 1 failed, its transfers say 1 and 1" in found
     assert "status is processing but all-terminal is True" in found
+
+
+def test_reversal_credits_may_not_exceed_what_was_paid_nor_credit_an_unpaid_transfer(
+    paid: Paid,
+) -> None:
+    job, transfers, rows = paid
+    done = next(t for t in transfers if t.status is models.TransferStatus.COMPLETED)
+    unpaid = next(t for t in transfers if t.status is not models.TransferStatus.COMPLETED)
+    assert done.stripe_transfer_id is not None
+    back = [
+        ledger.reversal_entry(done, stripe_reversal_id=f"trr_{n}", amount_cents=400, now=T0)
+        for n in range(2)
+    ]
+    assert problems(job, transfers, [*rows, back[0]]) == ""
+
+    over = problems(job, transfers, [*rows, *back])
+    stray = attrs.evolve(back[0], transfer_id=unpaid.id, idempotency_key="ledger:reversal:x")
+    unpaid_credit = problems(job, transfers, [*rows, stray])
+
+    assert f"transfer {done.id}: reversal credits total 800, more than the 700 paid" in over
+    assert f"transfer {unpaid.id}: 1 reversal credit(s) for a failed_terminal transfer" in (
+        unpaid_credit
+    )

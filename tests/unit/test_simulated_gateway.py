@@ -1,4 +1,5 @@
-"""The simulated gateway behaves like Stripe's Create Transfer and List Transfers."""
+"""The simulated gateway behaves like Stripe's Create Transfer, List Transfers,
+Create Reversal and List Reversals."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 
-from payout_adapters.memory import ManualClock
+from payout_adapters.memory import ManualClock, stripe_model
 from payout_adapters.memory import gateway as simulated
 from payout_core import errors, outcomes, ports
+from tests.contracts.gateway_contract import reversal
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 Fault = simulated.Fault
@@ -50,9 +52,7 @@ def lookup(
 
 
 def on_first_create(fault: simulated.Fault) -> simulated.Handler:
-    def handler(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> simulated.Fault | None:
+    def handler(request: simulated.Request, call: simulated.Call) -> simulated.Fault | None:
         if call.operation is simulated.Operation.CREATE and call.attempt == 1:
             return fault
         return None
@@ -148,9 +148,7 @@ def test_a_validation_refusal_never_answers_a_key_stripe_already_holds() -> None
     key that created a transfer is replayed, not refused. (Found by the
     property test: a scripted refusal of such a resend failed a paid winner.)"""
 
-    def handler(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> simulated.Fault | None:
+    def handler(request: simulated.Request, call: simulated.Call) -> simulated.Fault | None:
         first = call.number == 1
         return Fault.lost_response() if first else Fault.permanent("account_invalid")
 
@@ -244,9 +242,7 @@ def test_rate_limited_creates_nothing_and_saves_nothing() -> None:
 def test_scripted_answers_pass_through_unchanged() -> None:
     declined = outcomes.Permanent(code="amount_too_small", message="too small")
 
-    def handler(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> simulated.Fault | None:
+    def handler(request: simulated.Request, call: simulated.Call) -> simulated.Fault | None:
         if isinstance(request, outcomes.TransferLookup):
             return Fault.respond(outcomes.Transient(code="lock_timeout", message="busy"))
         return Fault.respond(declined)
@@ -284,9 +280,7 @@ def test_a_lookup_answer_to_a_create_is_a_scripting_error() -> None:
 def test_lookups_can_fail_too() -> None:
     faults = iter([Fault.server_error(), Fault.lost_response(), Fault.rate_limited()])
 
-    def handler(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> simulated.Fault | None:
+    def handler(request: simulated.Request, call: simulated.Call) -> simulated.Fault | None:
         return next(faults) if call.operation is simulated.Operation.FIND else None
 
     gw = gateway(handler)
@@ -303,9 +297,7 @@ def test_lookups_can_fail_too() -> None:
 def test_the_handler_sees_which_attempt_of_each_key_it_is() -> None:
     seen: list[tuple[str, int, int]] = []
 
-    def handler(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> None:
+    def handler(request: simulated.Request, call: simulated.Call) -> None:
         seen.append((call.operation.value, call.attempt, call.number))
 
     gw = gateway(handler)
@@ -440,7 +432,7 @@ def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight() -
     clock = ManualClock(T0)
 
     def first_call_finishes_later(
-        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+        _request: simulated.Request, call: simulated.Call
     ) -> simulated.Fault | None:
         return Fault.finishes_later(60) if call.number == 1 else None
 
@@ -464,7 +456,7 @@ def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish() 
     clock = ManualClock(T0)
 
     def first_call_finishes_later(
-        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+        _request: simulated.Request, call: simulated.Call
     ) -> simulated.Fault | None:
         return Fault.finishes_later(60) if call.number == 1 else None
 
@@ -486,7 +478,7 @@ def test_a_request_that_finishes_later_meets_stripes_state_at_its_finish() -> No
     clock = ManualClock(T0)
 
     def first_call_finishes_later(
-        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+        _request: simulated.Request, call: simulated.Call
     ) -> simulated.Fault | None:
         return Fault.finishes_later(60) if call.number == 1 else None
 
@@ -633,9 +625,7 @@ def test_many_threads_with_one_key_create_one_transfer() -> None:
     threads = 16
     barrier = threading.Barrier(threads)
 
-    def handler(
-        request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
-    ) -> None:
+    def handler(request: simulated.Request, call: simulated.Call) -> None:
         barrier.wait(timeout=10)  # every thread sends at the same moment
 
     gw = gateway(handler)
@@ -800,20 +790,25 @@ def test_a_planted_transfer_may_have_no_group_and_no_metadata() -> None:
     assert listed(gw, transfer_group=GROUP) == []
 
 
-def test_a_reversal_grows_until_the_whole_amount_and_refuses_more() -> None:
+def test_a_dashboard_reversal_grows_until_the_whole_amount_and_refuses_more() -> None:
     gw = gateway()
     paid = gw.create_transfer(transfer_request(amount_cents=1500))
     assert isinstance(paid, outcomes.Succeeded)
     tr = paid.stripe_transfer_id
 
-    partly = gw.reverse(tr, 1000)
+    first = gw.reverse(tr, 1000)
+    (partly,) = gw.transfers_for("t1")
     with pytest.raises(ValueError, match="500 cents left"):
         gw.reverse(tr, 501)
-    wholly = gw.reverse(tr, 500)
+    second = gw.reverse(tr, 500)
+    (wholly,) = gw.transfers_for("t1")
 
     assert (partly.amount_reversed, partly.reversed) == (1000, False)
     assert (wholly.amount_reversed, wholly.reversed) == (1500, True)
-    assert gw.transfers_for("t1") == [wholly]
+    assert gw.reversals_of(tr) == [first, second]
+    assert (first.amount_cents, first.stripe_transfer_id, first.currency) == (1000, tr, "usd")
+    # Made in the dashboard: no key, no metadata, so payout-core did not make it.
+    assert (first.idempotency_key, first.metadata, first.payout_reversal_key) == (None, (), None)
     with pytest.raises(ValueError, match="0 cents left"):
         gw.reverse(tr, 1)
     with pytest.raises(ValueError, match="no such transfer"):
@@ -837,7 +832,7 @@ def test_a_request_that_finishes_later_is_listed_at_its_finish_time() -> None:
     clock = ManualClock(T0)
 
     def first_call_finishes_later(
-        _request: outcomes.TransferRequest | outcomes.TransferLookup, call: simulated.Call
+        _request: simulated.Request, call: simulated.Call
     ) -> simulated.Fault | None:
         return Fault.finishes_later(60) if call.number == 1 else None
 
@@ -913,3 +908,230 @@ def test_reads_sleep_the_latency_once_a_request() -> None:
 def test_a_page_size_stripe_would_refuse_is_refused(size: int) -> None:
     with pytest.raises(ValueError, match="page_size"):
         simulated.SimulatedGateway(page_size=size)
+
+
+# -- reversals ---------------------------------------------------------------------------------
+
+
+def paid(gw: simulated.SimulatedGateway, payout_transfer_id: str = "t1") -> str:
+    outcome = gw.create_transfer(transfer_request(payout_transfer_id, amount_cents=1500))
+    assert isinstance(outcome, outcomes.Succeeded), outcome
+    return outcome.stripe_transfer_id
+
+
+def on_first_reversal(fault: simulated.Fault) -> simulated.Handler:
+    def handler(request: simulated.Request, call: simulated.Call) -> simulated.Fault | None:
+        if call.operation is simulated.Operation.REVERSE and call.attempt == 1:
+            return fault
+        return None
+
+    return handler
+
+
+def test_it_fits_the_reversal_gateway_port() -> None:
+    port: ports.ReversalGateway = gateway()
+    assert isinstance(port.create_reversal(reversal("tr_none")), outcomes.Permanent)
+
+
+def test_a_reversal_is_recorded_with_what_was_sent_and_shows_on_the_transfer() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(clock=clock)
+    tr = paid(gw)
+    clock.advance(60)
+    sent = reversal(tr)
+
+    result = gw.create_reversal(sent)
+
+    [record] = gw.reversals_of(tr)
+    assert result == outcomes.Reversed(stripe_reversal_id=record.id, replayed=False)
+    assert record.id.startswith("trr_")
+    assert (record.stripe_transfer_id, record.amount_cents, record.currency) == (tr, 500, "usd")
+    assert (record.metadata, record.idempotency_key) == (sent.metadata, sent.idempotency_key)
+    assert record.payout_reversal_key == "payout-reversal:t-1:1"
+    assert (record.created_at, record.sequence) == (T0 + timedelta(seconds=60), 1)
+    [transfer] = gw.transfers_for("t1")
+    assert (transfer.amount_reversed, transfer.reversed) == (500, False)
+    assert gw.reversal_requests == (sent,)
+    assert len(gw.requests) == 1  # Create Transfer's calls only
+
+
+def test_a_reversal_key_and_a_transfer_key_are_one_idempotency_layer() -> None:
+    gw = gateway()
+    tr = paid(gw)
+
+    reused = gw.create_reversal(attrs.evolve(reversal(tr), idempotency_key="payout:t1"))
+
+    assert isinstance(reused, outcomes.Unknown)
+    assert (reused.code, reused.key_replays_error) == ("idempotency_error", True)
+    assert gw.reversals_of(tr) == []
+
+
+def test_the_handler_sees_reversals_as_an_operation_of_their_own() -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def handler(request: simulated.Request, call: simulated.Call) -> None:
+        seen.append((call.operation.value, call.attempt, call.number))
+
+    gw = gateway(handler)
+    tr = paid(gw)
+    gw.create_reversal(reversal(tr))
+    gw.create_reversal(reversal(tr))
+    gw.create_reversal(reversal(tr, 2))
+    gw.find_transfer(lookup())
+
+    assert seen == [
+        ("create", 1, 1),
+        ("reverse", 1, 2),
+        ("reverse", 2, 3),
+        ("reverse", 1, 4),
+        ("find", 1, 5),
+    ]
+
+
+def test_a_lost_reversal_response_reversed_once_and_the_key_replays_it() -> None:
+    gw = gateway(on_first_reversal(Fault.lost_response()))
+    tr = paid(gw)
+
+    lost = gw.create_reversal(reversal(tr))
+    resent = gw.create_reversal(reversal(tr))
+
+    [record] = gw.reversals_of(tr)
+    assert isinstance(lost, outcomes.Unknown)
+    assert lost.code == "timeout"
+    assert resent == outcomes.Reversed(stripe_reversal_id=record.id, replayed=True)
+
+
+def test_a_server_error_on_a_reversal_is_saved_and_may_hide_the_reversal() -> None:
+    gw = gateway(on_first_reversal(Fault.server_error(created=True)))
+    tr = paid(gw)
+
+    failed = gw.create_reversal(reversal(tr))
+    again = gw.create_reversal(reversal(tr))
+
+    assert failed == again == stripe_model.SERVER_ERROR
+    assert len(gw.reversals_of(tr)) == 1
+    [transfer] = gw.transfers_for("t1")
+    assert transfer.amount_reversed == 500
+
+
+def test_a_rate_limited_reversal_reverses_nothing_and_saves_nothing() -> None:
+    gw = gateway(on_first_reversal(Fault.rate_limited()))
+    tr = paid(gw)
+
+    limited = gw.create_reversal(reversal(tr))
+    retried = gw.create_reversal(reversal(tr))
+
+    assert isinstance(limited, outcomes.Transient)
+    assert isinstance(retried, outcomes.Reversed)
+    assert not retried.replayed
+
+
+def test_a_reversal_that_finishes_later_meets_what_is_left_at_its_finish() -> None:
+    clock = ManualClock(T0)
+    gw = gateway(on_first_reversal(Fault.finishes_later(60)), clock=clock)
+    tr = paid(gw)
+
+    gave_up = gw.create_reversal(reversal(tr, amount_cents=1000))
+    while_running = gw.create_reversal(reversal(tr, amount_cents=1000))
+    gw.reverse(tr, 600)  # in the dashboard, meanwhile: 900 left
+    clock.advance(60)
+    finished = gw.create_reversal(reversal(tr, amount_cents=1000))
+
+    assert isinstance(gave_up, outcomes.Unknown)
+    assert gave_up.code == "timeout"
+    assert isinstance(while_running, outcomes.Unknown)
+    assert while_running.code == "idempotency_key_in_use"
+    assert isinstance(finished, outcomes.Permanent)  # saved under the key, replayed
+    assert finished.code == "invalid_request"
+    assert "1000" in finished.message
+    assert "900" in finished.message
+    assert [r.amount_cents for r in gw.reversals_of(tr)] == [600]
+
+
+def test_a_scripted_answer_must_be_one_the_endpoint_could_give() -> None:
+    reversed_answer = Fault.respond(outcomes.Reversed(stripe_reversal_id="trr_x"))
+    succeeded_answer = Fault.respond(outcomes.Succeeded(stripe_transfer_id="tr_x"))
+
+    with pytest.raises(TypeError, match="Create Transfer"):
+        gateway(lambda _r, _c: reversed_answer).create_transfer(transfer_request())
+    with pytest.raises(TypeError, match="Create Reversal"):
+        gateway(lambda _r, _c: succeeded_answer).create_reversal(reversal("tr_x"))
+    with pytest.raises(TypeError, match="look-up"):
+        gateway(lambda _r, _c: reversed_answer).find_transfer(lookup())
+    assert gateway(lambda _r, _c: reversed_answer).create_reversal(
+        reversal("tr_x")
+    ) == outcomes.Reversed(stripe_reversal_id="trr_x")
+
+
+def test_an_outage_answers_reversals_and_fails_their_listing() -> None:
+    gw = gateway()
+    tr = paid(gw)
+    gw.systemic_outage()
+
+    refused = gw.create_reversal(reversal(tr))
+
+    assert isinstance(refused, outcomes.Systemic)
+    with pytest.raises(errors.GatewayUnavailable):
+        list(gw.list_reversals(tr))
+    assert gw.reversals_of(tr) == []
+
+
+def test_reversals_are_listed_newest_first_page_by_page() -> None:
+    clock = ManualClock(T0)
+    gw = simulated.SimulatedGateway(clock=clock, seed=1, page_size=2, sleep=never_sleep)
+    tr = paid(gw)
+    made: list[str] = []
+    for n in range(1, 6):
+        if n % 2:
+            made.append(gw.reverse(tr, 10).id)
+        else:
+            outcome = gw.create_reversal(reversal(tr, n, amount_cents=10))
+            assert isinstance(outcome, outcomes.Reversed)
+            made.append(outcome.stripe_reversal_id)
+        clock.advance(1)
+
+    listing = gw.list_reversals(tr)
+    first = next(listing)
+    gw.reverse(tr, 10)  # after the first page was read: not in this listing's pages
+    rest = list(listing)
+
+    assert [r.id for r in [first, *rest]] == made[::-1]
+    assert [r.payout_reversal_key for r in [first, *rest]] == [
+        None,
+        "payout-reversal:t-1:4",
+        None,
+        "payout-reversal:t-1:2",
+        None,
+    ]
+
+
+def test_reset_forgets_reversals_and_their_keys() -> None:
+    gw = gateway()
+    tr = paid(gw)
+    gw.create_reversal(reversal(tr))
+    gw.reset()
+    tr = paid(gw)
+
+    again = gw.create_reversal(reversal(tr))
+
+    assert isinstance(again, outcomes.Reversed)
+    assert not again.replayed
+    assert gw.reversal_requests == (reversal(tr),)
+
+
+def test_random_faults_never_reverse_twice_under_one_key() -> None:
+    gw = simulated.SimulatedGateway.with_random_faults(seed=9, rates=RATES, clock=ManualClock(T0))
+    tr = gw.plant_transfer(amount_cents=10_000, destination="acct_1").id
+    answers = []
+    for n in range(1, 41):
+        for _ in range(5):
+            answer = gw.create_reversal(reversal(tr, n, amount_cents=100))
+            answers.append(answer)
+            if isinstance(answer, outcomes.Reversed):
+                break
+
+    keys = Counter(r.idempotency_key for r in gw.reversals_of(tr))
+    assert max(keys.values()) == 1
+    assert Counter(type(a).__name__ for a in answers)["Unknown"] > 0
+    [transfer] = [t for t in gw.created_transfers() if t.id == tr]
+    assert transfer.amount_reversed == 100 * len(keys)

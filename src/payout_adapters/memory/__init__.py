@@ -9,11 +9,13 @@ Public API for downstream teams. Each adapter implements one of
   switches to simulate the database going away;
 * :class:`InMemoryAccountDirectory`: which ``acct_...`` pays which user;
 * :class:`InMemoryInbox`: the settlement inbox other services write to;
+* :class:`InMemoryEventInbox`: Stripe's events, as the webhook endpoint stores them;
 * :class:`ManualClock`: time that moves only when the test moves it;
-* :class:`SimulatedGateway`: Stripe's Create Transfer with its idempotency
-  rules, and scriptable or seeded faults; its transfers listed and retrieved
-  as ``reconcile`` reads them, with transfers made elsewhere
-  (``plant_transfer``) and dashboard reversals (``reverse``) to plant.
+* :class:`SimulatedGateway`: Stripe's Create Transfer and Create Reversal with
+  their idempotency rules, and scriptable or seeded faults; its transfers and
+  their reversals listed and retrieved as ``reconcile`` reads them, with
+  transfers made elsewhere (``plant_transfer``) and dashboard reversals
+  (``reverse``) to plant.
 
 A test that pays a contest's winners and checks the ledger::
 
@@ -55,12 +57,14 @@ Between tests, build new adapters or call their ``reset()``.
 
 from payout_adapters.memory.clock import ManualClock
 from payout_adapters.memory.directory import InMemoryAccountDirectory
+from payout_adapters.memory.events import InMemoryEventInbox
 from payout_adapters.memory.gateway import SimulatedGateway
 from payout_adapters.memory.inbox import InMemoryInbox
 from payout_adapters.memory.store import InMemoryStore
 
 __all__ = [
     "InMemoryAccountDirectory",
+    "InMemoryEventInbox",
     "InMemoryInbox",
     "InMemoryStore",
     "ManualClock",

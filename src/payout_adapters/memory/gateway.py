@@ -1,17 +1,21 @@
-"""A simulated Stripe for tests and the demo: Create, List and Retrieve Transfers, in memory.
+"""A simulated Stripe for tests and the demo: Create, List and Retrieve Transfers, Create
+and List Reversals, in memory.
 
-It implements :class:`payout_core.ports.PaymentGateway` and
-:class:`payout_core.ports.TransferRecords`. Two halves:
+It implements :class:`payout_core.ports.PaymentGateway`,
+:class:`payout_core.ports.TransferRecords` and
+:class:`payout_core.ports.ReversalGateway`. Two halves:
 
-* :mod:`payout_adapters.memory.stripe_model` is Stripe: transfers, idempotency
-  keys (replays, 409 while in flight, ``idempotency_error``, saved refusals
-  and 500s, keys forgotten 24 hours after first use), the balance, accounts
-  that refuse transfers, requests that finish after their caller gave up;
+* :mod:`payout_adapters.memory.stripe_model` is Stripe: transfers and their
+  reversals, idempotency keys for both (replays, 409 while in flight,
+  ``idempotency_error``, saved refusals and 500s, keys forgotten 24 hours
+  after first use), the balance, accounts that refuse transfers, requests
+  that finish after their caller gave up;
 * this module scripts what happens on the way to it: faults, latency, threads.
 
 Failures are scripted with a *handler*, as ``httpx.MockTransport`` scripts HTTP:
-a callable that gets each request and a :class:`Call` (which attempt of this
-key it is) and returns a :class:`Fault`, or ``None`` to behave normally::
+a callable that gets each request (a transfer, a look-up or a reversal) and a
+:class:`Call` (which operation, which attempt of this key it is) and returns a
+:class:`Fault`, or ``None`` to behave normally::
 
     def lose_first_response(request, call):
         if isinstance(request, TransferRequest) and call.attempt == 1:
@@ -33,9 +37,14 @@ Stripe's own state is set with methods: ``gateway.decline("acct_x" or "user-1")`
 (a transfer payout-core did not make, or a second one for a payout) and
 ``gateway.reverse("tr_...", cents)`` (a reversal made in Stripe's dashboard).
 
-Reads (:meth:`SimulatedGateway.retrieve_transfer`, :meth:`SimulatedGateway.list_transfers`)
-are not shown to the handler: only an outage makes them fail, as it makes
-look-ups fail.
+A reversal (:meth:`SimulatedGateway.create_reversal`) meets the handler as a
+create does (``Operation.REVERSE``), with the same faults and the same key
+rules: a lost response after Stripe reversed, then a resend of the key, is
+one reversal.
+
+Reads (:meth:`SimulatedGateway.retrieve_transfer`, :meth:`SimulatedGateway.list_transfers`,
+:meth:`SimulatedGateway.list_reversals`) are not shown to the handler: only an
+outage makes them fail, as it makes look-ups fail.
 
 The gateway's clock is Stripe's clock: key ages, finish times of slow requests
 and ``created_at`` all follow it. Driven from one thread with a
@@ -51,13 +60,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, TypeVar, overload
 
 import attrs
 
 from payout_adapters import clock as clock_
 from payout_adapters.memory import stripe_model
-from payout_adapters.memory.stripe_model import TransferRecord
+from payout_adapters.memory.stripe_model import ReversalRecord, TransferRecord
 from payout_core import errors, outcomes, ports
 
 __all__ = [
@@ -67,6 +76,8 @@ __all__ = [
     "FaultRates",
     "Handler",
     "Operation",
+    "Request",
+    "ReversalRecord",
     "SimulatedGateway",
     "TransferRecord",
 ]
@@ -75,6 +86,7 @@ __all__ = [
 class Operation(enum.StrEnum):
     CREATE = "create"  # Create Transfer
     FIND = "find"  # List Transfers, filtered (the look-up of an unknown outcome)
+    REVERSE = "reverse"  # Create Reversal
 
 
 @attrs.frozen(kw_only=True)
@@ -82,9 +94,10 @@ class Call:
     """What a handler knows about a call besides the request itself."""
 
     operation: Operation
-    # Which time this key (create) or this payout transfer (find) is asked, from 1.
+    # Which time this key (create, reverse) or this payout transfer (find) is asked, from 1.
     attempt: int
-    # Which call this is on the gateway, creates and look-ups counted (not reads), from 1.
+    # Which call this is on the gateway, creates, reversals and look-ups counted
+    # (not reads), from 1.
     number: int
 
 
@@ -95,7 +108,7 @@ class FaultKind(enum.Enum):
     FINISHES_LATER = "finishes_later"
 
 
-_AnyOutcome: TypeAlias = outcomes.GatewayOutcome | outcomes.LookupOutcome
+_AnyOutcome: TypeAlias = outcomes.GatewayOutcome | outcomes.LookupOutcome | outcomes.ReversalOutcome
 _Failure: TypeAlias = outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic
 
 
@@ -118,8 +131,8 @@ class Fault:
       as when the response is lost on its way back (a look-up has no effect to
       do, so it only answers the timeout);
     * ``server_error``: a 500 is saved under the key, after creating the
-      transfer or not (``created``); this call and every later one with the key
-      answer ``Unknown("api_error", key_replays_error=True)``;
+      transfer (or the reversal) or not (``created``); this call and every
+      later one with the key answer ``Unknown("api_error", key_replays_error=True)``;
     * ``finishes_later``: Stripe takes ``seconds`` (by the gateway's clock) to
       execute the request and the caller gives up at once with
       ``Unknown("timeout")``; see :meth:`finishes_later`.
@@ -153,9 +166,10 @@ class Fault:
 
         The caller gets ``Unknown("timeout")`` at once. At Stripe the key is in
         flight until the gateway's clock reaches ``seconds`` later: a create
-        with the same key meanwhile answers 409 ``idempotency_key_in_use``, and
-        a look-up finds nothing. Then it executes as any create would at that
-        time (balance, declines) and its answer is saved under the key. It runs
+        (or reversal) with the same key meanwhile answers 409
+        ``idempotency_key_in_use``, and a look-up finds nothing. Then it
+        executes as any create would at that time (balance, declines, what is
+        left to reverse) and its answer is saved under the key. It runs
         at the first call or inspection once the clock has passed its finish
         time, or at :meth:`SimulatedGateway.finish_in_flight`. On a look-up it
         is a timeout and nothing more.
@@ -197,9 +211,10 @@ class Fault:
         )
 
 
-Handler: TypeAlias = Callable[
-    [outcomes.TransferRequest | outcomes.TransferLookup, Call], Fault | None
-]
+Request: TypeAlias = outcomes.TransferRequest | outcomes.TransferLookup | outcomes.ReversalRequest
+"""What a handler is shown: a create, a look-up or a reversal."""
+
+Handler: TypeAlias = Callable[[Request, Call], Fault | None]
 
 
 def _probability(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -212,8 +227,9 @@ class FaultRates:
     """The probability of each fault per call, drawn independently for each call.
 
     Look-ups draw too: a lost response or a server error answers ``Unknown``,
-    a rate limit ``Transient``; ``key_in_use`` applies to creates only. Half
-    of the server errors come after the transfer was created.
+    a rate limit ``Transient``; ``key_in_use`` applies to creates and
+    reversals only. Half of the server errors come after the transfer (or
+    reversal) was created.
     """
 
     lost_response: float = attrs.field(default=0.0, validator=_probability)
@@ -234,6 +250,14 @@ _GAVE_UP = outcomes.Unknown(
     code="timeout", message="simulated: the caller gave up while Stripe was still executing"
 )
 _LOOKUP_SERVER_ERROR = outcomes.Unknown(code="api_error", message="simulated 500 on list")
+
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+_Record = TypeVar("_Record", bound=_Listed)
 
 
 class SimulatedGateway:
@@ -259,8 +283,9 @@ class SimulatedGateway:
             ``(0, 0)`` by default: no call ever sleeps unless asked to.
         sleep: how to sleep (inject a fake to record latencies without waiting).
         seed: makes the ``tr_...`` ids and latencies reproducible.
-        page_size: how many transfers a page of :meth:`list_transfers` holds
-            (Stripe's largest page by default; small, to test paging cheaply).
+        page_size: how many transfers (or reversals) a page of
+            :meth:`list_transfers` (or :meth:`list_reversals`) holds (Stripe's
+            largest page by default; small, to test paging cheaply).
     """
 
     def __init__(
@@ -297,7 +322,7 @@ class SimulatedGateway:
         )
         self._attempts: dict[tuple[Operation, str], int] = {}
         self._calls = 0
-        self._requests: list[outcomes.TransferRequest] = []
+        self._writes: list[stripe_model.Write] = []
         self._lookups: list[outcomes.TransferLookup] = []
         self._outage: Fault | None = None
 
@@ -396,11 +421,13 @@ class SimulatedGateway:
                 metadata=metadata or {},
             )
 
-    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> TransferRecord:
+    def reverse(self, stripe_transfer_id: str, amount_cents: int) -> ReversalRecord:
         """Reverse ``amount_cents`` of a transfer, as an operator would in
-        Stripe's dashboard: its ``amount_reversed`` grows, and it is ``reversed``
-        once the whole amount is. Returns the transfer as it now is; the
-        balance is left as it is.
+        Stripe's dashboard: a reversal with no metadata (so no
+        ``payout_reversal_key``) and no key; the transfer's ``amount_reversed``
+        grows, and it is ``reversed`` once the whole amount is. Returns the
+        reversal; the balance is left as it is. Set-up, not a request: no
+        handler or outage applies.
 
         Raises:
             ValueError: Stripe holds no such transfer, or ``amount_cents`` is not
@@ -412,7 +439,7 @@ class SimulatedGateway:
     def systemic_outage(
         self, code: str = "authentication_error", message: str | None = None
     ) -> None:
-        """Answer every call, creates, look-ups and reads, with ``Systemic(code)``
+        """Answer every call, creates, reversals, look-ups and reads, with ``Systemic(code)``
         until :meth:`end_outage`, in front of the API (nothing saved); a listing
         raises :class:`~payout_core.errors.GatewayUnavailable` at its next page.
         Takes precedence over the handler."""
@@ -444,8 +471,8 @@ class SimulatedGateway:
             return self._stripe.next_finish_at
 
     def reset(self) -> None:
-        """Forget every transfer, key, logged request, decline, deleted account,
-        balance, request in flight and outage. The handler, clock, window,
+        """Forget every transfer, reversal, key, logged request, decline, deleted
+        account, balance, request in flight and outage. The handler, clock, window,
         latency and page size stay."""
         with self._lock:
             self._init_state()
@@ -462,12 +489,25 @@ class SimulatedGateway:
         with self._lock:
             return self._stripe.records_for(payout_transfer_id)
 
+    def reversals_of(self, stripe_transfer_id: str) -> list[ReversalRecord]:
+        """Every reversal of one transfer, made through :meth:`create_reversal`
+        or :meth:`reverse`, oldest first."""
+        with self._lock:
+            return self._stripe.reversals_of(stripe_transfer_id)
+
     @property
     def requests(self) -> tuple[outcomes.TransferRequest, ...]:
         """Every Create Transfer call received, in order, whatever it answered."""
         with self._lock:
             self._stripe.catch_up()
-            return tuple(self._requests)
+            return tuple(r for r in self._writes if isinstance(r, outcomes.TransferRequest))
+
+    @property
+    def reversal_requests(self) -> tuple[outcomes.ReversalRequest, ...]:
+        """Every Create Reversal call received, in order, whatever it answered."""
+        with self._lock:
+            self._stripe.catch_up()
+            return tuple(r for r in self._writes if isinstance(r, outcomes.ReversalRequest))
 
     @property
     def lookups(self) -> tuple[outcomes.TransferLookup, ...]:
@@ -479,48 +519,7 @@ class SimulatedGateway:
     # -- the port -------------------------------------------------------------
 
     def create_transfer(self, request: outcomes.TransferRequest) -> outcomes.GatewayOutcome:
-        # Stripe's side catches up with its clock in receive(), before it answers.
-        with self._lock:
-            self._requests.append(request)
-            call = self._next_call(Operation.CREATE, request.idempotency_key)
-            outage = self._outage
-        fault = outage or self._ask_handler(request, call)
-        if (
-            fault is not None
-            and fault.kind is FaultKind.RESPOND
-            and isinstance(fault.outcome, outcomes.Permanent)
-        ):
-            with self._lock:
-                if self._stripe.knows(request.idempotency_key):
-                    # Parameters are validated behind the idempotency layer: a
-                    # key Stripe knows is replayed, never refused anew.
-                    fault = None
-        kind = fault.kind if fault is not None else None
-        if fault is not None and kind is FaultKind.RESPOND:
-            self._pause()
-            return _as_create_outcome(fault)
-        with self._lock:
-            stripe = self._stripe  # after a reset(), this request still ends where it began
-            answer = stripe.receive(request)
-            if answer is None and fault is not None and kind is FaultKind.FINISHES_LATER:
-                stripe.execute_later(request, timedelta(seconds=fault.seconds))
-                return _GAVE_UP
-        if answer is None:
-            try:
-                self._pause()  # with the key in flight: a concurrent request meets a 409
-            except BaseException:
-                with self._lock:
-                    stripe.abandon(request)
-                raise
-            with self._lock:
-                answer = stripe.execute(
-                    request,
-                    server_error=kind is FaultKind.SERVER_ERROR,
-                    created=fault is not None and fault.created,
-                )
-        else:
-            self._pause()
-        return _LOST if kind is FaultKind.LOST_RESPONSE else answer
+        return self._send(Operation.CREATE, request)
 
     def find_transfer(self, lookup: outcomes.TransferLookup) -> outcomes.LookupOutcome:
         with self._lock:
@@ -553,6 +552,90 @@ class SimulatedGateway:
     def list_transfers(self, query: outcomes.TransferQuery) -> Iterator[outcomes.StripeTransfer]:
         """Page by page as Stripe lists, each page read when the iteration
         reaches it: an outage begun meanwhile fails the next page."""
+        pages = self._pages(
+            lambda after: self._stripe.list_page(query, starting_after=after, limit=self._page_size)
+        )
+        yield from (record.as_stripe_transfer() for record in pages)
+
+    # -- ReversalGateway ------------------------------------------------------
+
+    def create_reversal(self, request: outcomes.ReversalRequest) -> outcomes.ReversalOutcome:
+        return self._send(Operation.REVERSE, request)
+
+    def list_reversals(self, stripe_transfer_id: str) -> Iterator[outcomes.StripeReversal]:
+        """Newest first, page by page as :meth:`list_transfers`; a transfer
+        Stripe does not hold raises ``GatewayUnavailable("resource_missing")``."""
+        pages = self._pages(
+            lambda after: self._stripe.reversals_page(
+                stripe_transfer_id, starting_after=after, limit=self._page_size
+            )
+        )
+        yield from (record.as_stripe_reversal() for record in pages)
+
+    # -- inside ---------------------------------------------------------------
+
+    @overload
+    def _send(
+        self, operation: Operation, request: outcomes.TransferRequest
+    ) -> outcomes.GatewayOutcome: ...
+    @overload
+    def _send(
+        self, operation: Operation, request: outcomes.ReversalRequest
+    ) -> outcomes.ReversalOutcome: ...
+    def _send(
+        self, operation: Operation, request: stripe_model.Write
+    ) -> outcomes.GatewayOutcome | outcomes.ReversalOutcome:
+        """One write through the handler, the faults and Stripe's idempotency
+        layer: the one path of Create Transfer and Create Reversal."""
+        # Stripe's side catches up with its clock in receive(), before it answers.
+        with self._lock:
+            self._writes.append(request)
+            call = self._next_call(operation, request.idempotency_key)
+            outage = self._outage
+        fault = outage or self._ask_handler(request, call)
+        if (
+            fault is not None
+            and fault.kind is FaultKind.RESPOND
+            and isinstance(fault.outcome, outcomes.Permanent)
+        ):
+            with self._lock:
+                if self._stripe.knows(request.idempotency_key):
+                    # Parameters are validated behind the idempotency layer: a
+                    # key Stripe knows is replayed, never refused anew.
+                    fault = None
+        kind = fault.kind if fault is not None else None
+        if fault is not None and kind is FaultKind.RESPOND:
+            self._pause()
+            return _as_write_outcome(fault, request)
+        with self._lock:
+            stripe = self._stripe  # after a reset(), this request still ends where it began
+            answer = stripe.receive(request)
+            if answer is None and fault is not None and kind is FaultKind.FINISHES_LATER:
+                stripe.execute_later(request, timedelta(seconds=fault.seconds))
+                return _GAVE_UP
+        if answer is None:
+            try:
+                self._pause()  # with the key in flight: a concurrent request meets a 409
+            except BaseException:
+                with self._lock:
+                    stripe.abandon(request)
+                raise
+            with self._lock:
+                answer = stripe.execute(
+                    request,
+                    server_error=kind is FaultKind.SERVER_ERROR,
+                    created=fault is not None and fault.created,
+                )
+        else:
+            self._pause()
+        return _LOST if kind is FaultKind.LOST_RESPONSE else answer
+
+    def _pages(
+        self, read: Callable[[str | None], tuple[list[_Record], bool] | outcomes.Permanent]
+    ) -> Iterator[_Record]:
+        """Every record of a listing, one page a step as Stripe lists, each page
+        read (by ``read``, given the cursor) when the iteration reaches it: an
+        outage begun meanwhile fails the next page."""
         starting_after: str | None = None
         while True:
             with self._lock:
@@ -562,20 +645,15 @@ class SimulatedGateway:
                 failure = _as_read_failure(outage)
                 raise errors.GatewayUnavailable(failure.code, failure.message)
             with self._lock:
-                page = self._stripe.list_page(
-                    query, starting_after=starting_after, limit=self._page_size
-                )
-            if page is None:  # Stripe forgot the cursor: the gateway was reset meanwhile
-                raise errors.GatewayUnavailable(
-                    "resource_missing", f"simulated 400: no such transfer: '{starting_after}'"
-                )
+                page = read(starting_after)
+            if isinstance(page, outcomes.Permanent):
+                # No such transfer, or Stripe forgot the cursor (a reset() meanwhile).
+                raise errors.GatewayUnavailable(page.code, page.message)
             records, has_more = page
-            yield from (r.as_stripe_transfer() for r in records)
+            yield from records
             if not has_more:
                 return
             starting_after = records[-1].id
-
-    # -- inside ---------------------------------------------------------------
 
     def _next_call(self, operation: Operation, subject: str) -> Call:
         self._calls += 1
@@ -583,9 +661,7 @@ class SimulatedGateway:
         self._attempts[operation, subject] = attempt
         return Call(operation=operation, attempt=attempt, number=self._calls)
 
-    def _ask_handler(
-        self, request: outcomes.TransferRequest | outcomes.TransferLookup, call: Call
-    ) -> Fault | None:
+    def _ask_handler(self, request: Request, call: Call) -> Fault | None:
         return None if self._handler is None else self._handler(request, call)
 
     def _pause(self) -> None:
@@ -597,16 +673,25 @@ class SimulatedGateway:
         self._sleep(seconds)
 
 
-def _as_create_outcome(fault: Fault) -> outcomes.GatewayOutcome:
+def _as_write_outcome(
+    fault: Fault, request: stripe_model.Write
+) -> outcomes.GatewayOutcome | outcomes.ReversalOutcome:
     outcome = fault.outcome
-    if outcome is None or isinstance(outcome, outcomes.Found | outcomes.NotFound):
-        raise TypeError(f"{fault!r} is not an answer to Create Transfer")
-    return outcome
+    if isinstance(outcome, _Failure):
+        return outcome
+    if isinstance(request, outcomes.TransferRequest) and isinstance(outcome, outcomes.Succeeded):
+        return outcome
+    if isinstance(request, outcomes.ReversalRequest) and isinstance(outcome, outcomes.Reversed):
+        return outcome
+    endpoint = (
+        "Create Transfer" if isinstance(request, outcomes.TransferRequest) else "Create Reversal"
+    )
+    raise TypeError(f"{fault!r} is not an answer to {endpoint}")
 
 
 def _as_lookup_outcome(fault: Fault) -> outcomes.LookupOutcome:
     outcome = fault.outcome
-    if outcome is None or isinstance(outcome, outcomes.Succeeded):
+    if outcome is None or isinstance(outcome, outcomes.Succeeded | outcomes.Reversed):
         raise TypeError(f"{fault!r} is not an answer to a look-up")
     return outcome
 
@@ -614,7 +699,7 @@ def _as_lookup_outcome(fault: Fault) -> outcomes.LookupOutcome:
 def _as_read_failure(fault: Fault) -> _Failure:
     outcome = fault.outcome
     if outcome is None or isinstance(
-        outcome, outcomes.Succeeded | outcomes.Found | outcomes.NotFound
+        outcome, outcomes.Succeeded | outcomes.Reversed | outcomes.Found | outcomes.NotFound
     ):
         raise TypeError(f"{fault!r} is not a failure to read")
     return outcome
@@ -628,9 +713,7 @@ class _RandomFaults:
     random: random.Random
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
-    def __call__(
-        self, request: outcomes.TransferRequest | outcomes.TransferLookup, call: Call
-    ) -> Fault | None:
+    def __call__(self, request: Request, call: Call) -> Fault | None:
         with self._lock:
             # Two draws on every call, so one call's fault never shifts the next one's.
             draw, created = self.random.random(), self.random.random() < 0.5
@@ -640,7 +723,7 @@ class _RandomFaults:
             (self.rates.rate_limited, Fault.rate_limited()),
             (
                 self.rates.key_in_use,
-                Fault.key_in_use() if call.operation is Operation.CREATE else None,
+                Fault.key_in_use() if call.operation is not Operation.FIND else None,
             ),
         )
         for rate, fault in choices:

@@ -19,7 +19,10 @@ it enforces too, with the same errors:
 * write-ahead send intents, guarded by the claim and the send margin;
 * the stale-claim guard: an outcome is written only over the claim it came from;
 * an append-only ledger with unique ``idempotency_key``, at most one
-  ``payout_completed`` and one ``payout_failed`` row per transfer;
+  ``payout_completed`` and one ``payout_failed`` row per transfer, and per
+  transfer never more ``payout_reversed`` credits than its payment;
+* reversals written ahead as intents, one in doubt per transfer, each settled
+  once (a settled reversal never changes);
 * the row checks of the schema (``stripe_transfer_id`` iff completed, a claim
   has a lease and a token, ...): a write breaking one raises as the database's
   refusal would.
@@ -42,12 +45,15 @@ from typing import Final
 import attrs
 
 from payout_adapters import clock as clock_
-from payout_core import completion, errors, models, ports, validation
+from payout_core import completion, errors, idempotency, ledger, models, ports, validation
+from payout_core import reversal as rules
 from payout_core import state_machine as sm
 
 __all__ = ["OPERATIONS", "InMemoryStore"]
 
 S = models.TransferStatus
+R = models.ReversalStatus
+E = models.LedgerEntryType
 
 #: The names :meth:`InMemoryStore.fail_next` accepts: the store port's methods.
 OPERATIONS: Final = frozenset(
@@ -72,6 +78,10 @@ OPERATIONS: Final = frozenset(
         "transfer_histories",
         "resolve",
         "reissue",
+        "reversals_of",
+        "reversal_intent",
+        "settle_reversal",
+        "book_reversal",
     }
 )
 
@@ -151,6 +161,35 @@ def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
     return problems
 
 
+def _reversal_problems(reversal: models.Reversal) -> list[str]:
+    """The schema's checks on a reversal row (migrations/0009), as messages."""
+    problems = []
+    if reversal.sequence < 1 or reversal.idempotency_key != idempotency.reversal_key(
+        reversal.transfer_id, reversal.sequence
+    ):
+        problems.append(f"idempotency_key {reversal.idempotency_key!r} is not the sequence's")
+    if not 0 < reversal.amount_cents <= validation.MAX_AMOUNT_CENTS:
+        problems.append(
+            f"amount_cents {reversal.amount_cents} is outside 1..{validation.MAX_AMOUNT_CENTS}"
+        )
+    if not reversal.actor.strip() or len(reversal.actor) > 200:
+        problems.append("a reversal names who asked for it (200 characters at most)")
+    if not reversal.reason.strip() or len(reversal.reason) > 2000:
+        problems.append("a reversal says why (2000 characters at most)")
+    if (reversal.status is R.COMPLETED) != (reversal.stripe_reversal_id is not None):
+        problems.append("stripe_reversal_id must be set if and only if it is completed")
+    if (reversal.status is R.FAILED) != (reversal.failure_code is not None):
+        problems.append("failure_code must be set if and only if it failed")
+    return problems
+
+
+# The direction of each kind of ledger row: a payment, a reversal, or a memo.
+_DIRECTION: Final = {
+    E.PAYOUT_COMPLETED: models.LedgerDirection.DEBIT,
+    E.PAYOUT_REVERSED: models.LedgerDirection.CREDIT,
+}
+
+
 def _pin_problems(stored: models.PayoutTransfer, written: models.PayoutTransfer) -> list[str]:
     """The schema's trigger: a pinned destination never changes (rule 3)."""
     if stored.destination_account not in (None, written.destination_account):
@@ -193,6 +232,7 @@ class InMemoryStore:
         self._open: set[str] = set()  # transfers not yet terminal: the claim scans these
         self._ledger: list[models.LedgerEntry] = []
         self._ledger_keys: set[str] = set()
+        self._reversals: dict[str, models.Reversal] = {}  # by id, in write order
         self._booked: set[tuple[str, models.LedgerEntryType]] = set()
         self._runs: dict[str, models.RunReport] = {}
         self._pause = models.PauseState()
@@ -506,9 +546,7 @@ class InMemoryStore:
         if written.status.is_terminal:
             self._open.discard(written.id)
         if ledger_entry is not None:
-            self._ledger.append(ledger_entry)
-            self._ledger_keys.add(ledger_entry.idempotency_key)
-            self._booked.add((ledger_entry.transfer_id, ledger_entry.entry_type))
+            self._append(ledger_entry)
         # The job's counts move by this outcome alone, as in PostgreSQL.
         job = self._jobs[written.job_id]
         self._jobs[job.id] = completion.advance(job, outcome=written.status, now=now)
@@ -526,27 +564,181 @@ class InMemoryStore:
         """Append ``action`` at the store's time (the database's, in PostgreSQL)."""
         self._actions.append(attrs.evolve(action, created_at=self._clock.now()))
 
+    def _append(self, entry: models.LedgerEntry) -> None:
+        self._ledger.append(entry)
+        self._ledger_keys.add(entry.idempotency_key)
+        self._booked.add((entry.transfer_id, entry.entry_type))
+
     def _ledger_problems(self, entry: models.LedgerEntry) -> list[str]:
-        """What the ledger's keys and checks refuse (migrations/0002)."""
+        """What the ledger's keys, checks and trigger refuse (migrations/0002, 0009)."""
         problems = []
         if entry.idempotency_key in self._ledger_keys:
             problems.append(f"ledger key {entry.idempotency_key!r} is already booked")
-        once = (models.LedgerEntryType.PAYOUT_COMPLETED, models.LedgerEntryType.PAYOUT_FAILED)
+        once = (E.PAYOUT_COMPLETED, E.PAYOUT_FAILED)
         if entry.entry_type in once and (entry.transfer_id, entry.entry_type) in self._booked:
             problems.append(f"transfer {entry.transfer_id} already has a {entry.entry_type} row")
         if entry.transfer_id not in self._transfers or entry.job_id not in self._jobs:
             problems.append("the ledger row's transfer or job does not exist")
-        debit = entry.direction is models.LedgerDirection.DEBIT
-        if debit != (entry.entry_type is models.LedgerEntryType.PAYOUT_COMPLETED):
-            problems.append("only a payout_completed row is a debit")
-        if (
-            entry.entry_type is models.LedgerEntryType.PAYOUT_COMPLETED
-            and entry.stripe_transfer_id is None
+        if entry.direction is not _DIRECTION.get(entry.entry_type, models.LedgerDirection.MEMO):
+            problems.append("a payment is a debit, a reversal a credit, anything else a memo")
+        if entry.entry_type in (E.PAYOUT_COMPLETED, E.PAYOUT_REVERSED) and (
+            entry.stripe_transfer_id is None
         ):
-            problems.append("a payout_completed row needs its stripe_transfer_id")
+            problems.append(f"a {entry.entry_type} row needs its stripe_transfer_id")
+        if (entry.stripe_reversal_id is not None) != (entry.entry_type is E.PAYOUT_REVERSED):
+            problems.append("stripe_reversal_id is set on payout_reversed rows only")
+        if entry.stripe_reversal_id is not None and any(
+            e.stripe_reversal_id == entry.stripe_reversal_id for e in self._ledger
+        ):
+            problems.append(f"reversal {entry.stripe_reversal_id} is already booked")
         if entry.attempt_number < 1:
             problems.append("attempt_number must be >= 1")
+        if entry.entry_type is E.PAYOUT_REVERSED:
+            problems.extend(self._credit_problems(entry))
         return problems
+
+    def _credit_problems(self, credit: models.LedgerEntry) -> list[str]:
+        """The ledger's trigger (payout_ledger_reversed_within_paid): per transfer,
+        never more back than its payment. (A row whose key is booked already
+        never gets here: the callers book nothing then, as ON CONFLICT does.)"""
+        rows = [e for e in self._ledger if e.transfer_id == credit.transfer_id]
+        paid = next((e for e in rows if e.entry_type is E.PAYOUT_COMPLETED), None)
+        if paid is None:
+            return [
+                f"transfer {credit.transfer_id} was never paid: a reversal of "
+                f"{credit.amount_cents} {credit.currency} has nothing to reverse"
+            ]
+        if (credit.currency, credit.stripe_transfer_id) != (paid.currency, paid.stripe_transfer_id):
+            return [
+                f"transfer {credit.transfer_id} was paid in {paid.currency} by "
+                f"{paid.stripe_transfer_id}; a reversal in {credit.currency} of "
+                f"{credit.stripe_transfer_id} is not of it"
+            ]
+        reversed_ = ledger.booked_reversals(rows)
+        if reversed_ + credit.amount_cents > paid.amount_cents:
+            return [
+                f"transfer {credit.transfer_id} was paid {paid.amount_cents} {paid.currency}, "
+                f"{reversed_} came back already: {credit.amount_cents} more is too much"
+            ]
+        return []
+
+    def _refused(self, transfer_id: str, event: str, problems: Sequence[str]) -> None:
+        """Raise what PostgreSQL's refusal becomes, when there is one."""
+        if problems:
+            stored = self._transfers.get(transfer_id)
+            status = "missing" if stored is None else stored.status.value
+            raise errors.IllegalTransition(transfer_id, status, f"{event}: {problems[0]}")
+
+    # -- reversals (DESIGN 7) -----------------------------------------------------
+
+    def reversals_of(self, transfer_id: str) -> list[models.Reversal]:
+        with self._operation("reversals_of"):
+            return self._reversals_of(transfer_id)
+
+    def _reversals_of(self, transfer_id: str) -> list[models.Reversal]:
+        found = [r for r in self._reversals.values() if r.transfer_id == transfer_id]
+        return sorted(found, key=lambda r: r.sequence)
+
+    def reversal_intent(self, reversal: models.Reversal) -> models.Reversal | ports.ReversalRefused:
+        if reversal.status is not R.SENDING or reversal.stripe_reversal_id or reversal.failure_code:
+            raise ValueError(f"reversal {reversal.id} is {reversal.status}: an intent is sending")
+        with self._operation("reversal_intent"):
+            refused = self._refuse_intent(reversal)
+            if refused is not None:
+                return refused
+            written = attrs.evolve(
+                reversal, created_at=self._clock.now(), updated_at=self._clock.now()
+            )
+            problems = _reversal_problems(written)
+            if written.id in self._reversals:
+                problems.append(f"reversal {written.id} exists")
+            self._refused(written.transfer_id, "reverse", problems)
+            self._reversals[written.id] = written
+            return written
+
+    def _refuse_intent(self, asked: models.Reversal) -> ports.ReversalRefused | None:
+        """WRITE_REVERSAL_INTENT's guard: why ``asked`` must not be written, if it must not."""
+        transfer = self._transfers.get(asked.transfer_id)
+        if transfer is None:
+            return ports.ReversalRefused(why="no such transfer")
+        if transfer.status is not S.COMPLETED:
+            unpaid = f"the transfer is {transfer.status}, not completed: nothing was paid"
+            return ports.ReversalRefused(why=unpaid)
+        earlier = self._reversals_of(transfer.id)
+        amounts = rules.amounts(
+            transfer, [e for e in self._ledger if e.transfer_id == transfer.id], earlier
+        )
+        in_doubt = [r.idempotency_key for r in earlier if r.status is R.SENDING]
+        next_sequence = max((r.sequence for r in earlier), default=0) + 1
+        why: str | None = None
+        if (transfer.stripe_transfer_id, transfer.currency) != (
+            asked.stripe_transfer_id,
+            asked.currency,
+        ):
+            why = (
+                f"the transfer was paid by {transfer.stripe_transfer_id} in {transfer.currency}, "
+                f"not by {asked.stripe_transfer_id} in {asked.currency}"
+            )
+        elif in_doubt:
+            why = f"reversal {in_doubt[0]} is still in doubt: resolve it first"
+        elif asked.sequence != next_sequence:
+            why = f"sequence {asked.sequence} is not the next one ({next_sequence})"
+        elif asked.amount_cents > amounts.left:
+            why = f"cannot reverse {asked.amount_cents}: more than is left"
+        return None if why is None else ports.ReversalRefused(why=why, amounts=amounts)
+
+    def settle_reversal(
+        self,
+        *,
+        before: models.Reversal,
+        after: models.Reversal,
+        ledger_entry: models.LedgerEntry | None,
+        action: models.OperatorAction | None,
+    ) -> bool:
+        rules.check_settlement(before, after, ledger_entry, action)
+        with self._operation("settle_reversal"):
+            stored = self._reversals.get(before.id)
+            if stored is None or stored.status is not R.SENDING:
+                return False  # settled meanwhile (a webhook, another run): nothing written
+            written = attrs.evolve(
+                stored,
+                status=after.status,
+                stripe_reversal_id=after.stripe_reversal_id,
+                failure_code=after.failure_code,
+                failure_message=after.failure_message,
+                updated_at=after.updated_at,
+            )
+            problems = _reversal_problems(written)
+            if written.stripe_reversal_id is not None and any(
+                r.stripe_reversal_id == written.stripe_reversal_id for r in self._reversals.values()
+            ):
+                problems.append(f"reversal {written.stripe_reversal_id} settles another already")
+            credit = ledger_entry
+            if credit is not None and credit.idempotency_key in self._ledger_keys:
+                credit = None  # booked already (a webhook saw it first): ON CONFLICT DO NOTHING
+            if credit is not None:
+                problems.extend(self._ledger_problems(credit))
+            if action is not None:
+                problems.extend(self._action_problems(action))
+            event = f"settle reversal {before.idempotency_key} as {after.status.value}"
+            self._refused(before.transfer_id, event, problems)
+            self._reversals[written.id] = written
+            if credit is not None:
+                self._append(credit)
+            if action is not None:
+                self._act(action)
+            return True
+
+    def book_reversal(self, entry: models.LedgerEntry) -> bool:
+        if entry.entry_type is not E.PAYOUT_REVERSED:
+            raise ValueError(f"{entry.idempotency_key} is a {entry.entry_type}, not a reversal")
+        with self._operation("book_reversal"):
+            if entry.idempotency_key in self._ledger_keys:
+                return False  # booked already, whoever saw it first
+            event = f"book reversal {entry.stripe_reversal_id}"
+            self._refused(entry.transfer_id, event, self._ledger_problems(entry))
+            self._append(entry)
+            return True
 
     def pause_state(self) -> models.PauseState:
         with self._operation("pause_state"):

@@ -10,6 +10,7 @@
     try:
         store = postgres.PostgresStore(pool)    # ...the adapters only borrow from it
         directory = postgres.PostgresAccountDirectory(pool)
+        events = postgres.PostgresEventInbox(pool)  # Stripe's, stored by the webhook
         ...
     finally:
         pool.close()
@@ -23,6 +24,7 @@ import psycopg
 import psycopg_pool
 
 from payout_adapters.postgres import translate
+from payout_adapters.postgres.events import PostgresEventInbox
 from payout_adapters.postgres.migrator import MigrationError, migrate, pending_migrations
 from payout_adapters.postgres.store import (
     PostgresAccountDirectory,
@@ -34,6 +36,7 @@ from payout_adapters.postgres.store import (
 __all__ = [
     "MigrationError",
     "PostgresAccountDirectory",
+    "PostgresEventInbox",
     "PostgresInbox",
     "PostgresRateLimiter",
     "PostgresStore",

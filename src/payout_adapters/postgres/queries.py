@@ -35,7 +35,7 @@ DATABASE_NOW: Final = "coalesce(%(now)s::timestamptz, now())"
 LEDGER_COLUMNS: Final = """
     idempotency_key, entry_type, direction, amount_cents, currency, transfer_id,
     job_id, contest_id, user_id, attempt_number, stripe_transfer_id, failure_code,
-    created_at
+    stripe_reversal_id, created_at
 """
 
 RUN_COLUMNS: Final = """
@@ -312,13 +312,12 @@ advanced AS (
     RETURNING id
 )"""
 
-# The outcome's ledger row, written only with the outcome the CTE `recorded`
-# wrote. Its unique idempotency_key books an attempt once; the table's trigger
-# refuses any later UPDATE or DELETE.
-_BOOK_LEDGER_ENTRY: Final = (
-    """
-booked AS (
-    INSERT INTO payout_ledger ("""
+# Append one ledger row (its parameters prefixed ledger_, rows.ledger_params).
+# Its unique idempotency_key books it once; the table's trigger refuses any
+# later UPDATE or DELETE, and a payout_reversed credit is refused when it would
+# bring more back than was paid (payout_ledger_reversed_within_paid, 0009).
+INSERT_LEDGER_ENTRY: Final = (
+    "INSERT INTO payout_ledger ("
     + LEDGER_COLUMNS
     + """)
     SELECT %(ledger_idempotency_key)s::text, %(ledger_entry_type)s::text,
@@ -326,11 +325,13 @@ booked AS (
            %(ledger_currency)s::text, %(ledger_transfer_id)s::uuid, %(ledger_job_id)s::uuid,
            %(ledger_contest_id)s::text, %(ledger_user_id)s::text,
            %(ledger_attempt_number)s::integer, %(ledger_stripe_transfer_id)s::text,
-           %(ledger_failure_code)s::text, %(ledger_created_at)s::timestamptz
-    FROM recorded
-    RETURNING id
-)"""
+           %(ledger_failure_code)s::text, %(ledger_stripe_reversal_id)s::text,
+           %(ledger_created_at)s::timestamptz"""
 )
+
+# The same, as the CTE `booked`, written only with the outcome the CTE
+# `recorded` wrote.
+_BOOK_LEDGER_ENTRY: Final = "\nbooked AS (" + INSERT_LEDGER_ENTRY + " FROM recorded RETURNING id)"
 
 _RECORDED: Final = " SELECT count(*) AS recorded FROM recorded"
 
@@ -732,6 +733,142 @@ OPERATOR_ACTIONS_OF_TRANSFER: Final = (
     " ORDER BY id DESC LIMIT %(limit)s"
 )
 
+# -- reversals (DESIGN 7) ----------------------------------------------------------
+
+REVERSAL_COLUMNS: Final = """
+    id, transfer_id, sequence, idempotency_key, stripe_transfer_id, amount_cents,
+    currency, actor, reason, status, stripe_reversal_id, failure_code, failure_message,
+    created_at, updated_at
+"""
+
+# A transfer's reversals, first first. Unique index payout_reversals_transfer_sequence_key.
+REVERSALS_OF: Final = (
+    "SELECT "
+    + REVERSAL_COLUMNS
+    + " FROM payout_reversals WHERE transfer_id = %(transfer_id)s ORDER BY sequence"
+)
+
+# The first statement of a reversal's intent: the transfer's row lock (primary
+# key), held until commit. The ledger's trigger takes the same lock before it
+# books a credit (0009), so intents and credits of one transfer happen one
+# after the other, and WRITE_REVERSAL_INTENT, a statement of its own, reads
+# (READ COMMITTED) what the holder before it committed.
+LOCK_TRANSFER_FOR_REVERSAL: Final = (
+    "SELECT id FROM payout_transfers WHERE id = %(transfer_id)s FOR NO KEY UPDATE"
+)
+
+# The write-ahead intent of a reversal, written only if the transfer is
+# completed (by this Stripe transfer, in this currency), none of its reversals
+# is in doubt, this sequence is the next, and the amount is no more than what
+# is left: paid less every credit booked in the ledger, payout-core's and the
+# dashboard's. `refusal` says why not (nothing written then), with the
+# amounts; payout_reversals_one_sending_idx is the last line behind the guard.
+# created_at and updated_at are the database's time.
+WRITE_REVERSAL_INTENT: Final = (
+    """
+WITH clock AS (SELECT """
+    + DATABASE_NOW
+    + """ AS now),
+transfer AS (
+    SELECT t.status, t.amount_cents, t.currency, t.stripe_transfer_id
+    FROM (SELECT) AS one LEFT JOIN payout_transfers AS t ON t.id = %(transfer_id)s
+),
+booked AS (
+    SELECT coalesce(sum(amount_cents), 0) AS reversed
+    FROM payout_ledger
+    WHERE transfer_id = %(transfer_id)s AND entry_type = 'payout_reversed'
+),
+asked AS (
+    SELECT coalesce(max(sequence), 0) AS last_sequence,
+           coalesce(sum(amount_cents) FILTER (WHERE status = 'sending'), 0) AS in_doubt,
+           min(idempotency_key) FILTER (WHERE status = 'sending') AS in_doubt_key
+    FROM payout_reversals
+    WHERE transfer_id = %(transfer_id)s
+),
+state AS (
+    SELECT transfer.status AS transfer_status,
+           CASE WHEN transfer.status = 'completed' THEN transfer.amount_cents ELSE 0 END
+               AS paid,
+           booked.reversed,
+           asked.in_doubt,
+           CASE
+               WHEN transfer.status IS NULL THEN 'no such transfer'
+               WHEN transfer.status <> 'completed'
+                   THEN format('the transfer is %%s, not completed: nothing was paid',
+                               transfer.status)
+               WHEN (transfer.stripe_transfer_id, transfer.currency)
+                    IS DISTINCT FROM (%(stripe_transfer_id)s::text, %(currency)s::text)
+                   THEN format('the transfer was paid by %%s in %%s, not by %%s in %%s',
+                               transfer.stripe_transfer_id, transfer.currency,
+                               %(stripe_transfer_id)s::text, %(currency)s::text)
+               WHEN asked.in_doubt_key IS NOT NULL
+                   THEN format('reversal %%s is still in doubt: resolve it first',
+                               asked.in_doubt_key)
+               WHEN %(sequence)s::integer <> asked.last_sequence + 1
+                   THEN format('sequence %%s is not the next one (%%s)',
+                               %(sequence)s::integer, asked.last_sequence + 1)
+               WHEN %(amount_cents)s::bigint > transfer.amount_cents - booked.reversed
+                   THEN format('cannot reverse %%s: more than is left', %(amount_cents)s::bigint)
+           END AS refusal
+    FROM transfer, booked, asked
+),
+written AS (
+    INSERT INTO payout_reversals ("""
+    + REVERSAL_COLUMNS
+    + """)
+    SELECT %(id)s::uuid, %(transfer_id)s::uuid, %(sequence)s::integer,
+           %(idempotency_key)s::text, %(stripe_transfer_id)s::text,
+           %(amount_cents)s::bigint, %(currency)s::text, %(actor)s::text, %(reason)s::text,
+           'sending', NULL, NULL, NULL, clock.now, clock.now
+    FROM state, clock
+    WHERE state.refusal IS NULL
+    RETURNING """
+    + REVERSAL_COLUMNS
+    + """
+)
+SELECT state.*, written.* FROM state LEFT JOIN written ON true
+"""
+)
+
+# A reversal's conclusive answer, only while the stored reversal is still in
+# doubt (no row back otherwise: settled meanwhile, nothing written). The
+# table's trigger refuses any change to a settled row (0009). Row lock on the
+# reversal (primary key) until commit.
+_SETTLE_REVERSAL: Final = """
+UPDATE payout_reversals
+SET status = %(status)s,
+    stripe_reversal_id = %(stripe_reversal_id)s,
+    failure_code = %(failure_code)s,
+    failure_message = %(failure_message)s,
+    updated_at = %(updated_at)s
+WHERE id = %(id)s AND status = 'sending'
+RETURNING id
+"""
+
+# Stripe reversed nothing under the key: the reversal fails, nothing is booked.
+SETTLE_REVERSAL_AS_FAILED: Final = "WITH recorded AS (" + _SETTLE_REVERSAL + ")" + _RECORDED
+
+# Stripe reversed it: the reversal, its credit and the operator's action in ONE
+# statement, each written only with the reversal the CTE `recorded` settled.
+# The credit is booked unless its key is (a webhook saw the reversal first):
+# ON CONFLICT on payout_ledger_idempotency_key_key. The ledger's trigger
+# refuses a credit beyond what was paid, and then nothing at all is written.
+SETTLE_REVERSAL_AS_COMPLETED: Final = (
+    "WITH recorded AS ("
+    + _SETTLE_REVERSAL
+    + "),\nbooked AS ("
+    + INSERT_LEDGER_ENTRY
+    + " FROM recorded ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),"
+    + _RECORD_ACTION
+    + _RECORDED
+)
+
+# A reversal payout-core did not ask for (Stripe's dashboard): its credit,
+# once (payout_ledger_idempotency_key_key); a row back when this booked it.
+BOOK_REVERSAL: Final = (
+    INSERT_LEDGER_ENTRY + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1 AS recorded"
+)
+
 # -- settlement inbox -----------------------------------------------------------
 
 # Rows not yet taken, oldest first. Partial index payout_settlement_inbox_new_idx.
@@ -756,6 +893,34 @@ INBOX_MARK_REJECTED: Final = """
 UPDATE payout_settlement_inbox
 SET status = 'rejected', rejected_reason = %(reason)s, taken_at = %(now)s
 WHERE id = %(id)s AND status = 'new'
+"""
+
+# -- Stripe's events (the webhook endpoint) ------------------------------------------
+
+# Store an event unless its id is known (primary key): a row back when new.
+# The payload must be JSON (the jsonb cast refuses anything else).
+ACCEPT_EVENT: Final = """
+INSERT INTO payout_webhook_events (id, type, payload, received_at)
+VALUES (%(id)s, %(type)s, %(payload)s::jsonb, %(received_at)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+# The events not yet applied, in arrival order. Partial index
+# payout_webhook_events_unprocessed_idx.
+UNPROCESSED_EVENTS: Final = """
+SELECT id, type, payload::text AS payload, received_at
+FROM payout_webhook_events
+WHERE processed_at IS NULL
+ORDER BY arrival
+LIMIT %(limit)s
+"""
+
+# The event was applied. Only once: an event marked already keeps its first outcome.
+MARK_EVENT_PROCESSED: Final = """
+UPDATE payout_webhook_events
+SET processed_at = %(now)s, outcome = %(outcome)s
+WHERE id = %(id)s AND processed_at IS NULL
 """
 
 # -- migrations -----------------------------------------------------------------

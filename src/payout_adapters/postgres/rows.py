@@ -10,12 +10,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 from psycopg.types.json import Jsonb
 
-from payout_core import models
+from payout_core import models, ports
 
 __all__ = [
     "as_uuid",
+    "event_from_row",
+    "event_params",
     "job_from_row",
     "job_params",
     "ledger_entry_from_row",
@@ -24,8 +27,11 @@ __all__ = [
     "operator_action_params",
     "outcome_params",
     "pause_from_row",
+    "reversal_from_row",
+    "reversal_params",
     "run_from_row",
     "run_params",
+    "settlement_params",
     "transfer_from_row",
     "transfers_params",
 ]
@@ -206,6 +212,7 @@ def ledger_entry_from_row(row: Row) -> models.LedgerEntry:
         attempt_number=row["attempt_number"],
         stripe_transfer_id=row["stripe_transfer_id"],
         failure_code=row["failure_code"],
+        stripe_reversal_id=row["stripe_reversal_id"],
         created_at=row["created_at"],
     )
 
@@ -224,6 +231,7 @@ def ledger_params(entry: models.LedgerEntry) -> dict[str, Any]:
         "attempt_number": entry.attempt_number,
         "stripe_transfer_id": entry.stripe_transfer_id,
         "failure_code": entry.failure_code,
+        "stripe_reversal_id": entry.stripe_reversal_id,
         "created_at": entry.created_at,
     }
 
@@ -297,3 +305,48 @@ def operator_action_params(action: models.OperatorAction) -> dict[str, Any]:
         "before": None if action.before is None else Jsonb(action.before),
         "after": None if action.after is None else Jsonb(action.after),
     }
+
+
+def reversal_from_row(row: Row) -> models.Reversal:
+    values = {f.name: row[f.name] for f in attrs.fields(models.Reversal)}
+    return models.Reversal(
+        **values
+        | {
+            "id": _text(row["id"]),
+            "transfer_id": _text(row["transfer_id"]),
+            "status": models.ReversalStatus(row["status"]),
+        }
+    )
+
+
+def reversal_params(reversal: models.Reversal) -> dict[str, Any]:
+    """Every column of ``reversal``, as WRITE_REVERSAL_INTENT and _SETTLE_REVERSAL take them."""
+    values = {f.name: getattr(reversal, f.name) for f in attrs.fields(models.Reversal)}
+    return values | {
+        "id": _uuid(reversal.id, "reversal id"),
+        "transfer_id": _uuid(reversal.transfer_id, "reversal transfer id"),
+        "status": reversal.status.value,
+    }
+
+
+def settlement_params(after: models.Reversal) -> dict[str, Any]:
+    """What _SETTLE_REVERSAL writes: a reversal's answer (what was asked never changes)."""
+    return {
+        "id": _uuid(after.id, "reversal id"),
+        "status": after.status.value,
+        "stripe_reversal_id": after.stripe_reversal_id,
+        "failure_code": after.failure_code,
+        "failure_message": after.failure_message,
+        "updated_at": after.updated_at,
+    }
+
+
+def event_from_row(row: Row) -> ports.StripeEvent:
+    return ports.StripeEvent(
+        id=row["id"], type=row["type"], payload=row["payload"], received_at=row["received_at"]
+    )
+
+
+def event_params(event: ports.StripeEvent) -> dict[str, Any]:
+    """What ACCEPT_EVENT writes: every field, the payload as its JSON text."""
+    return {f.name: getattr(event, f.name) for f in attrs.fields(ports.StripeEvent)}

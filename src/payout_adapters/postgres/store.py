@@ -27,12 +27,21 @@ from psycopg.rows import DictRow, dict_row
 from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
 from payout_core import errors, models, pacing, ports
+from payout_core import reversal as rules
 from payout_core import state_machine as sm
 
-__all__ = ["PostgresAccountDirectory", "PostgresInbox", "PostgresRateLimiter", "PostgresStore"]
+__all__ = [
+    "Database",
+    "PostgresAccountDirectory",
+    "PostgresInbox",
+    "PostgresRateLimiter",
+    "PostgresStore",
+]
+
+R = models.ReversalStatus
 
 
-class _Database:
+class Database:
     """Borrow a pooled connection for one transaction."""
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
@@ -96,7 +105,6 @@ def _check_totals(job: models.PayoutJob, transfers: Sequence[models.PayoutTransf
         )
 
 
-# The operator action that closes a transfer needing an operator, by verdict.
 def _id_bound(after: str, what: str) -> uuid.UUID:
     """A page's lower bound: the last id of the page before, a UUID as every id here."""
     key = rows.as_uuid(after)
@@ -122,8 +130,13 @@ def _outcome_params(
         "job_failed": int(updated.status is models.TransferStatus.FAILED_TERMINAL),
     }
     if ledger_entry is not None:
-        params |= {f"ledger_{k}": v for k, v in rows.ledger_params(ledger_entry).items()}
+        params |= _ledger_params(ledger_entry)
     return params
+
+
+def _ledger_params(entry: models.LedgerEntry) -> dict[str, Any]:
+    """What INSERT_LEDGER_ENTRY takes: the row's columns, prefixed ``ledger_``."""
+    return {f"ledger_{k}": v for k, v in rows.ledger_params(entry).items()}
 
 
 class PostgresStore:
@@ -141,7 +154,7 @@ class PostgresStore:
     def __init__(
         self, pool: psycopg_pool.ConnectionPool, *, clock: ports.Clock | None = None
     ) -> None:
-        self._db = _Database(pool)
+        self._db = Database(pool)
         self._clock = clock
 
     def _now(self) -> datetime | None:
@@ -322,21 +335,98 @@ class PostgresStore:
         action: str,
         query: LiteralString,
         params: dict[str, Any],
-        transfer: models.PayoutTransfer,
+        transfer: models.PayoutTransfer | str,
         event: str,
     ) -> bool:
-        """Run one of the guarded statements that change a transfer and what
-        hangs on it; whether it wrote (its guard held). A constraint's refusal
-        is a bug in what was asked, named as an illegal transition."""
-        with self._db.statements(action) as cursor:
-            try:
+        """Run one of the guarded statements that change a transfer (the model
+        as the caller knows it, or its id) and what hangs on it; whether it
+        wrote (its guard held). A constraint's or trigger's refusal is a bug in
+        what was asked, named as an illegal transition from the stored status."""
+        try:
+            with self._db.statements(action) as cursor:
                 row = cursor.execute(query, params).fetchone()
+        except psycopg.IntegrityError as exc:
+            problem = translate.constraint_problem(exc)
+            # Read once the connection is back: a pool of one must not wait on itself.
+            stored = self.get_transfer(transfer) if isinstance(transfer, str) else transfer
+            raise errors.IllegalTransition(
+                stored.id if stored else str(transfer),
+                stored.status.value if stored else "missing",
+                f"{event}: {problem}",
+            ) from exc
+        return row is not None and row["recorded"] == 1
+
+    # -- reversals (DESIGN 7) ----------------------------------------------------
+
+    def reversals_of(self, transfer_id: str) -> list[models.Reversal]:
+        key = rows.as_uuid(transfer_id)
+        if key is None:
+            return []
+        found = self._db.fetch_all(
+            "read a transfer's reversals", q.REVERSALS_OF, {"transfer_id": key}
+        )
+        return [rows.reversal_from_row(row) for row in found]
+
+    def reversal_intent(self, reversal: models.Reversal) -> models.Reversal | ports.ReversalRefused:
+        if reversal.status is not R.SENDING or reversal.stripe_reversal_id or reversal.failure_code:
+            raise ValueError(f"reversal {reversal.id} is {reversal.status}: an intent is sending")
+        if rows.as_uuid(reversal.transfer_id) is None:
+            return ports.ReversalRefused(why="no such transfer")
+        params = {**rows.reversal_params(reversal), "now": self._now()}
+        with self._db.transaction("write a reversal intent") as cursor:
+            # Two statements: the second reads what the lock's holder before it committed.
+            cursor.execute(q.LOCK_TRANSFER_FOR_REVERSAL, params)
+            try:
+                row = cursor.execute(q.WRITE_REVERSAL_INTENT, params).fetchone()
             except psycopg.IntegrityError as exc:
                 problem = translate.constraint_problem(exc)
                 raise errors.IllegalTransition(
-                    transfer.id, transfer.status.value, f"{event}: {problem}"
+                    reversal.transfer_id, "completed", f"reverse: {problem}"
                 ) from exc
-        return row is not None and row["recorded"] == 1
+        if row is None:  # pragma: no cover - the statement always returns its state
+            raise errors.StoreUnavailable("a reversal intent returned nothing; try again")
+        if row["refusal"] is None:
+            return rows.reversal_from_row(row)
+        amounts = None
+        if row["transfer_status"] == models.TransferStatus.COMPLETED:
+            amounts = rules.Amounts(
+                paid=row["paid"], reversed=row["reversed"], in_doubt=row["in_doubt"]
+            )
+        return ports.ReversalRefused(why=row["refusal"], amounts=amounts)
+
+    def settle_reversal(
+        self,
+        *,
+        before: models.Reversal,
+        after: models.Reversal,
+        ledger_entry: models.LedgerEntry | None,
+        action: models.OperatorAction | None,
+    ) -> bool:
+        rules.check_settlement(before, after, ledger_entry, action)
+        params: dict[str, Any] = {**rows.settlement_params(after), "now": self._now()}
+        query = q.SETTLE_REVERSAL_AS_FAILED
+        if ledger_entry is not None and action is not None:
+            params |= _ledger_params(ledger_entry) | rows.operator_action_params(action)
+            query = q.SETTLE_REVERSAL_AS_COMPLETED
+        # One statement: the answer, its credit and the action, all or nothing.
+        return self._write(
+            "settle a reversal",
+            query,
+            params,
+            before.transfer_id,
+            f"settle reversal {before.idempotency_key} as {after.status.value}",
+        )
+
+    def book_reversal(self, entry: models.LedgerEntry) -> bool:
+        if entry.entry_type is not models.LedgerEntryType.PAYOUT_REVERSED:
+            raise ValueError(f"{entry.idempotency_key} is a {entry.entry_type}, not a reversal")
+        return self._write(
+            "book a reversal",
+            q.BOOK_REVERSAL,
+            _ledger_params(entry),
+            entry.transfer_id,
+            f"book reversal {entry.stripe_reversal_id}",
+        )
 
     def pause_state(self) -> models.PauseState:
         row = self._db.fetch_one("read the pause", q.PAUSE_STATE, {})
@@ -529,7 +619,7 @@ class PostgresAccountDirectory:
     """:class:`payout_core.ports.AccountDirectory` on ``user_stripe_accounts``."""
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
-        self._db = _Database(pool)
+        self._db = Database(pool)
 
     def account_for(self, user_id: str) -> str | None:
         row = self._db.fetch_one("read a connected account", q.ACCOUNT_FOR, {"user_id": user_id})
@@ -578,7 +668,7 @@ class PostgresRateLimiter:
         missing = set(ports.Budget) - set(rates)
         if missing or not all(r > 0 for r in rates.values()):
             raise ValueError(f"every budget needs a rate > 0, got {dict(rates)}")
-        self._db = _Database(pool)
+        self._db = Database(pool)
         self._interval = {
             b: timedelta(seconds=1.0 / (rates[b] * pacing.HEADROOM)) for b in ports.Budget
         }
@@ -633,7 +723,7 @@ class PostgresInbox:
     """
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
-        self._db = _Database(pool)
+        self._db = Database(pool)
 
     def unprocessed(self, *, limit: int) -> list[ports.InboxItem]:
         found = self._db.fetch_all(

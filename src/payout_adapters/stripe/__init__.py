@@ -1,5 +1,5 @@
-"""The Stripe adapter: :class:`StripeGateway` on the official ``stripe`` SDK, both
-the payment gateway and the read-only transfer records of
+"""The Stripe adapter: :class:`StripeGateway` on the official ``stripe`` SDK, the
+payment gateway, the read-only transfer records and the reversal gateway of
 :mod:`payout_core.ports`.
 
 :mod:`~payout_adapters.stripe.classify` holds the one table from Stripe's

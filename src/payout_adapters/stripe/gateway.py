@@ -1,4 +1,5 @@
-"""The payment gateway on Stripe Connect transfers, through the official ``stripe`` SDK.
+"""The payment gateway on Stripe Connect transfers and their reversals, through the
+official ``stripe`` SDK.
 
 Choices worth knowing (``docs/stripe-errors.md`` says the same for operators):
 
@@ -13,15 +14,20 @@ Choices worth knowing (``docs/stripe-errors.md`` says the same for operators):
 * **Timeout**: the ``requests`` HTTP client the SDK uses by default, with
   ``timeout_seconds`` for connecting and for each read (the SDK's default is
   80 s). ``requests`` is a dependency of ``stripe``.
-* **Rate limit**: every request first takes a slot of its budget (a create of
-  Create Transfer's, each page of a look-up and a retrieve of the reads') from
+* **Rate limit**: every request first takes a slot of its budget (a create or
+  a reversal of the create budget's, waiting no longer than a create may; each
+  page of a look-up or a listing and a retrieve of the reads') from
   a :class:`payout_core.ports.RateLimiter`: the fleet's shared schedule in
   ``payout-core loop``, :class:`~payout_adapters.stripe.rate_limit.LocalRateLimiter`
   by default. A 429 pushes the budget back by its ``Retry-After``.
-* **Reads** (:class:`payout_core.ports.TransferRecords`, and the look-up of
-  :meth:`StripeGateway.find_transfer`) walk List Transfers with
-  ``starting_after``, one request and one read slot a page, so a listing of
-  any length is paced with the fleet's other reads and held one page at a time.
+* **Reads** (:class:`payout_core.ports.TransferRecords`, the look-up of
+  :meth:`StripeGateway.find_transfer`, and :meth:`StripeGateway.list_reversals`)
+  walk List Transfers or List Reversals with ``starting_after``, one request
+  and one read slot a page, so a listing of any length is paced with the
+  fleet's other reads and held one page at a time.
+* **Reversals** (:class:`payout_core.ports.ReversalGateway`) are writes like
+  creates: one request under the reversal's idempotency key, its failures
+  classified by the same table, a replay read from ``Idempotent-Replayed``.
 * **The API key** lives in the SDK client and in a field that is left out of
   ``repr``; every message that leaves this module is passed through
   :func:`~payout_adapters.stripe.classify.redact`.
@@ -34,7 +40,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import stripe
@@ -44,7 +50,12 @@ from payout_adapters.stripe import rate_limit as limits
 from payout_core import errors, outcomes, ports
 
 if TYPE_CHECKING:
-    from stripe.params import TransferCreateParams, TransferListParams
+    from stripe.params import (
+        TransferCreateParams,
+        TransferListParams,
+        TransferReversalCreateParams,
+        TransferReversalListParams,
+    )
 
 __all__ = ["PAGE_SIZE", "StripeGateway"]
 
@@ -55,6 +66,7 @@ PAGE_SIZE = 100  # Stripe's largest page: the fewest requests for a listing
 # 30 s within which a send must leave its intent (payout_core.attempt.SEND_START_LIMIT).
 CREATE_MAX_WAIT_SECONDS = 10.0
 R = TypeVar("R")
+Listed = TypeVar("Listed", stripe.Transfer, stripe.TransferReversal)
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -74,15 +86,16 @@ def _key(_instance: object, _attribute: attrs.Attribute[str], value: str) -> Non
 
 @attrs.define(kw_only=True)
 class StripeGateway:
-    """:class:`payout_core.ports.PaymentGateway` and
-    :class:`payout_core.ports.TransferRecords` on Stripe.
+    """:class:`payout_core.ports.PaymentGateway`,
+    :class:`payout_core.ports.TransferRecords` and
+    :class:`payout_core.ports.ReversalGateway` on Stripe.
 
     ``api_base`` points the SDK elsewhere than ``https://api.stripe.com`` (a
     local fake in tests). ``limiter`` paces the requests; by default a new
     :class:`LocalRateLimiter` at ``rate_limit`` requests per second for each
     budget. Pass one limiter to several gateways to make them share it (the
-    command line passes the fleet's). ``page_size`` is how many transfers a
-    list request asks for (tests make it small to page cheaply). Call
+    command line passes the fleet's). ``page_size`` is how many transfers (or
+    reversals) a list request asks for (tests make it small to page cheaply). Call
     :meth:`close` when done.
     """
 
@@ -141,17 +154,7 @@ class StripeGateway:
         )
         if not isinstance(result, stripe.Transfer):
             return result
-        response = result.last_response
-        replayed = response is not None and response.headers.get("Idempotent-Replayed") == "true"
-        log.debug(
-            "payout.stripe.transfer_created",
-            extra={
-                **ids,
-                "stripe_transfer_id": result.id,
-                "replayed": replayed,
-                "request_id": response.request_id if response is not None else None,
-            },
-        )
+        replayed = _created("payout.stripe.transfer_created", "stripe_transfer_id", result, ids)
         return outcomes.Succeeded(stripe_transfer_id=result.id, replayed=replayed)
 
     def find_transfer(self, lookup: outcomes.TransferLookup) -> outcomes.LookupOutcome:
@@ -164,7 +167,7 @@ class StripeGateway:
         ids = {"payout_transfer_id": lookup.payout_transfer_id, "destination": lookup.destination}
         matches: list[str] = []  # newest first, as Stripe lists
         pages = 0
-        for page in self._pages(params, ids):
+        for page in self._pages("list_transfers", ids, functools.partial(self._list, params)):
             if not isinstance(page, list):
                 return page  # a NotFound needs every page: an unread one leaves it open
             pages += 1
@@ -185,9 +188,7 @@ class StripeGateway:
     # -- TransferRecords -----------------------------------------------------------------------
 
     def retrieve_transfer(self, stripe_transfer_id: str) -> outcomes.RetrieveOutcome:
-        if not stripe_transfer_id:
-            # The SDK would turn an empty id into /v1/transfers/, a listing.
-            raise ValueError("stripe_transfer_id must not be empty")
+        _transfer_id(stripe_transfer_id)
         result = self._call(
             "retrieve_transfer",
             ports.Budget.READ,
@@ -214,30 +215,74 @@ class StripeGateway:
             if query.created_since is None
             else query.created_since.isoformat(),
         }
-        for page in self._pages(params, ids):
+        pages = self._pages("list_transfers", ids, functools.partial(self._list, params))
+        for page in pages:
             if not isinstance(page, list):
                 raise errors.GatewayUnavailable(page.code, page.message)
             yield from (_as_stripe_transfer(t) for t in page)
 
+    # -- ReversalGateway -----------------------------------------------------------------------
+
+    def create_reversal(self, request: outcomes.ReversalRequest) -> outcomes.ReversalOutcome:
+        _transfer_id(request.stripe_transfer_id)
+        params: TransferReversalCreateParams = {
+            "amount": request.amount_cents,
+            "metadata": dict(request.metadata),
+        }
+        ids = {
+            "idempotency_key": request.idempotency_key,
+            "stripe_transfer_id": request.stripe_transfer_id,
+        }
+        result = self._call(
+            "create_reversal",
+            ports.Budget.CREATE,
+            ids,
+            lambda: self._client.v1.transfers.reversals.create(
+                request.stripe_transfer_id,
+                params,
+                options={"idempotency_key": request.idempotency_key},
+            ),
+        )
+        if not isinstance(result, stripe.TransferReversal):
+            return result
+        replayed = _created("payout.stripe.reversal_created", "stripe_reversal_id", result, ids)
+        return outcomes.Reversed(stripe_reversal_id=result.id, replayed=replayed)
+
+    def list_reversals(self, stripe_transfer_id: str) -> Iterator[outcomes.StripeReversal]:
+        """Newest first, as Stripe lists them; a transfer Stripe does not hold
+        raises ``GatewayUnavailable("resource_missing")``."""
+        _transfer_id(stripe_transfer_id)
+        ids = {"stripe_transfer_id": stripe_transfer_id}
+        pages = self._pages(
+            "list_reversals", ids, functools.partial(self._list_reversals, stripe_transfer_id)
+        )
+        for page in pages:
+            if not isinstance(page, list):
+                raise errors.GatewayUnavailable(page.code, page.message)
+            yield from (_as_stripe_reversal(r) for r in page)
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _pages(
-        self, params: TransferListParams, ids: Mapping[str, str | None]
-    ) -> Iterator[list[stripe.Transfer] | classify.Failed]:
-        """List Transfers, one page per step of the iteration, each one request
-        on the read budget, following ``starting_after`` until Stripe has no more.
+        self,
+        operation: str,
+        ids: Mapping[str, str | None],
+        list_page: Callable[[int, str | None], stripe.ListObject[Listed]],
+    ) -> Iterator[list[Listed] | classify.Failed]:
+        """A listing, one page per step of the iteration, each one request on the
+        read budget (``list_page(limit, starting_after)``), following
+        ``starting_after`` until Stripe has no more.
 
         A page that cannot be read is yielded as its failure outcome, and ends
         the iteration: whatever the caller concludes needs every page.
         """
-        params = params.copy()
-        params["limit"] = self.page_size
+        starting_after: str | None = None
         while True:
             page = self._call(
-                "list_transfers",
+                operation,
                 ports.Budget.READ,
                 ids,
-                functools.partial(self._list, params.copy()),
+                functools.partial(list_page, self.page_size, starting_after),
             )
             if not isinstance(page, stripe.ListObject):
                 yield page
@@ -246,17 +291,31 @@ class StripeGateway:
             if not page.has_more or not page.data:
                 return
             last = page.data[-1].id
-            if last == params.get("starting_after"):
+            if last == starting_after:
                 yield outcomes.Unknown(
                     code="pagination_stuck",
                     message=f"Stripe returned the same page twice after {last}; "
                     "the listing cannot be completed",
                 )
                 return
-            params["starting_after"] = last
+            starting_after = last
 
-    def _list(self, params: TransferListParams) -> stripe.ListObject[stripe.Transfer]:
+    def _list(
+        self, params: TransferListParams, limit: int, starting_after: str | None
+    ) -> stripe.ListObject[stripe.Transfer]:
+        params = params.copy()
+        params["limit"] = limit
+        if starting_after is not None:
+            params["starting_after"] = starting_after
         return self._client.v1.transfers.list(params)
+
+    def _list_reversals(
+        self, stripe_transfer_id: str, limit: int, starting_after: str | None
+    ) -> stripe.ListObject[stripe.TransferReversal]:
+        params: TransferReversalListParams = {"limit": limit}
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        return self._client.v1.transfers.reversals.list(stripe_transfer_id, params)
 
     def _retrieve(self, stripe_transfer_id: str) -> stripe.Transfer | outcomes.NotFound:
         try:
@@ -320,6 +379,35 @@ class StripeGateway:
         return outcome
 
 
+def _transfer_id(stripe_transfer_id: str) -> None:
+    if not stripe_transfer_id:
+        # The SDK would turn an empty id into /v1/transfers/, a listing, or
+        # /v1/transfers//reversals: a request to the wrong endpoint.
+        raise ValueError("stripe_transfer_id must not be empty")
+
+
+def _created(
+    event: str,
+    id_field: str,
+    created: stripe.Transfer | stripe.TransferReversal,
+    ids: Mapping[str, Any],
+) -> bool:
+    """Log what a write made (its id as ``id_field``); whether Stripe replayed
+    it from the idempotency key."""
+    response = created.last_response
+    replayed = response is not None and response.headers.get("Idempotent-Replayed") == "true"
+    log.debug(
+        event,
+        extra={
+            **ids,
+            id_field: created.id,
+            "replayed": replayed,
+            "request_id": response.request_id if response is not None else None,
+        },
+    )
+    return replayed
+
+
 def _as_stripe_transfer(transfer: stripe.Transfer) -> outcomes.StripeTransfer:
     destination = transfer.destination  # an Account when expanded
     return outcomes.StripeTransfer(
@@ -336,8 +424,24 @@ def _as_stripe_transfer(transfer: stripe.Transfer) -> outcomes.StripeTransfer:
 
 
 def _payout_transfer_id(transfer: stripe.Transfer) -> str | None:
-    metadata = getattr(transfer, "metadata", None)
-    if metadata is None or "payout_transfer_id" not in metadata:
+    return _metadata(transfer, "payout_transfer_id")
+
+
+def _metadata(stripe_object: stripe.Transfer | stripe.TransferReversal, name: str) -> str | None:
+    metadata = getattr(stripe_object, "metadata", None)
+    if metadata is None or name not in metadata:
         return None
-    value = metadata["payout_transfer_id"]
+    value = metadata[name]
     return value if isinstance(value, str) else None
+
+
+def _as_stripe_reversal(reversal: stripe.TransferReversal) -> outcomes.StripeReversal:
+    transfer = reversal.transfer  # a Transfer when expanded
+    return outcomes.StripeReversal(
+        id=reversal.id,
+        stripe_transfer_id=transfer if isinstance(transfer, str) else transfer.id,
+        amount_cents=reversal.amount,
+        currency=reversal.currency,
+        created_at=datetime.fromtimestamp(reversal.created, tz=UTC),
+        payout_reversal_key=_metadata(reversal, "payout_reversal_key"),
+    )

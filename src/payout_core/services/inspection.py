@@ -1,8 +1,9 @@
 """One transfer, whole: what ``payout-core transfers show`` prints.
 
 The transfer with its attempts and key generations, its ledger rows, the
-operator actions on it, and what Stripe holds for it (one look-up, on the
-fleet's read budget when the gateway paces its requests).
+operator actions on it, the reversals asked for it, and what Stripe holds for
+it (one look-up, on the fleet's read budget when the gateway paces its
+requests).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class TransferView:
     keys: list[KeyUse]  # every generation so far, the current one last
     ledger: list[models.LedgerEntry]  # in write order
     actions: list[models.OperatorAction]  # newest first
+    reversals: list[models.Reversal]  # those payout-core asked for, first first
     at_stripe: outcomes.LookupOutcome | None  # None: Stripe was not asked
 
 
@@ -66,5 +68,6 @@ def view_transfer(
         keys=keys,
         ledger=store.ledger(transfer_id=transfer.id),
         actions=store.operator_actions(limit=100, transfer_id=transfer.id),
+        reversals=store.reversals_of(transfer.id),
         at_stripe=at_stripe,
     )

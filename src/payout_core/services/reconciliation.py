@@ -17,7 +17,7 @@ finding                what it means
                        about it, or one that waits for an operator (resolve it)
 ``mismatch``           amount, currency, destination or group differ from the record,
                        or the record names another Stripe transfer
-``reversed``           Stripe reversed (part of) a transfer
+``reversed``           Stripe's reversals of a transfer differ from the ledger's credits
 ``missing_at_stripe``  a completed transfer whose Stripe transfer does not exist
 =====================  ===================================================================
 
@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from payout_core import errors, idempotency, models, outcomes, ports, reconcile
+from payout_core import errors, idempotency, ledger, models, outcomes, ports, reconcile
 
 __all__ = [
     "CLOCK_SKEW",
@@ -145,9 +145,10 @@ class _Known:
     destination: str | None
     stripe_transfer_id: str | None
     key_first_sent_at: datetime | None
+    reversed_cents: int  # booked in the ledger as come back
 
     @classmethod
-    def of(cls, t: models.PayoutTransfer) -> _Known:
+    def of(cls, t: models.PayoutTransfer, rows: Iterable[models.LedgerEntry]) -> _Known:
         return cls(
             t.status,
             t.amount_cents,
@@ -156,6 +157,7 @@ class _Known:
             t.destination_account,
             t.stripe_transfer_id,
             t.key_first_sent_at,
+            ledger.booked_reversals(rows),
         )
 
 
@@ -234,7 +236,7 @@ def _check_store(
             while histories := store.transfer_histories(job.id, after=after, limit=_TRANSFERS_PAGE):
                 for h in histories:
                     check.add(h.transfer, h.ledger)
-                    known[h.transfer.id] = _Known.of(h.transfer)
+                    known[h.transfer.id] = _Known.of(h.transfer, h.ledger)
                 after = histories[-1].transfer.id
                 progress(Progress(stage="database", done=len(known), total=total))
             findings.extend(
@@ -308,7 +310,11 @@ class _StripeSide:
             # The store's latest word: a transfer scheduled, reissued or paid
             # while the listing ran is matched as it is now.
             current = self.store.get_transfer(pid)
-            k = _Known.of(current) if current is not None else None
+            k = (
+                _Known.of(current, self.store.ledger(transfer_id=pid))
+                if current is not None
+                else None
+            )
         if pid is None or k is None:
             named = "no metadata.payout_transfer_id" if pid is None else f"payout_transfer_id {pid}"
             self._report(
@@ -372,13 +378,13 @@ class _StripeSide:
                 f"Stripe's {remote.id} has {name} {at_stripe!r}, payout-core recorded {recorded!r}",
                 pid,
             )
-        if remote.reversed or remote.amount_reversed:
-            whole = " (all of it)" if remote.reversed else ""
+        if remote.amount_reversed != k.reversed_cents:
             self._report(
                 FindingKind.REVERSED,
                 remote,
                 f"Stripe reversed {remote.amount_reversed} of {remote.amount_cents} "
-                f"{remote.currency} of {remote.id}{whole}",
+                f"{remote.currency} of {remote.id}, the ledger books {k.reversed_cents} "
+                "(a missed webhook: `payout-core webhooks serve` books them as they come)",
                 pid,
             )
 
