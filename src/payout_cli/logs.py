@@ -2,29 +2,26 @@
 
 Events have stable dotted names (``payout.transfer.completed``) and carry ids
 (run, job, transfer), never whole objects. As a last line of defence every
-line is scrubbed of anything shaped like a Stripe key or a URL password.
+line goes through the one secret scrubber, :func:`payout_adapters.redaction.scrub`
+(here as :func:`scrub`, which ``output`` uses for what it prints).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from payout_adapters import redaction
+
 __all__ = ["configure", "scrub"]
 
-_SECRET = re.compile(r"\b(sk|rk)_(live|test)_[A-Za-z0-9]+")
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]*@")
+scrub = redaction.scrub  # the one scrubber, by the name the CLI calls it
+
 # Attributes every LogRecord has; anything else came in through ``extra=``.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-
-
-def scrub(text: str) -> str:
-    """``text`` with Stripe keys and URL passwords masked."""
-    return _URL_PASSWORD.sub(r"\1***@", _SECRET.sub(r"\1_\2_***", text))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

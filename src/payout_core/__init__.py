@@ -5,6 +5,7 @@ policy, settlement validation, the ports and the application services. It does
 no I/O of its own; adapters (``payout_adapters``) plug into its ports.
 """
 
+from payout_core.attempt import AttemptResult, Disposition
 from payout_core.errors import (
     DuplicatePayout,
     IllegalTransition,
@@ -42,12 +43,8 @@ from payout_core.outcomes import (
 )
 from payout_core.ports import AccountDirectory, Clock, PaymentGateway, PayoutStore, ScheduleResult
 from payout_core.retry import RetryPolicy
-from payout_core.services.execution import (
-    AttemptResult,
-    Disposition,
-    execute_claimed,
-    execute_transfer,
-)
+from payout_core.services.attempting import execute_transfer
+from payout_core.services.execution import execute_claimed
 from payout_core.services.scheduling import schedule_payout_for_settlement
 from payout_core.services.tick import WorkerSettings, run_tick
 from payout_core.validation import parse_settlement

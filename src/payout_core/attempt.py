@@ -3,11 +3,11 @@
 :func:`run_attempt` is a generator: it yields each piece of I/O it needs (an
 operation below), is sent back its result, and returns the
 :class:`AttemptResult`. It never touches a store, a gateway or a clock itself.
-Two drivers run it: :func:`payout_core.services.execution.execute_transfer`
-does each operation at once, and the deterministic simulation
-(``tests/simulation``) does each one at a simulated time of its choosing, with
-crashes, stalls and outages in between. Both drive this very code, so what the
-simulation proves is proved of the engine (the sans-I/O pattern of h11).
+Two drivers run it: :func:`payout_core.services.attempting.drive` does each
+operation at once, and the deterministic simulation (``tests/simulation``)
+does each one at a simulated time of its choosing, with crashes, stalls and
+outages in between. Both drive this very code, so what the simulation proves
+is proved of the engine (the sans-I/O pattern of h11).
 
 The order of one attempt (docs/exactly-once.md explains each rule):
 
@@ -19,6 +19,18 @@ The order of one attempt (docs/exactly-once.md explains each rule):
 3. for a send: the write-ahead intent (rule 2), then the request, only if it
    leaves within :data:`SEND_START_LIMIT` of the intent;
 4. record the outcome: the transfer, its ledger row, its job, all at once.
+
+The worker's own clock is read only on the way to a send, at most twice:
+just before the intent (:class:`ReadLocalClock`) and as the request leaves
+(the driver calls :meth:`Send.too_late`); never after the send. The time
+between the two reads is rule 2's start limit; every time the attempt decides
+or records with is the database's (rule 1).
+
+Why one module of this length: it holds one idea, the attempt, whole. The
+operations a driver performs are the attempt's half of the conversation and
+the functions after :func:`run_attempt` say what each answer means; the rules
+of docs/exactly-once.md read here top to bottom, and cutting the answers from
+the questions would send a reader of one rule through two files.
 """
 
 from __future__ import annotations
@@ -107,7 +119,8 @@ class ReadAccount:
 @attrs.frozen(kw_only=True)
 class ReadLocalClock:
     """Answer with the worker's own clock. Only ever used for elapsed time:
-    an offset between hosts changes nothing."""
+    an offset between hosts changes nothing. Asked once per send, just before
+    its intent; :meth:`Send.too_late` takes the one other read."""
 
 
 @attrs.frozen(kw_only=True)
@@ -124,7 +137,8 @@ class WriteIntent:
 class Send:
     """Answer with ``PaymentGateway.create_transfer(request)``, or with
     :data:`TOO_LATE` without sending when :meth:`too_late` says so at the
-    moment of sending."""
+    moment of sending: the driver reads the worker's clock for it right
+    before the request, so that a stall since the intent is seen."""
 
     request: outcomes.TransferRequest
     intent_began: datetime  # the worker's clock just before the intent

@@ -35,7 +35,7 @@ from typing import Final
 import attrs
 
 from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, SimulatedGateway
-from payout_adapters.memory.gateway import Call, Fault, Operation, Request
+from payout_adapters.memory.faults import Call, Fault, Operation, Request
 from payout_core import attempt, errors, models, outcomes, reconcile, retry, validation
 from payout_core import state_machine as sm
 from payout_core.services import scheduling

@@ -12,6 +12,7 @@ from payout_adapters import clock, postgres
 from payout_adapters.memory import (
     InMemoryAccountDirectory,
     InMemoryEventInbox,
+    InMemoryInbox,
     InMemoryStore,
     ManualClock,
     SimulatedGateway,
@@ -27,8 +28,9 @@ from payout_core.services import ledger_export
 def memory_adapters() -> None:
     store: ports.PayoutStore = InMemoryStore()
     events: ports.EventInbox = InMemoryEventInbox()
+    settlements: ports.SettlementInbox = InMemoryInbox()
     ledger: ledger_export.LedgerReader = memory_ledger.InMemoryLedgerReader(InMemoryStore())
-    del events, ledger
+    del events, ledger, settlements
     directory: ports.AccountDirectory = InMemoryAccountDirectory()
     gateway: ports.PaymentGateway = SimulatedGateway()
     records: ports.TransferRecords = SimulatedGateway()

@@ -16,7 +16,7 @@ from payout_adapters.memory import (
     ManualClock,
     SimulatedGateway,
 )
-from payout_adapters.memory.gateway import Call, Fault, Operation, Request
+from payout_adapters.memory.faults import Call, Fault, Operation, Request
 from payout_core import idempotency, models
 from payout_core import state_machine as sm
 from payout_core.services import scheduling, tick

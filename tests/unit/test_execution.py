@@ -1,6 +1,7 @@
-"""Executing transfers: one attempt (:mod:`payout_core.attempt`) and its driver
-(:mod:`payout_core.services.execution`), rule by rule of DESIGN 3, "Exactly once,
-under every interleaving".
+"""Executing transfers: one attempt (:mod:`payout_core.attempt`), its driver
+(:mod:`payout_core.services.attempting`) and the slots that run many at once
+(:mod:`payout_core.services.execution`), rule by rule of DESIGN 3, "Exactly
+once, under every interleaving".
 
 The in-memory store has a clock of its own, the database's; the simulated Stripe
 runs on that clock too (its key ages and slow requests); the worker has its own
@@ -27,13 +28,13 @@ from payout_adapters.memory import (
 from payout_adapters.memory import gateway as simulated
 from payout_core import attempt, errors, idempotency, ledger, models, outcomes, ports, retry
 from payout_core import state_machine as sm
-from payout_core.services import execution, scheduling, tick
+from payout_core.services import attempting, execution, scheduling, tick
 
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 Fault = simulated.Fault
 S = models.TransferStatus
 Entry = models.LedgerEntryType
-D = execution.Disposition
+D = attempt.Disposition
 Request = simulated.Request
 
 #: Half of the full-jitter range, every time: 15 s after a first try, 30 s after a second.
@@ -122,8 +123,8 @@ class Payouts:
     def claim(self, worker: str) -> list[models.PayoutTransfer]:
         return self.store.claim_due(limit=100, lease=LEASE, token=worker)
 
-    def execute(self, claimed: models.PayoutTransfer) -> execution.AttemptResult:
-        return execution.execute_transfer(
+    def execute(self, claimed: models.PayoutTransfer) -> attempt.AttemptResult:
+        return attempting.execute_transfer(
             transfer=claimed,
             store=self.store,
             directory=self.directory,
@@ -138,7 +139,7 @@ class Payouts:
         *,
         concurrency: int,
         stop: threading.Event | None = None,
-    ) -> list[execution.AttemptResult]:
+    ) -> list[attempt.AttemptResult]:
         return execution.execute_claimed(
             transfers=claimed,
             store=self.store,
@@ -233,12 +234,12 @@ def scripted(
     return handler
 
 
-def finish(steps: attempt.Attempt, answer: object) -> execution.AttemptResult:
+def finish(steps: attempt.Attempt, answer: object) -> attempt.AttemptResult:
     """Send the last answer an attempt needs and return its result."""
     with pytest.raises(StopIteration) as done:
         steps.send(answer)
     result = done.value.value
-    assert isinstance(result, execution.AttemptResult)
+    assert isinstance(result, attempt.AttemptResult)
     return result
 
 
@@ -1555,7 +1556,7 @@ def test_run_attempt_asks_for_the_account_the_clock_the_intent_the_send_and_the_
 
     result = finish(steps, True)
 
-    assert result == execution.AttemptResult(transfer=record.updated, disposition=D.COMPLETED)
+    assert result == attempt.AttemptResult(transfer=record.updated, disposition=D.COMPLETED)
 
 
 def test_run_attempt_resends_an_uncertain_key_to_its_pinned_destination_without_the_directory() -> (

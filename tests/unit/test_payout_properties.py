@@ -28,10 +28,10 @@ from payout_adapters.memory import (
     ManualClock,
     SimulatedGateway,
 )
-from payout_adapters.memory.gateway import Call, Fault, Request
+from payout_adapters.memory.faults import Call, Fault, Request
 from payout_core import errors, ledger, models, reconcile, retry
 from payout_core import reversal as rules
-from payout_core.services import execution, reversals, scheduling, tick
+from payout_core.services import attempting, reversals, scheduling, tick
 
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
@@ -232,7 +232,7 @@ class PayoutMachine(RuleBasedStateMachine):
         if not self.held:
             return
         for transfer in self.held.pop(0):
-            execution.execute_transfer(
+            attempting.execute_transfer(
                 transfer=transfer,
                 store=self.store,
                 directory=self.directory,

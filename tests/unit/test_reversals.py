@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from payout_adapters.memory.gateway import Fault
+from payout_adapters.memory.faults import Fault
 from payout_core import errors, models, outcomes
 from payout_core import reversal as rules
 from payout_core.services import reconciliation, reversals

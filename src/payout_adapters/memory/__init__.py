@@ -12,7 +12,8 @@ Public API for downstream teams. Each adapter implements one of
 * :class:`InMemoryEventInbox`: Stripe's events, as the webhook endpoint stores them;
 * :class:`ManualClock`: time that moves only when the test moves it;
 * :class:`SimulatedGateway`: Stripe's Create Transfer and Create Reversal with
-  their idempotency rules, and scriptable or seeded faults; its transfers and
+  their idempotency rules, and scriptable or seeded faults (the handler, ``Fault``
+  and ``FaultRates`` of :mod:`payout_adapters.memory.faults`); its transfers and
   their reversals listed and retrieved as ``reconcile`` reads them, with
   transfers made elsewhere (``plant_transfer``) and dashboard reversals
   (``reverse``) to plant.

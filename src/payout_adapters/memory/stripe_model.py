@@ -2,10 +2,11 @@
 
 :class:`StripeModel` is what Stripe (API v1) does with Create Transfer, List
 Transfers, Create Reversal and List Reversals, with no faults and no threads:
-:class:`~payout_adapters.memory.gateway.SimulatedGateway` wraps it with fault
-scripting, latency and a lock. The rules it keeps are the ones payout-core's
-exactly-once rules rely on (DESIGN.md section 3), each pinned against the fake
-Stripe server too by ``tests/contracts/gateway_contract.py``:
+:class:`~payout_adapters.memory.gateway.SimulatedGateway` wraps it with the
+faults a test scripts (:mod:`payout_adapters.memory.faults`), latency and a
+lock. The rules it keeps are the ones payout-core's exactly-once rules rely on
+(DESIGN.md section 3), each pinned against the fake Stripe server too by
+``tests/contracts/gateway_contract.py``:
 
 * **One idempotency layer for every write.** Create Transfer and Create
   Reversal go through the same keys, as at Stripe, where a key belongs to the
@@ -46,8 +47,15 @@ Stripe server too by ``tests/contracts/gateway_contract.py``:
   dashboard (:meth:`StripeModel.reverse`, no metadata) change what the reads
   see, and nothing else (the balance is left as it is).
 
-Nothing here reads the wall clock or sleeps: driven from one thread with a
-manual clock and a seeded generator, it is deterministic.
+Nothing here reads the wall clock or sleeps: its time is its ``clock``'s
+(:class:`payout_core.ports.Clock`), so, driven from one thread with a manual
+clock and a seeded generator, it is deterministic.
+
+Why one long module: it is one idea, Stripe's behaviour, and the rules above
+share one state (a key's saved answer is the transfer or the reversal its
+endpoint made; a late execution runs the endpoint as of its finish time).
+Split by endpoint, each half would need the other's indexes; the records and
+the paging helper at the top and bottom are what the reads hand out.
 """
 
 from __future__ import annotations

@@ -6,26 +6,26 @@ matching :data:`RULES` row decides the outcome. A network failure has no status
 and no Stripe code; :func:`describe` names it from the exception chain the SDK
 and ``requests``/``urllib3`` leave behind, so the same table covers it.
 
-The verdicts (see :class:`Verdict`):
+Each row names the outcome itself, a class of :mod:`payout_core.outcomes`:
 
-* ``TRANSIENT``: nothing was created by this request; retry later.
-* ``UNKNOWN``: a transfer may exist or still be created (a timeout, a 5xx Stripe
+* ``Transient``: nothing was created by this request; retry later.
+* ``Unknown``: a transfer may exist or still be created (a timeout, a 5xx Stripe
   did not save, a 409 while an earlier request with the key still runs); send
   the same key again, and Stripe replays what happened (409 while it is still
   running). Never decided on.
-* ``UNKNOWN_KEY_SPENT``: a transfer may exist *and* the key can only ever answer
-  this error again: Stripe saved a 500 (or any 5xx it replays) under it, or the
-  key was first used with other parameters (``idempotency_error``). Only a
-  look-up decides (``Unknown(key_replays_error=True)``).
-* ``PERMANENT``: the winner's or the request's fault; retrying cannot help.
-* ``SYSTEMIC``: the platform's fault (bad key, no permission); it would fail
+* ``Unknown`` with ``key_replays_error``: a transfer may exist *and* the key
+  can only ever answer this error again: Stripe saved a 500 (or any 5xx it
+  replays) under it, or the key was first used with other parameters
+  (``idempotency_error``). Only a look-up decides.
+* ``Permanent``: the winner's or the request's fault; retrying cannot help.
+* ``Systemic``: the platform's fault (bad key, no permission); it would fail
   every winner alike, so nobody's attempt is spent.
-* ``SYSTEMIC_SAVED``: as ``SYSTEMIC``, but Stripe executed the request and
-  saved the refusal under the key (``balance_insufficient``): the key created
-  nothing and would replay the refusal for a day, so the transfer's next
-  request needs its next key (``Systemic(conclusive=True)``).
+* ``Systemic`` and ``conclusive``: Stripe executed the request and saved the
+  refusal under the key (``balance_insufficient``): the key created nothing
+  and would replay the refusal for a day, so the transfer's next request
+  needs its next key.
 
-Why 502/503/504 are ``UNKNOWN`` and not ``UNKNOWN_KEY_SPENT``: Stripe saves a
+Why 502/503/504 are ``Unknown`` without ``key_replays_error``: Stripe saves a
 result only once the endpoint has begun executing, and a gateway timeout in
 front of the API may come back while the endpoint is *still* executing. A
 look-up at that moment finds nothing and would move to a new key while the
@@ -33,16 +33,14 @@ first request can still create a transfer: paid twice. Sending the same key
 again is always safe: it is refused with a 409 while the first request runs,
 replays its result once it is done, or executes once if it never arrived. If
 the 5xx was saved after all, the retry gets it back marked
-``Idempotent-Replayed`` and that replay is ``UNKNOWN_KEY_SPENT``.
+``Idempotent-Replayed``, and that replay is ``Unknown`` with ``key_replays_error``.
 
 ``docs/stripe-errors.md`` is this table as an operator reads it.
 """
 
 from __future__ import annotations
 
-import enum
 import http.client
-import re
 import ssl
 from collections.abc import Iterator
 from typing import Final
@@ -58,22 +56,16 @@ __all__ = [
     "Failed",
     "Failure",
     "Rule",
-    "Verdict",
     "classify",
     "classify_error",
     "describe",
-    "redact",
     "rule_for",
 ]
 
 
-class Verdict(enum.Enum):
-    TRANSIENT = "transient"
-    UNKNOWN = "unknown"
-    UNKNOWN_KEY_SPENT = "unknown, key spent"
-    PERMANENT = "permanent"
-    SYSTEMIC = "systemic"
-    SYSTEMIC_SAVED = "systemic, saved under the key"
+Failed = outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic
+"""The outcomes a failed request can have (a :data:`payout_core.outcomes.GatewayOutcome`
+that is not a success)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +88,8 @@ class Rule:
     """One row: which failures it matches, what they mean, what the operator reads.
 
     ``status``, ``code``, ``param`` and ``replayed`` of ``None`` match anything.
+    ``outcome`` is the class of the answer, with its ``key_replays_error`` (an
+    ``Unknown``'s) or ``conclusive`` (a ``Systemic``'s) when the row says so.
     ``name`` is the failure code recorded on the transfer when Stripe gave none.
     """
 
@@ -104,9 +98,17 @@ class Rule:
     code: str | None = None
     param: str | None = None
     replayed: bool | None = None
-    verdict: Verdict
+    outcome: type[Failed]
+    key_replays_error: bool = False
+    conclusive: bool = False
     name: str
     explain: str
+
+    def __attrs_post_init__(self) -> None:
+        if self.key_replays_error and self.outcome is not outcomes.Unknown:
+            raise ValueError(f"{self.name}: only an Unknown has a key that replays its error")
+        if self.conclusive and self.outcome is not outcomes.Systemic:
+            raise ValueError(f"{self.name}: only a Systemic is marked conclusive")
 
     def matches(self, failure: Failure) -> bool:
         if not issubclass(failure.exception, self.exception):
@@ -126,116 +128,115 @@ class Rule:
         return failure.status == self.status
 
 
-# Short names keep each row on a few lines: T transient, U unknown, K unknown with
-# the key spent, P permanent, S systemic, SK systemic saved under the key.
-T, U, K, P, S, SK = (
-    Verdict.TRANSIENT,
-    Verdict.UNKNOWN,
-    Verdict.UNKNOWN_KEY_SPENT,
-    Verdict.PERMANENT,
-    Verdict.SYSTEMIC,
-    Verdict.SYSTEMIC_SAVED,
-)
+# Short names keep each row on a few lines.
+Transient, Unknown = outcomes.Transient, outcomes.Unknown
+Permanent, Systemic = outcomes.Permanent, outcomes.Systemic
 Net, Api = stripe.APIConnectionError, stripe.StripeError
 Invalid = stripe.InvalidRequestError
 
 RULES: Final[tuple[Rule, ...]] = (
     # -- no answer: the network ----------------------------------------------------------------
-    Rule(exception=Net, code="connection_refused", verdict=T, name="connection_refused",
+    Rule(exception=Net, code="connection_refused", outcome=Transient, name="connection_refused",
          explain="Stripe refused the connection; nothing was sent"),
-    Rule(exception=Net, code="connect_failed", verdict=T, name="connect_failed",
+    Rule(exception=Net, code="connect_failed", outcome=Transient, name="connect_failed",
          explain="could not connect to Stripe (DNS or network); nothing was sent"),
-    Rule(exception=Net, code="connect_timeout", verdict=T, name="connect_timeout",
+    Rule(exception=Net, code="connect_timeout", outcome=Transient, name="connect_timeout",
          explain="connecting to Stripe timed out; nothing was sent"),
-    Rule(exception=Net, code="tls_certificate_rejected", verdict=S,
+    Rule(exception=Net, code="tls_certificate_rejected", outcome=Systemic,
          name="tls_certificate_rejected",
          explain="Stripe's TLS certificate was not trusted: something is intercepting TLS "
          "or PAYOUT_STRIPE_API_BASE points at the wrong host; nothing was sent"),
-    Rule(exception=Net, code="timeout", verdict=U, name="timeout",
+    Rule(exception=Net, code="timeout", outcome=Unknown, name="timeout",
          explain="Stripe did not answer within PAYOUT_STRIPE_TIMEOUT_SECONDS; the transfer "
          "may exist, the same idempotency key is sent again"),
-    Rule(exception=Net, code="connection_lost", verdict=U, name="connection_lost",
+    Rule(exception=Net, code="connection_lost", outcome=Unknown, name="connection_lost",
          explain="the connection broke after the request was sent; the transfer may exist, "
          "the same idempotency key is sent again"),
-    Rule(exception=Net, verdict=U, name="connection_error",
+    Rule(exception=Net, outcome=Unknown, name="connection_error",
          explain="the request failed on the way to or from Stripe; the transfer may exist, "
          "the same idempotency key is sent again"),
     # -- Stripe answered: slow down ------------------------------------------------------------
-    Rule(exception=stripe.RateLimitError, code="lock_timeout", verdict=T, name="lock_timeout",
+    Rule(exception=stripe.RateLimitError, code="lock_timeout", outcome=Transient,
+         name="lock_timeout",
          explain="Stripe was busy with another request on the same object (429 lock_timeout)"),
-    Rule(exception=stripe.RateLimitError, verdict=T, name="rate_limit",
+    Rule(exception=stripe.RateLimitError, outcome=Transient, name="rate_limit",
          explain="Stripe's rate limit was hit (429); this process slows down"),
     # -- Stripe is still working on the key, or the key cannot tell ----------------------------
-    Rule(exception=Api, status=409, code="idempotency_key_in_use", verdict=U,
+    Rule(exception=Api, status=409, code="idempotency_key_in_use", outcome=Unknown,
          name="idempotency_key_in_use",
          explain="an earlier request with this idempotency key is still running at Stripe "
          "(409) and may still create the transfer; the same key is sent again later, and "
          "Stripe replays that request's result once it is done"),
-    Rule(exception=Api, status=409, verdict=U, name="conflict",
+    Rule(exception=Api, status=409, outcome=Unknown, name="conflict",
          explain="the request conflicted with another one at Stripe (409); the transfer may "
          "exist, the same idempotency key is sent again"),
-    Rule(exception=stripe.IdempotencyError, verdict=K, name="idempotency_error",
+    Rule(exception=stripe.IdempotencyError, outcome=Unknown, key_replays_error=True,
+         name="idempotency_error",
          explain="the idempotency key was first used with other parameters, so it may have "
          "created a transfer and can only answer this error again; the transfer is looked up "
          "before a new key is used"),
     # -- the platform's fault: stop, fail no one -----------------------------------------------
-    Rule(exception=stripe.AuthenticationError, verdict=S, name="authentication_failed",
+    Rule(exception=stripe.AuthenticationError, outcome=Systemic, name="authentication_failed",
          explain="Stripe refused the API key (401): check STRIPE_API_KEY"),
-    Rule(exception=stripe.PermissionError, verdict=S, name="permission_denied",
+    Rule(exception=stripe.PermissionError, outcome=Systemic, name="permission_denied",
          explain="Stripe refused the API key's permissions (403): STRIPE_API_KEY must be a "
          "secret key, or a restricted key with write access to Transfers"),
-    Rule(exception=Invalid, code="balance_insufficient", verdict=SK, name="balance_insufficient",
+    Rule(exception=Invalid, code="balance_insufficient", outcome=Systemic, conclusive=True,
+         name="balance_insufficient",
          explain="the platform's Stripe balance is too low for this transfer: top up the "
          "balance; payouts resume by themselves, each transfer under its next idempotency key "
          "(Stripe saved this refusal under the old one and would replay it for a day)"),
-    Rule(exception=Invalid, code="api_key_expired", verdict=S, name="api_key_expired",
+    Rule(exception=Invalid, code="api_key_expired", outcome=Systemic, name="api_key_expired",
          explain="the Stripe API key has expired: roll STRIPE_API_KEY"),
-    Rule(exception=Invalid, code="platform_api_key_expired", verdict=S,
+    Rule(exception=Invalid, code="platform_api_key_expired", outcome=Systemic,
          name="platform_api_key_expired",
          explain="the Connect platform's API key has expired: roll STRIPE_API_KEY"),
-    Rule(exception=Invalid, code="secret_key_required", verdict=S, name="secret_key_required",
+    Rule(exception=Invalid, code="secret_key_required", outcome=Systemic,
+         name="secret_key_required",
          explain="STRIPE_API_KEY is a publishable key; a secret key is required"),
-    Rule(exception=Invalid, code="livemode_mismatch", verdict=S, name="livemode_mismatch",
+    Rule(exception=Invalid, code="livemode_mismatch", outcome=Systemic, name="livemode_mismatch",
          explain="STRIPE_API_KEY and the connected accounts are in different modes "
          "(test and live)"),
-    Rule(exception=Invalid, code="platform_account_required", verdict=S,
+    Rule(exception=Invalid, code="platform_account_required", outcome=Systemic,
          name="platform_account_required",
          explain="STRIPE_API_KEY does not belong to a Stripe Connect platform"),
     # -- the winner's or the request's fault ---------------------------------------------------
-    Rule(exception=Invalid, code="resource_missing", param="destination", verdict=P,
+    Rule(exception=Invalid, code="resource_missing", param="destination", outcome=Permanent,
          name="resource_missing", explain="Stripe does not know the destination account"),
-    Rule(exception=Invalid, code="resource_missing", verdict=P, name="resource_missing",
+    Rule(exception=Invalid, code="resource_missing", outcome=Permanent, name="resource_missing",
          explain="Stripe has no such object"),
-    Rule(exception=Invalid, code="account_invalid", verdict=P, name="account_invalid",
+    Rule(exception=Invalid, code="account_invalid", outcome=Permanent, name="account_invalid",
          explain="the destination account is invalid, closed or rejected"),
-    Rule(exception=Invalid, code="insufficient_capabilities_for_transfer", verdict=P,
+    Rule(exception=Invalid, code="insufficient_capabilities_for_transfer", outcome=Permanent,
          name="insufficient_capabilities_for_transfer",
          explain="the destination account cannot receive transfers (its transfers "
          "capability is not active)"),
-    Rule(exception=Invalid, code="transfers_not_allowed", verdict=P,
+    Rule(exception=Invalid, code="transfers_not_allowed", outcome=Permanent,
          name="transfers_not_allowed",
          explain="Stripe does not allow this transfer"),
-    Rule(exception=Invalid, code="amount_too_small", verdict=P, name="amount_too_small",
+    Rule(exception=Invalid, code="amount_too_small", outcome=Permanent, name="amount_too_small",
          explain="the amount is below Stripe's minimum for a transfer"),
-    Rule(exception=Invalid, code="amount_too_large", verdict=P, name="amount_too_large",
+    Rule(exception=Invalid, code="amount_too_large", outcome=Permanent, name="amount_too_large",
          explain="the amount is above what Stripe allows for a transfer"),
     # -- Stripe failed -------------------------------------------------------------------------
-    Rule(exception=Api, status=500, verdict=K, name="api_error",
+    Rule(exception=Api, status=500, outcome=Unknown, key_replays_error=True, name="api_error",
          explain="Stripe failed (500) and saved that answer under the idempotency key; "
          "the transfer may exist, so it is looked up before a new key is used"),
-    Rule(exception=Api, status=range(500, 600), replayed=True, verdict=K, name="server_error",
+    Rule(exception=Api, status=range(500, 600), replayed=True, outcome=Unknown,
+         key_replays_error=True, name="server_error",
          explain="Stripe replayed a 5xx saved under the idempotency key; the transfer may "
          "exist, so it is looked up before a new key is used"),
-    Rule(exception=Api, status=424, verdict=K, name="external_dependency_failed",
+    Rule(exception=Api, status=424, outcome=Unknown, key_replays_error=True,
+         name="external_dependency_failed",
          explain="a service Stripe depends on failed (424); the transfer is looked up "
          "before a new key is used"),
-    Rule(exception=Api, status=range(500, 600), verdict=U, name="server_error",
+    Rule(exception=Api, status=range(500, 600), outcome=Unknown, name="server_error",
          explain="Stripe or a proxy in front of it failed (5xx) without saving the answer; "
          "the transfer may exist, the same idempotency key is sent again"),
     # -- anything else, by status --------------------------------------------------------------
-    Rule(exception=Api, status=range(400, 500), verdict=P, name="invalid_request",
+    Rule(exception=Api, status=range(400, 500), outcome=Permanent, name="invalid_request",
          explain="Stripe refused the request"),
-    Rule(exception=Api, verdict=U, name="unexpected_answer",
+    Rule(exception=Api, outcome=Unknown, name="unexpected_answer",
          explain="Stripe's answer could not be understood; the transfer may exist, the "
          "same idempotency key is sent again"),
 )  # fmt: skip
@@ -246,28 +247,17 @@ def rule_for(failure: Failure) -> Rule:
     return next(rule for rule in RULES if rule.matches(failure))
 
 
-Failed = outcomes.Transient | outcomes.Unknown | outcomes.Permanent | outcomes.Systemic
-"""The outcomes a failed request can have (a :data:`payout_core.outcomes.GatewayOutcome`
-that is not a success)."""
-
-
 def classify(failure: Failure) -> Failed:
     rule = rule_for(failure)
     code = failure.code if failure.status is not None and failure.code else rule.name
     message = _message(rule, failure)
-    match rule.verdict:
-        case Verdict.TRANSIENT:
-            return outcomes.Transient(code=code, message=message)
-        case Verdict.UNKNOWN:
-            return outcomes.Unknown(code=code, message=message)
-        case Verdict.UNKNOWN_KEY_SPENT:
-            return outcomes.Unknown(code=code, message=message, key_replays_error=True)
-        case Verdict.PERMANENT:
-            return outcomes.Permanent(code=code, message=message)
-        case Verdict.SYSTEMIC:
-            return outcomes.Systemic(code=code, message=message)
-        case Verdict.SYSTEMIC_SAVED:
-            return outcomes.Systemic(code=code, message=message, conclusive=True)
+    if rule.outcome is outcomes.Unknown:
+        return outcomes.Unknown(
+            code=code, message=message, key_replays_error=rule.key_replays_error
+        )
+    if rule.outcome is outcomes.Systemic:
+        return outcomes.Systemic(code=code, message=message, conclusive=rule.conclusive)
+    return rule.outcome(code=code, message=message)
 
 
 def classify_error(exc: stripe.StripeError) -> Failed:
@@ -370,13 +360,3 @@ def _seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and 0 <= seconds <= 3600 else None
-
-
-_KEY = re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]{6,}")
-
-
-def redact(text: str, api_key: str) -> str:
-    """``text`` without ``api_key``, nor anything else shaped like a Stripe secret key."""
-    if api_key:
-        text = text.replace(api_key, "<redacted>")
-    return _KEY.sub(r"\1<redacted>", text)

@@ -29,8 +29,8 @@ Choices worth knowing (``docs/stripe-errors.md`` says the same for operators):
   creates: one request under the reversal's idempotency key, its failures
   classified by the same table, a replay read from ``Idempotent-Replayed``.
 * **The API key** lives in the SDK client and in a field that is left out of
-  ``repr``; every message that leaves this module is passed through
-  :func:`~payout_adapters.stripe.classify.redact`.
+  ``repr``; every message that leaves this module is passed through the one
+  secret scrubber, :func:`payout_adapters.redaction.scrub`, naming the key.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import stripe
 
+from payout_adapters import redaction
 from payout_adapters.stripe import classify
 from payout_adapters.stripe import rate_limit as limits
 from payout_core import errors, outcomes, ports
@@ -357,7 +358,7 @@ class StripeGateway:
                 code="unexpected_error",
                 message=f"unexpected error during {operation}; see the worker's log",
             )
-        outcome = attrs.evolve(outcome, message=classify.redact(outcome.message, self.api_key))
+        outcome = attrs.evolve(outcome, message=redaction.scrub(outcome.message, self.api_key))
         if failure.status == 429 and failure.code != "lock_timeout":
             # The account's limit was hit (lock_timeout is contention on one object):
             # the whole fleet waits, as long as Stripe asks when it says, and slows.

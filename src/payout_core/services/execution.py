@@ -1,11 +1,10 @@
-"""Executing claimed transfers: the driver of :func:`payout_core.attempt.run_attempt`.
+"""Running many attempts at once: a batch of claimed transfers, or a
+worker's slots, on a pool of threads that share one halt.
 
-Each operation the attempt yields is done here at once: the directory, the
-store's intent and record, the gateway, the worker's clock. No lock,
-transaction or connection is held while the gateway is called: the claim and
-the intent were committed before, and the outcome is recorded after, each in
-its own short unit of work. The deterministic idempotency key and the
-write-ahead intent make that split safe (docs/exactly-once.md).
+Each attempt is :func:`payout_core.services.attempting.execute_transfer`; this
+module decides which run, how many at a time, and what happens to the claims
+not yet begun when the gateway reports a systemic failure or the worker is
+asked to stop (they are given back, having sent and spent nothing).
 """
 
 from __future__ import annotations
@@ -20,116 +19,11 @@ import attrs
 
 from payout_core import attempt, models, ports
 from payout_core import state_machine as sm
-from payout_core.attempt import AttemptResult, Disposition, Timing
+from payout_core.services import attempting
 
-__all__ = [
-    "AttemptResult",
-    "Disposition",
-    "Slots",
-    "Timing",
-    "drive",
-    "execute_claimed",
-    "execute_transfer",
-]
+__all__ = ["Slots", "execute_claimed"]
 
 log = logging.getLogger("payout.transfer")
-
-
-def drive(
-    steps: attempt.Attempt,
-    *,
-    store: ports.PayoutStore,
-    directory: ports.AccountDirectory,
-    gateway: ports.PaymentGateway,
-    clock: ports.Clock,
-) -> AttemptResult:
-    """Do each operation ``steps`` yields, at once, and return its result.
-
-    Raises:
-        InfrastructureError: the store failed; the claim stays until its lease expires.
-    """
-    answer: object = None
-    op = next(steps)
-    while True:
-        match op:
-            case attempt.ReadAccount(user_id=user_id):
-                answer = directory.account_for(user_id)
-            case attempt.ReadLocalClock():
-                answer = clock.now()
-            case attempt.WriteIntent(claimed=claimed, destination=destination, margin=margin):
-                answer = store.write_intent(claimed=claimed, destination=destination, margin=margin)
-            case attempt.Send(request=request):
-                if op.too_late(clock.now()):
-                    log.warning(
-                        "payout.transfer.send_too_late",
-                        extra={"idempotency_key": request.idempotency_key},
-                    )
-                    answer = attempt.TOO_LATE
-                else:
-                    answer = gateway.create_transfer(request)
-            case attempt.LookUp(lookup=lookup):
-                answer = gateway.find_transfer(lookup)
-            case attempt.Record(claimed=claimed, updated=updated, ledger_entry=entry, now=now):
-                answer = store.record(claimed=claimed, updated=updated, ledger_entry=entry, now=now)
-        try:
-            op = steps.send(answer)
-        except StopIteration as done:
-            result: AttemptResult = done.value
-            return result
-
-
-def execute_transfer(
-    *,
-    transfer: models.PayoutTransfer,
-    store: ports.PayoutStore,
-    directory: ports.AccountDirectory,
-    gateway: ports.PaymentGateway,
-    clock: ports.Clock,
-    timing: Timing,
-) -> AttemptResult:
-    """Run one attempt of a claimed transfer and record its outcome.
-
-    Raises:
-        IllegalTransition: ``transfer`` is not a claimed (processing) transfer.
-        InfrastructureError: the store failed; the claim stays until its lease expires.
-    """
-    result = drive(
-        attempt.run_attempt(transfer, timing=timing),
-        store=store,
-        directory=directory,
-        gateway=gateway,
-        clock=clock,
-    )
-    _log(transfer, result)
-    return result
-
-
-def _log(claimed: models.PayoutTransfer, result: AttemptResult) -> None:
-    ids = {"transfer_id": claimed.id, "job_id": claimed.job_id}
-    updated = result.transfer
-    if result.systemic is not None:
-        log.error(
-            "payout.transfer.systemic",
-            extra={**ids, "code": result.systemic.code, "reason": result.systemic.message},
-        )
-        return
-    level = {
-        Disposition.FAILED_TERMINAL: logging.WARNING,
-        Disposition.NEEDS_OPERATOR: logging.ERROR,
-        Disposition.STALE: logging.WARNING,
-    }.get(result.disposition, logging.INFO)
-    log.log(
-        level,
-        f"payout.transfer.{result.disposition.value}",
-        extra={
-            **ids,
-            "attempt": updated.attempt_count,
-            "code": updated.failure_code,
-            "stripe_transfer_id": updated.stripe_transfer_id,
-            "next_attempt_at": updated.next_attempt_at,
-            "needs_operator": updated.needs_operator,
-        },
-    )
 
 
 class _Prefetched:
@@ -148,15 +42,15 @@ class _Prefetched:
         return self._directory.accounts_for(user_ids)
 
 
-def _give_back(transfer: models.PayoutTransfer, store: ports.PayoutStore) -> AttemptResult:
+def _give_back(transfer: models.PayoutTransfer, store: ports.PayoutStore) -> attempt.AttemptResult:
     """Release a claimed transfer that will not be attempted (halt or shutdown):
     it wrote no intent, so it sent nothing and spent nothing."""
     now = transfer.updated_at
     released = sm.release(transfer, now=now)
     recorded = store.record(claimed=transfer, updated=released, ledger_entry=None, now=now)
-    return AttemptResult(
+    return attempt.AttemptResult(
         transfer=released if recorded else transfer,
-        disposition=Disposition.RELEASED if recorded else Disposition.STALE,
+        disposition=attempt.Disposition.RELEASED if recorded else attempt.Disposition.STALE,
     )
 
 
@@ -173,7 +67,7 @@ class _Attempts:
     directory: ports.AccountDirectory
     gateway: ports.PaymentGateway
     clock: ports.Clock
-    timing: Timing
+    timing: attempt.Timing
     stop: threading.Event | None
     halted: threading.Event = attrs.Factory(threading.Event)
 
@@ -186,11 +80,11 @@ class _Attempts:
         prefetched = _Prefetched(self.directory, self.directory.accounts_for(unpinned))
         return attrs.evolve(self, directory=prefetched)
 
-    def __call__(self, transfer: models.PayoutTransfer) -> AttemptResult:
+    def __call__(self, transfer: models.PayoutTransfer) -> attempt.AttemptResult:
         try:
             if self.halted.is_set() or (self.stop is not None and self.stop.is_set()):
                 return _give_back(transfer, self.store)
-            result = execute_transfer(
+            result = attempting.execute_transfer(
                 transfer=transfer,
                 store=self.store,
                 directory=self.directory,
@@ -203,7 +97,7 @@ class _Attempts:
             # until its lease expires and another worker takes it over with the
             # same key. The other transfers carry on.
             log.exception("payout.transfer.error", extra={"transfer_id": transfer.id})
-            return AttemptResult(transfer=transfer, disposition=Disposition.ERROR)
+            return attempt.AttemptResult(transfer=transfer, disposition=attempt.Disposition.ERROR)
         if result.systemic is not None:
             self.halted.set()
         return result
@@ -216,10 +110,10 @@ def execute_claimed(
     directory: ports.AccountDirectory,
     gateway: ports.PaymentGateway,
     clock: ports.Clock,
-    timing: Timing,
+    timing: attempt.Timing,
     concurrency: int,
     stop: threading.Event | None = None,
-) -> list[AttemptResult]:
+) -> list[attempt.AttemptResult]:
     """Execute claimed transfers, at most ``concurrency`` at a time.
 
     One failing transfer never stops the others. A systemic outcome, or
@@ -255,7 +149,7 @@ class Slots:
         directory: ports.AccountDirectory,
         gateway: ports.PaymentGateway,
         clock: ports.Clock,
-        timing: Timing,
+        timing: attempt.Timing,
         stop: threading.Event | None = None,
     ) -> None:
         if concurrency < 1:
@@ -265,7 +159,7 @@ class Slots:
             store=store, directory=directory, gateway=gateway, clock=clock, timing=timing, stop=stop
         )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="payout")
-        self._running: set[Future[AttemptResult]] = set()
+        self._running: set[Future[attempt.AttemptResult]] = set()
 
     def __enter__(self) -> Slots:
         return self
@@ -293,7 +187,7 @@ class Slots:
         for transfer in transfers:
             self._running.add(self._pool.submit(run_one, transfer))
 
-    def finished(self, timeout: float | None = None) -> list[AttemptResult]:
+    def finished(self, timeout: float | None = None) -> list[attempt.AttemptResult]:
         """Wait up to ``timeout`` (for ever: ``None``) until an attempt ends,
         unless none runs; the results of every attempt ended by then."""
         if not self._running:

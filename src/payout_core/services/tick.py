@@ -97,18 +97,18 @@ def _new_id() -> str:
 
 
 _COUNTERS = {
-    execution.Disposition.COMPLETED: "completed",
-    execution.Disposition.RETRIED: "retried",
-    execution.Disposition.FAILED_TERMINAL: "failed_terminal",
-    execution.Disposition.RELEASED: "released",
+    attempt.Disposition.COMPLETED: "completed",
+    attempt.Disposition.RETRIED: "retried",
+    attempt.Disposition.FAILED_TERMINAL: "failed_terminal",
+    attempt.Disposition.RELEASED: "released",
     # The run record has no column of its own for these: the status command
     # and the metrics name every transfer that needs an operator.
-    execution.Disposition.NEEDS_OPERATOR: "retried",
-    execution.Disposition.STALE: "stale",
+    attempt.Disposition.NEEDS_OPERATOR: "retried",
+    attempt.Disposition.STALE: "stale",
 }
 
 
-def _tally(report: models.RunReport, results: list[execution.AttemptResult]) -> models.RunReport:
+def _tally(report: models.RunReport, results: list[attempt.AttemptResult]) -> models.RunReport:
     """``report`` with ``results`` counted, and halted by the first systemic one."""
     counts: dict[str, int] = {}
     for result in results:
