@@ -1,16 +1,26 @@
 """The admin HTTP endpoints of a worker: health, readiness, the scheduler registry, metrics.
 
 Served from a daemon thread with the standard library's threading HTTP server:
-four read-only endpoints do not justify a web framework. Loopback by default.
+four read-only endpoints do not justify a web framework. Loopback by default
+(``PAYOUT_ADMIN_ADDR`` is ``127.0.0.1:9108`` unless set): ``/admin/jobs`` and
+``/metrics`` say what the fleet is doing, which is nobody else's business.
+
+``/readyz`` answers within :data:`READY_DEADLINE_SECONDS` whatever the
+database does: the check runs on a thread of its own, one at a time, and a
+probe that outlives the deadline is answered 503 (a black-holed connection
+could otherwise hold it, and a thread per probe, for minutes).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
+from typing import Final
 
 import attrs
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,9 +28,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from payout_cli import http_serving, runner, settings
 from payout_cli import metrics as metrics_
 
-__all__ = ["AdminServer"]
+__all__ = ["READY_DEADLINE_SECONDS", "AdminServer"]
 
 log = logging.getLogger("payout.admin")
+
+# How long /readyz waits for the check before it answers 503: under the one
+# second a probe gives it (Kubernetes' default timeoutSeconds).
+READY_DEADLINE_SECONDS: Final = 0.9
 
 
 @attrs.define
@@ -29,7 +43,11 @@ class AdminServer:
     registry: runner.Registry
     metrics: metrics_.Metrics
     ready: Callable[[], bool]
+    ready_deadline: float = READY_DEADLINE_SECONDS
     _server: ThreadingHTTPServer | None = None
+    # The check in flight, shared by the probes that arrive while it runs.
+    _check: Future[bool] | None = attrs.field(default=None, init=False)
+    _check_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
     @property
     def bound(self) -> settings.AdminAddress:
@@ -64,11 +82,30 @@ class AdminServer:
         log.info("payout.admin.listening", extra={"address": str(self.bound)})
 
     def _is_ready(self) -> bool:
+        with self._check_lock:
+            check = self._check
+            if check is None or check.done():
+                check = self._check = Future()
+                threading.Thread(
+                    target=self._run_check, args=(check,), name="payout-readyz", daemon=True
+                ).start()
         try:
-            return self.ready()
+            return check.result(timeout=self.ready_deadline)
+        except TimeoutError:
+            log.warning(
+                "payout.admin.not_ready",
+                extra={"reason": f"no answer from the database in {self.ready_deadline} s"},
+            )
+            return False
+
+    def _run_check(self, check: Future[bool]) -> None:
+        ok = False
+        try:
+            ok = self.ready()
         except Exception:
             log.warning("payout.admin.not_ready", exc_info=True)
-            return False
+        finally:
+            check.set_result(ok)  # whatever happened: a check left pending would fail every probe
 
     def close(self) -> None:
         if self._server is not None:

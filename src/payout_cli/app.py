@@ -6,7 +6,6 @@ message names what is wrong, and nothing was written).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -94,22 +93,28 @@ def migrate(database_url: conventions.DatabaseUrl = None) -> None:
 
 
 def _read_settlement_json(source: str) -> object:
+    """The settlement JSON in ``source`` (a file, or ``-``), read by the core's
+    JSON rule (:func:`payout_core.validation.loads`: numbers exact, as the
+    inbox reads them)."""
     if source == "-":
-        text = sys.stdin.read()
+        data = sys.stdin.buffer.read()
         name = "standard input"
     else:
-        path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = Path(source).read_bytes()
         except OSError as exc:
             raise conventions.BadInput(f"cannot read {source}: {exc.strerror}") from None
         name = source
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        text = data.decode("utf-8-sig")  # a byte order mark is no content (RFC 8259)
+    except UnicodeDecodeError as exc:
         raise conventions.BadInput(
-            f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            f"{name} is not UTF-8 text (byte {exc.start} cannot be decoded)"
         ) from None
+    try:
+        return validation.loads(text)
+    except ValueError as exc:
+        raise conventions.BadInput(f"{name} is not valid JSON: {exc}") from None
 
 
 @app.command()
@@ -134,9 +139,6 @@ def schedule(
         output.print_json({"created": result.created, "job": _job_dict(result.job)})
 
 
-_ACCOUNT_ID = "acct_"
-
-
 @accounts_app.command("set")
 def accounts_set(
     user_id: Annotated[str, typer.Argument(help="The winner's user id.")],
@@ -146,14 +148,10 @@ def accounts_set(
     """Connect a user to the Stripe account that receives their winnings."""
     with conventions.exit_codes():
         settings = conventions.settings_from(database_url=database_url)
-        if not user_id.strip():
-            raise conventions.BadInput("USER_ID must not be empty")
-        rest = account_id.removeprefix(_ACCOUNT_ID)
-        if not account_id.startswith(_ACCOUNT_ID) or not rest.isalnum() or not rest.isascii():
-            raise conventions.BadInput(
-                f"ACCT_ID {account_id!r} is not a Stripe connected account id (acct_ and letters "
-                "or digits)"
-            )
+        # The one rule for both ids, as every door and the directories keep it.
+        problems = validation.account_problems(user_id, account_id, fields=("USER_ID", "ACCT_ID"))
+        if problems:
+            raise conventions.BadInput("; ".join(f"{p.field} {p.message}" for p in problems))
         with bootstrap.open_database(settings, max_size=2) as db:
             db.directory.set_account(user_id, account_id)
         output.note(f"user {user_id} is paid to {account_id}")
@@ -551,6 +549,8 @@ def transfers_show(
 ) -> None:
     """The transfer, its keys, its ledger rows, the actions on it, and what Stripe holds."""
     with conventions.exit_codes():
+        if (problem := validation.transfer_id_problem(transfer_id)) is not None:
+            raise conventions.BadInput(problem.message)
         settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             gateway = None
@@ -685,6 +685,7 @@ def transfers_resolve(
         if (found is None) == (not absent):
             raise conventions.BadInput("give exactly one of --found tr_... and --absent")
         control.validate_actor_and_reason(actor, reason)
+        transfer_actions.validate_transfer_id(transfer_id)
         if found is not None:
             transfer_actions.validate_stripe_transfer_id(found)
         settings = conventions.settings_from(database_url=database_url)
@@ -720,6 +721,7 @@ def transfers_reissue(
     idempotency key. Refused while Stripe holds any transfer for the failed one."""
     with conventions.exit_codes():
         control.validate_actor_and_reason(actor, reason)
+        transfer_actions.validate_transfer_id(transfer_id)
         settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             records = _stripe_for_operator(settings, db)
@@ -745,8 +747,12 @@ def transfers_reverse(
     actor: Actor,
     reason: Reason,
     amount: Annotated[
-        int | None,
-        typer.Option("--amount", help="Cents to reverse (default: all that is left).", min=1),
+        str | None,
+        typer.Option(
+            "--amount",
+            help="Minor units (cents) to reverse, 1 to 99999999 (default: all that is left).",
+            show_default=False,
+        ),
     ] = None,
     database_url: conventions.DatabaseUrl = None,
 ) -> None:
@@ -759,6 +765,9 @@ def transfers_reverse(
     """
     with conventions.exit_codes():
         control.validate_actor_and_reason(actor, reason)
+        transfer_actions.validate_transfer_id(transfer_id)
+        # The one amount rule, as for a settlement's amounts (1e2 is 100).
+        cents = None if amount is None else validation.parse_amount(amount, "--amount")
         settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
             stripe = _stripe_for_operator(settings, db)
@@ -766,7 +775,7 @@ def transfers_reverse(
                 db.store,
                 stripe,
                 transfer_id,
-                amount_cents=amount,
+                amount_cents=cents,
                 actor=actor,
                 reason=reason,
                 now=clock_.SystemClock().now(),

@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import psycopg_pool
@@ -43,6 +43,11 @@ __all__ = [
 
 log = logging.getLogger("payout.bootstrap")
 
+# How long a readiness probe waits for a pooled connection: well within the
+# second a probe is given (the admin server answers 503 after
+# admin.READY_DEADLINE_SECONDS whatever happens).
+PING_TIMEOUT_SECONDS: Final = 0.5
+
 
 @attrs.frozen
 class Database:
@@ -59,7 +64,15 @@ class Database:
     rate_limiter: postgres.PostgresRateLimiter
 
     def ping(self) -> bool:
-        with self.pool.connection(timeout=5) as conn:
+        """Whether the database answers (``/readyz``). Waits at most
+        :data:`PING_TIMEOUT_SECONDS` for a connection: while the database is
+        down, the pool has none to lend, and a probe must hear so in time.
+
+        Raises:
+            psycopg_pool.PoolTimeout: no connection within that time.
+            psycopg.OperationalError: the connection failed.
+        """
+        with self.pool.connection(timeout=PING_TIMEOUT_SECONDS) as conn:
             conn.execute("SELECT 1")
         return True
 
@@ -88,7 +101,12 @@ def open_database(
     if settings.database_url is None:
         postgres.migrate(url)
     size = max_size or settings.concurrency + 2
-    pool = postgres.connect_pool(url, max_size=size, timeout=settings.database_timeout_seconds)
+    pool = postgres.connect_pool(
+        url,
+        max_size=size,
+        timeout=settings.database_timeout_seconds,
+        statement_timeout=settings.statement_timeout_seconds,
+    )
     try:
         yield Database(
             url=url,

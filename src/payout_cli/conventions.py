@@ -4,6 +4,18 @@ parsing of a time given on the command line.
 
 Exit codes: 0 success; 1 runtime failure; 2 bad usage or bad input (the
 message names what is wrong, and nothing was written).
+
+Exit 2 is for what the caller asked, refused for a reason the message names
+and that asking again unchanged cannot cure: input that breaks a rule of
+:mod:`payout_core.validation` (a settlement, an account, an operator's
+arguments, a setting), a settlement id already scheduled with other contents
+or a winner another settlement pays (the settlement as given can never be
+scheduled), and an operator's action that the transfer's record or Stripe
+contradicts. Everything else is exit 1: the database or Stripe failing, a
+constraint of the database refusing a write the validation let through
+(``StoreRefused``, a rule the core does not know: never "bad input"), a guard
+catching a bug (``IllegalTransition``), and any unexpected exception.
+docs/bad-input.md has the table.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich import markup
 
 from payout_adapters import postgres
 from payout_cli import output
@@ -48,6 +61,13 @@ class BadInput(Exception):
     """Refuse with exit code 2; the message says what is wrong."""
 
 
+def _fail(message: str, code: int) -> typer.Exit:
+    # The message quotes the caller's input: a "[u-1]" in it is text, not
+    # markup for output.error to swallow (or a "[/x]" to crash it).
+    output.error(markup.escape(message))
+    return typer.Exit(code)
+
+
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
     """Map refusals to exit 2 and failures to exit 1, with a message and no traceback."""
@@ -56,20 +76,16 @@ def exit_codes() -> Iterator[None]:
     except (
         BadInput,
         settings_.ConfigError,
-        errors.InvalidSettlement,
-        errors.InvalidOperatorAction,
-        errors.ActionRefused,
+        errors.InvalidInput,
         errors.SettlementConflict,
         errors.DuplicatePayout,
+        errors.ActionRefused,
     ) as refusal:
-        output.error(str(refusal))
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except postgres.MigrationError as exc:
-        output.error(str(exc))
-        raise typer.Exit(EXIT_FAILURE) from None
-    except errors.PayoutError as exc:
-        output.error(str(exc))
-        raise typer.Exit(EXIT_FAILURE) from None
+        raise _fail(str(refusal), EXIT_BAD_INPUT) from None
+    except errors.StoreRefused as exc:
+        raise _fail(f"{exc}. Not a problem with your input: report it", EXIT_FAILURE) from None
+    except (postgres.MigrationError, errors.PayoutError) as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
 
 
 def settings_from(**flags: object) -> settings_.Settings:

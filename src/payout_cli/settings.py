@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import attrs
 
+from payout_adapters import redaction
 from payout_core.services import tick
 
 __all__ = ["AdminAddress", "ConfigError", "GatewayKind", "Settings", "redact_url"]
@@ -40,9 +40,8 @@ class AdminAddress:
         return f"{self.host}:{self.port}"
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and ``status``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+# The URL with any password masked, for logs and ``status``: the one scrubber.
+redact_url = redaction.scrub
 
 
 def _secret_repr(value: object) -> str:
@@ -74,6 +73,11 @@ class Settings:
     # fails. Short, so that a tick during an outage fails (and SIGTERM is
     # honoured) within seconds rather than after the pool's default 30 s per call.
     database_timeout_seconds: float = 5.0
+    # The longest one SQL statement may run before the server cancels it (the
+    # tick fails and the next retries): a statement waiting on a stuck
+    # session's lock must not hold a worker's connection, or its own locks,
+    # for ever. `migrate` has its own, an hour.
+    statement_timeout_seconds: float = 30.0
 
     @classmethod
     def from_sources(
@@ -120,13 +124,23 @@ class Settings:
             )
 
 
+#: The largest whole-number setting: far past any sane batch, concurrency or
+#: attempt count, and well inside the database's 32-bit integers.
+_MOST_INT = 1_000_000
+#: The longest duration (or the highest rate) a setting takes: 30 days. Past it,
+#: a value is a typo, and an arithmetic overflow later (a lease of 1e300 s).
+_MOST_SECONDS = 30 * 24 * 3600.0
+
+
 def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected a whole number of at least 1")
+    if not 1 <= value <= _MOST_INT:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: expected a whole number from 1 to {_MOST_INT:,}"
+        )
     return value
 
 
@@ -135,8 +149,11 @@ def _positive_seconds(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         value = 0.0
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected a number greater than 0")
+    if not math.isfinite(value) or not 0 < value <= _MOST_SECONDS:
+        raise ConfigError(
+            f"{name}={raw!r} is not valid: expected a number greater than 0 and at most "
+            f"{_MOST_SECONDS:,.0f}"
+        )
     return value
 
 
@@ -218,6 +235,7 @@ _SPECS = (
     _Spec("stripe_timeout_seconds", "PAYOUT_STRIPE_TIMEOUT_SECONDS", _positive_seconds),
     _Spec("stripe_rate_limit", "PAYOUT_STRIPE_RATE_LIMIT", _positive_seconds),
     _Spec("database_timeout_seconds", "PAYOUT_DATABASE_TIMEOUT_SECONDS", _positive_seconds),
+    _Spec("statement_timeout_seconds", "PAYOUT_STATEMENT_TIMEOUT_SECONDS", _positive_seconds),
 )
 _BY_FIELD = {spec.field: spec for spec in _SPECS}
 ENVIRONMENT_VARIABLES = tuple(spec.env for spec in _SPECS)

@@ -2,18 +2,31 @@
 
 Expected failures of a payout (a declined transfer, a timeout) are *values*
 (:mod:`payout_core.outcomes`), never exceptions. What is raised is a refusal of
-bad input, a bug caught by a guard, or an infrastructure failure::
+bad input, a refusal of what the record holds, a bug caught by a guard, or an
+infrastructure failure::
 
     PayoutError
-    ├── InvalidSettlement        the settlement breaks the rules; carries every problem
+    ├── InvalidInput             the caller's input breaks a rule of :mod:`~payout_core.validation`;
+    │   │                        carries every problem; nothing was written
+    │   ├── InvalidSettlement    a settlement (the schedule command, the inbox, the library)
+    │   ├── InvalidOperatorAction  an operator's command: who, why, which transfer, how much
+    │   └── InvalidAccount       a user id or a Stripe connected account id (also a ValueError)
     ├── SettlementConflict       a known settlement_id arrived with other contents
     ├── DuplicatePayout          a winner of this contest is already in another settlement
-    ├── IllegalTransition        a transfer was asked to make a move the state machine forbids
-    ├── InvalidOperatorAction    an operator's command lacks who or why
     ├── ActionRefused            an operator's action contradicts the record or Stripe
+    ├── IllegalTransition        a transfer was asked to make a move the state machine forbids
+    ├── StoreRefused             the store refused a write, as one of its constraints does
     └── InfrastructureError      the store or a gateway could not do its job (retry later)
         ├── StoreUnavailable     the database did not answer
         └── GatewayUnavailable   Stripe could not be read (a list or a look-up failed)
+
+Whose fault each is decides the command line's exit code
+(:func:`payout_cli.conventions.exit_codes`): the first four branches refuse
+what the caller asked, for a reason the message names, and exit 2; the others
+are not the caller's input and exit 1. In particular a :class:`StoreRefused`
+is never "bad input": validation runs before anything is written, so a
+constraint that still refuses is a rule the core does not know (a bug, or a
+schema changed under it), and says which constraint it was.
 """
 
 from __future__ import annotations
@@ -28,13 +41,21 @@ __all__ = [
     "GatewayUnavailable",
     "IllegalTransition",
     "InfrastructureError",
+    "InvalidAccount",
+    "InvalidInput",
     "InvalidOperatorAction",
     "InvalidSettlement",
     "PayoutError",
     "Problem",
     "SettlementConflict",
+    "StoreRefused",
     "StoreUnavailable",
 ]
+
+#: The problems a message lists; ``problems`` always holds them all. (A
+#: settlement of 100,000 bad winners would otherwise be a message of megabytes,
+#: in a terminal, a log line and the inbox row's ``rejected_reason``.)
+PROBLEMS_SHOWN = 100
 
 
 class PayoutError(Exception):
@@ -52,25 +73,65 @@ class Problem:
         return f"{self.field}: {self.message}"
 
 
-class InvalidSettlement(PayoutError):
-    """The settlement is malformed. Nothing was written.
+def _listed(problems: tuple[Problem, ...], separator: str, prefix: str = "") -> str:
+    shown = [f"{prefix}{p}" for p in problems[:PROBLEMS_SHOWN]]
+    if len(problems) > PROBLEMS_SHOWN:
+        shown.append(f"{prefix}... and {len(problems) - PROBLEMS_SHOWN} more problem(s)")
+    return separator.join(shown)
+
+
+class InvalidInput(PayoutError):
+    """The caller's input breaks a rule, found before anything was written.
 
     ``problems`` lists every problem found, not just the first, so the caller
-    can fix the whole settlement at once.
+    can fix the whole input at once.
     """
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid settlement ({len(self.problems)} problem(s)):\n{lines}")
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        return _listed(self.problems, "; ")
 
 
-class InvalidOperatorAction(PayoutError):
-    """An operator's command is missing what it needs (who, why). Nothing was written."""
+class InvalidSettlement(InvalidInput):
+    """The settlement is malformed. Nothing was written."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems: tuple[Problem, ...] = tuple(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
+    def _describe(self) -> str:
+        lines = _listed(self.problems, "\n", "  - ")
+        return f"invalid settlement ({len(self.problems)} problem(s)):\n{lines}"
+
+
+class InvalidOperatorAction(InvalidInput):
+    """An operator's command is missing what it needs (who, why) or names what
+    cannot be (a transfer id that is no UUID, an amount that is no amount).
+    Nothing was written."""
+
+
+class InvalidAccount(InvalidInput, ValueError):
+    """A user id or a Stripe connected account id breaks the one rule of
+    :func:`payout_core.validation.account_problems`. Nothing was written.
+
+    Also a :class:`ValueError`, which the account directories raised before
+    there was a type for it.
+    """
+
+
+class StoreRefused(PayoutError):
+    """The store refused a write, as its constraint ``constraint`` does
+    (a CHECK, a key, a trigger of the schema, or the same rule in the in-memory
+    store). Nothing was written.
+
+    Not the caller's bad input: every input is validated before it is written,
+    so a refusal that still comes is a rule the core does not know: a bug, or a
+    schema changed under the code. Trying again will not help.
+    """
+
+    def __init__(self, constraint: str, message: str) -> None:
+        self.constraint = constraint
+        self.message = message
+        super().__init__(f"the store refused the write (constraint {constraint}): {message}")
 
 
 class ActionRefused(PayoutError):

@@ -1,58 +1,327 @@
-"""Settlement validation: every problem at once, before anything is written."""
+"""Every rule an input must keep, in one place, used by every door.
+
+The doors are the ``schedule`` command, the settlement inbox (rows other
+services insert), the library API and the operator commands; each calls these
+functions rather than keep a stricter or a looser copy, so that what one door
+accepts, every door accepts. ``docs/bad-input.md`` is the table of what each
+refuses and why. Every problem is reported at once, before anything is written.
+
+The rules:
+
+* **JSON** is read exactly (:func:`loads`): a number with a fraction or an
+  exponent becomes a :class:`~decimal.Decimal`, never a float; ``NaN`` and
+  ``Infinity`` are no JSON; a key given twice keeps its last value (as
+  PostgreSQL's ``jsonb`` does, so that the inbox and the command line read the
+  same settlement the same way).
+* **An amount** (:func:`amount_problem`) is a whole number of minor units from
+  1 to :data:`MAX_AMOUNT_CENTS`. ``1500``, ``1500.0``, ``1.5e3`` and ``1.5E3``
+  are the same amount: JSON has one kind of number, and ``jsonb`` keeps its
+  value, not its spelling (``1e2`` is stored as ``100``), so the inbox cannot
+  tell them apart and the command line does not either. ``1500.5``, a string,
+  a boolean, ``null`` and a Python float (inexact: give an ``int``) are refused.
+* **An id** (:func:`id_problem`: settlement, contest and user ids) is a
+  non-empty string of at most :data:`MAX_ID_LENGTH` printable characters that
+  neither starts nor ends with white space. An id that looks like SQL is an id
+  like any other: every statement is parameterised.
+* **A Stripe connected account id** (:func:`account_id_problem`) is ``acct_``
+  and 1 to 250 printable characters, none of them a space (Stripe's ids are at
+  most 255 characters). On printable strings of that length this is the
+  schema's own check (``stripe_account_id ~ '^acct_[^[:space:]]+$'``); the
+  core refuses in addition control characters and ids longer than Stripe's.
+* **A currency** is an ISO 4217 code in lowercase (:data:`CURRENCIES`).
+"""
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Mapping
-from typing import Any, cast
+from decimal import Decimal
+from typing import Any, Final, cast
+
+import attrs
 
 from payout_core import errors, models
 
-__all__ = ["ACCOUNT_ID", "MAX_AMOUNT_CENTS", "MAX_ID_LENGTH", "parse_settlement", "problems_in"]
+__all__ = [
+    "ACCOUNT_ID",
+    "CURRENCIES",
+    "MAX_ACCOUNT_ID_LENGTH",
+    "MAX_AMOUNT_CENTS",
+    "MAX_ID_LENGTH",
+    "Unreadable",
+    "account_id_problem",
+    "account_problems",
+    "amount_problem",
+    "id_problem",
+    "is_account_id",
+    "loads",
+    "parse_amount",
+    "parse_settlement",
+    "payload_from_json",
+    "problems_in",
+    "shown",
+    "transfer_id_problem",
+]
 
-# Stripe refuses amounts of more than eight digits in minor units.
-MAX_AMOUNT_CENTS = 99_999_999
-# Ids end up in idempotency keys (255 characters at most at Stripe) and metadata values (500).
-MAX_ID_LENGTH = 200
-# A Stripe connected account id, as user_stripe_accounts and payout_transfers
-# check it in PostgreSQL: acct_ and no white space (match with fullmatch).
-ACCOUNT_ID = re.compile(r"acct_\S+")
-_CURRENCY = re.compile(r"[a-z]{3}")
+# Stripe refuses amounts of more than eight digits in minor units; the schema's
+# amount_cents checks (transfers, ledger, reversals) say the same.
+MAX_AMOUNT_CENTS: Final = 99_999_999
+# Ids end up in idempotency keys (255 characters at most at Stripe) and metadata
+# values (500); the schema's *_id checks say the same.
+MAX_ID_LENGTH: Final = 200
+# Stripe's object ids are at most 255 characters.
+MAX_ACCOUNT_ID_LENGTH: Final = 255
+# The shape of a Stripe connected account id; account_id_problem adds what a
+# regular expression does not say (printable, at most 255 characters).
+ACCOUNT_ID: Final = re.compile(r"acct_\S+")
+
+# ISO 4217's active codes, without those that are no money a winner can be
+# paid in (gold, silver, the SDR, the testing and "no currency" codes).
+CURRENCIES: Final = frozenset(
+    # One word per code, 22 to a line: it reads as the standard's table (SIM905 below).
+    """
+    aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob bov brl bsd
+    btn bwp byn bzd cad cdf che chf chw clf clp cny cop cou crc cuc cup cve czk djf dkk dop
+    dzd egp ern etb eur fjd fkp gbp gel ghs gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr
+    iqd irr isk jmd jod jpy kes kgs khr kmf kpw krw kwd kyd kzt lak lbp lkr lrd lsl lyd mad
+    mdl mga mkd mmk mnt mop mru mur mvr mwk mxn mxv myr mzn nad ngn nio nok npr nzd omr pab
+    pen pgk php pkr pln pyg qar ron rsd rub rwf sar sbd scr sdg sek sgd shp sle sll sos srd
+    ssp stn svc syp szl thb tjs tmt tnd top try ttd twd tzs uah ugx usd usn uyi uyu uyw uzs
+    ved ves vnd vuv wst xaf xcd xcg xof xpf yer zar zmw zwg zwl
+    """.split()  # noqa: SIM905
+)
+
 _FIELDS = ("settlement_id", "contest_id", "currency", "winners")
 _WINNER_FIELDS = ("user_id", "amount_cents")
+# An integer literal longer than this is read as a Decimal: Python refuses to
+# make an int of more than 4,300 digits, and no amount has more than 8. (38
+# digits fit in _BITS_SHOWN.)
+_LONGEST_INT = 38
+_BITS_SHOWN = 128
+# Numbers this large are shown in scientific notation.
+_LARGE = 10**20
 
 
-def _check_id(value: object, field: str, problems: list[errors.Problem]) -> None:
+# -- reading JSON ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Unreadable:
+    """A payload that is no JSON payout-core reads, and why: what the inbox
+    hands on for a row it cannot read, so that the row is rejected with its
+    reason instead of failing the tick (and every tick after it)."""
+
+    reason: str
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _int_or_decimal(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _LONGEST_INT else Decimal(text)
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than Python parses: valid JSON (``jsonb`` holds it)
+    that payout-core cannot read."""
+
+
+def loads(text: str | bytes) -> object:
+    """Parse JSON exactly: numbers with a fraction or an exponent become
+    :class:`~decimal.Decimal` (never a float), ``NaN`` and ``Infinity`` are
+    refused, and a key given twice keeps its last value (as ``jsonb`` does).
+
+    Raises:
+        ValueError: the text is no JSON; the message says where and why.
+    """
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(
+            text,
+            parse_float=Decimal,
+            parse_int=_int_or_decimal,
+            parse_constant=_no_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise TooDeep("nests arrays or objects too deeply") from None
+
+
+def payload_from_json(text: str | bytes) -> object:
+    """:func:`loads`, or an :class:`Unreadable` saying why not: never raises."""
+    try:
+        return loads(text)
+    except ValueError as exc:
+        return Unreadable(f"is not JSON payout-core can read: {exc}")
+
+
+# -- one rule per thing ------------------------------------------------------------------------
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` for a message: short, and never raw control characters (a
+    message goes to a terminal, a log line and the inbox's ``rejected_reason``).
+
+    A number is shown by its value, as ``jsonb`` keeps it, so that the command
+    line and the inbox word a refusal alike: ``1e9`` as 1000000000, ``-0.0``
+    as 0, ``1e400`` as 1.000E+400.
+    """
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        return _number(value)
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _number(value: int | Decimal) -> str:
+    if isinstance(value, int) and value.bit_length() > _BITS_SHOWN:
+        # Only a library caller's int gets here (JSON's long literals are
+        # Decimals); Decimal() of a ten-million-bit int takes minutes.
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, Decimal) and not value.is_finite():
+        return str(value)
+    if not -_LARGE < value < _LARGE:
+        return f"{Decimal(value):.3E}"
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return str(int(value))
+    return str(value)
+
+
+def _kind(value: object) -> str:
+    return "JSON null" if value is None else type(value).__name__
+
+
+def amount_problem(value: object, field: str) -> errors.Problem | None:
+    """What is wrong with ``value`` as an amount in minor units, if anything."""
+    whole = "must be an integer number of minor units"
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        why = f"{whole}, got {_kind(value)} {shown(value)}"
+        if isinstance(value, float):
+            why += " (a float is inexact: give an int)"
+        return errors.Problem(field, why)
+    if isinstance(value, Decimal) and not value.is_finite():
+        return errors.Problem(field, f"{whole}, got {shown(value)}")
+    if value <= 0:
+        return errors.Problem(field, f"must be greater than 0, got {shown(value)}")
+    if value > MAX_AMOUNT_CENTS:
+        return errors.Problem(
+            field,
+            f"must be at most {MAX_AMOUNT_CENTS} minor units (Stripe's most per transfer), "
+            f"got {shown(value)}",
+        )
+    if isinstance(value, Decimal) and value != value.to_integral_value():
+        # A JSON number with a fraction: a "float" to whoever wrote it.
+        return errors.Problem(field, f"{whole}, got float {shown(value)}")
+    return None
+
+
+def parse_amount(text: str, field: str) -> int:
+    """An amount given as text (a command-line flag), by the same rule as JSON's.
+
+    Raises:
+        InvalidOperatorAction: naming ``field`` and the problem.
+    """
+    try:
+        value = loads(text)
+    except ValueError:
+        value = text  # not a number: amount_problem names it
+    problem = amount_problem(value, field)
+    if problem is not None:
+        raise errors.InvalidOperatorAction([problem])
+    return int(cast("int | Decimal", value))
+
+
+def id_problem(
+    value: object, field: str, *, max_length: int = MAX_ID_LENGTH
+) -> errors.Problem | None:
+    """What is wrong with ``value`` as a settlement, contest or user id, if anything."""
     if not isinstance(value, str):
-        problems.append(errors.Problem(field, f"must be a string, got {type(value).__name__}"))
-    elif not value.strip():
-        problems.append(errors.Problem(field, "must not be empty"))
-    elif len(value) > MAX_ID_LENGTH:
-        problems.append(errors.Problem(field, f"must be at most {MAX_ID_LENGTH} characters"))
-    elif value != value.strip():
-        problems.append(errors.Problem(field, "must not start or end with white space"))
-    elif not value.isprintable():
-        problems.append(errors.Problem(field, "must not contain control characters"))
+        return errors.Problem(field, f"must be a string, got {_kind(value)}")
+    if not value.strip():
+        return errors.Problem(field, "must not be empty")
+    if len(value) > max_length:
+        return errors.Problem(field, f"must be at most {max_length} characters, got {len(value)}")
+    if value != value.strip():
+        return errors.Problem(field, "must not start or end with white space")
+    if not value.isprintable():
+        return errors.Problem(
+            field, "must not contain control characters (a NUL byte, a line break, ...)"
+        )
+    return None
 
 
-def _check_amount(value: object, field: str, problems: list[errors.Problem]) -> None:
-    # bool is an int subclass: True must not pay one cent.
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = type(value).__name__
-        problems.append(
-            errors.Problem(field, f"must be an integer number of minor units, got {kind} {value!r}")
+def account_id_problem(value: object, field: str) -> errors.Problem | None:
+    """What is wrong with ``value`` as a Stripe connected account id, if anything."""
+    if not isinstance(value, str):
+        return errors.Problem(field, f"must be a string, got {_kind(value)}")
+    if len(value) > MAX_ACCOUNT_ID_LENGTH:
+        return errors.Problem(
+            field,
+            f"must be at most {MAX_ACCOUNT_ID_LENGTH} characters (Stripe's longest id), "
+            f"got {len(value)}",
         )
-    elif value <= 0:
-        problems.append(errors.Problem(field, f"must be greater than 0, got {value}"))
-    elif value > MAX_AMOUNT_CENTS:
-        problems.append(
-            errors.Problem(field, f"must be at most {MAX_AMOUNT_CENTS} minor units, got {value}")
+    if not ACCOUNT_ID.fullmatch(value) or not value.isprintable():
+        return errors.Problem(
+            field,
+            f"{shown(value)} is not a Stripe connected account id (acct_ and what "
+            "Stripe gave after it, without white space or control characters)",
         )
+    return None
+
+
+def is_account_id(value: str) -> bool:
+    """Whether ``value`` keeps the account-id rule."""
+    return account_id_problem(value, "account_id") is None
+
+
+def account_problems(
+    user_id: object,
+    account_id: object,
+    *,
+    fields: tuple[str, str] = ("user_id", "account_id"),
+) -> list[errors.Problem]:
+    """Every problem with connecting ``user_id`` to ``account_id``."""
+    found = (id_problem(user_id, fields[0]), account_id_problem(account_id, fields[1]))
+    return [p for p in found if p is not None]
+
+
+def transfer_id_problem(value: str, field: str = "transfer id") -> errors.Problem | None:
+    """What is wrong with ``value`` as a payout transfer's id (a UUID), if anything."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return errors.Problem(
+            field, f"no payout transfer {shown(value)} (a payout transfer id is a UUID)"
+        )
+    return None
+
+
+def _currency_problem(value: object) -> errors.Problem | None:
+    if isinstance(value, str) and value in CURRENCIES:
+        return None
+    why = f"must be an ISO 4217 code in lowercase letters, such as usd; got {shown(value)}"
+    if isinstance(value, str) and value.lower() in CURRENCIES:
+        why += f" (did you mean {value.lower()!r}?)"
+    return errors.Problem("currency", why)
+
+
+# -- the settlement ----------------------------------------------------------------------------
+
+
+def _key(key: object) -> str:
+    """An unknown field's name for a message: as given when printable."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else shown(key)
 
 
 def _check_winners(value: object, problems: list[errors.Problem]) -> None:
     if not isinstance(value, list | tuple):
-        problems.append(errors.Problem("winners", "must be a list"))
+        problems.append(errors.Problem("winners", f"must be a list, got {_kind(value)}"))
         return
     if not value:
         problems.append(errors.Problem("winners", "must not be empty"))
@@ -67,60 +336,60 @@ def _check_winner(
 ) -> None:
     where = f"winners[{index}]"
     if not isinstance(winner, Mapping):
-        problems.append(errors.Problem(where, "must be an object"))
+        problems.append(errors.Problem(where, f"must be an object, got {_kind(winner)}"))
         return
     for key in winner:
         if key not in _WINNER_FIELDS:
-            problems.append(errors.Problem(f"{where}.{key}", "is not a known field"))
+            problems.append(errors.Problem(f"{where}.{_key(key)}", "is not a known field"))
     for key in _WINNER_FIELDS:
         if key not in winner:
             problems.append(errors.Problem(f"{where}.{key}", "is required"))
     if "user_id" in winner:
         user_id = winner["user_id"]
-        _check_id(user_id, f"{where}.user_id", problems)
-        if isinstance(user_id, str) and user_id in seen:
+        problem = id_problem(user_id, f"{where}.user_id")
+        if problem is not None:
+            problems.append(problem)
+        elif user_id in seen:
             problems.append(
                 errors.Problem(
                     f"{where}.user_id",
-                    f"duplicate user {user_id!r} (also winners[{seen[user_id]}])",
+                    f"duplicate user {shown(user_id)} (also winners[{seen[user_id]}])",
                 )
             )
-        elif isinstance(user_id, str):
+        else:
             seen[user_id] = index
     if "amount_cents" in winner:
-        _check_amount(winner["amount_cents"], f"{where}.amount_cents", problems)
+        problem = amount_problem(winner["amount_cents"], f"{where}.amount_cents")
+        if problem is not None:
+            problems.append(problem)
 
 
 def problems_in(data: object) -> list[errors.Problem]:
     """Every rule of DESIGN 3 "Settlement" that ``data`` (parsed JSON) breaks."""
+    if isinstance(data, Unreadable):
+        return [errors.Problem("settlement", data.reason)]
     if not isinstance(data, Mapping):
-        return [errors.Problem("settlement", "must be a JSON object")]
+        return [errors.Problem("settlement", f"must be a JSON object, got {_kind(data)}")]
     problems: list[errors.Problem] = []
     for key in data:
         if key not in _FIELDS:
-            problems.append(errors.Problem(str(key), "is not a known field"))
+            problems.append(errors.Problem(_key(key), "is not a known field"))
     for key in _FIELDS:
         if key not in data:
             problems.append(errors.Problem(key, "is required"))
-    if "settlement_id" in data:
-        _check_id(data["settlement_id"], "settlement_id", problems)
-    if "contest_id" in data:
-        _check_id(data["contest_id"], "contest_id", problems)
-    if "currency" in data:
-        currency = data["currency"]
-        if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
-            problems.append(
-                errors.Problem(
-                    "currency", f"must be an ISO 4217 code in 3 lowercase letters, got {currency!r}"
-                )
-            )
+    for key in ("settlement_id", "contest_id"):
+        if key in data and (problem := id_problem(data[key], key)) is not None:
+            problems.append(problem)
+    if "currency" in data and (problem := _currency_problem(data["currency"])) is not None:
+        problems.append(problem)
     if "winners" in data:
         _check_winners(data["winners"], problems)
     return problems
 
 
 def parse_settlement(data: object) -> models.Settlement:
-    """Build a :class:`~payout_core.models.Settlement` from parsed JSON.
+    """Build a :class:`~payout_core.models.Settlement` from parsed JSON
+    (:func:`loads` reads it exactly; a ``json.loads`` float amount is refused).
 
     Raises:
         InvalidSettlement: with every problem found.
@@ -134,7 +403,7 @@ def parse_settlement(data: object) -> models.Settlement:
         contest_id=fields["contest_id"],
         currency=fields["currency"],
         winners=tuple(
-            models.Winner(user_id=w["user_id"], amount_cents=w["amount_cents"])
+            models.Winner(user_id=w["user_id"], amount_cents=int(w["amount_cents"]))
             for w in fields["winners"]
         ),
     )

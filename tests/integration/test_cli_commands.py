@@ -295,7 +295,7 @@ def test_loop_refuses_to_start_without_a_stripe_key(database_url: str, env: dict
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("PAYOUT_BATCH_SIZE", "0", "a whole number of at least 1"),
+        ("PAYOUT_BATCH_SIZE", "0", "a whole number from 1 to"),
         ("PAYOUT_INTERVAL_SECONDS", "soon", "a number greater than 0"),
         ("PAYOUT_GATEWAY", "paypal", "one of stripe, simulated"),
         ("PAYOUT_ADMIN_ADDR", "everywhere", "host:port"),

@@ -32,7 +32,8 @@ def test_the_loop_turns_each_inbox_row_into_one_job_or_rejects_it_with_its_reaso
     good = cli.settlement("stl-good", {"u-1": 1500, "u-2": 700})
     twice = cli.settlement("stl-twice", {"u-3": 900})
     float_amount = cli.settlement("stl-float", {"u-4": 1})
-    float_amount["winners"] = [{"user_id": "u-4", "amount_cents": 1500.0}]
+    # 1500.0 would be the amount 1500 (as from the command line); 1500.5 is none.
+    float_amount["winners"] = [{"user_id": "u-4", "amount_cents": 1500.5}]
     changed = cli.settlement("stl-good", {"u-1": 1500, "u-2": 7000})
 
     rows = {
@@ -80,7 +81,10 @@ def test_the_loop_turns_each_inbox_row_into_one_job_or_rejects_it_with_its_reaso
         "winners: must be a list",
     )
     rejected("not an object", "settlement: must be a JSON object")
-    rejected("float", "winners[0].amount_cents: must be an integer number of minor units")
+    rejected(
+        "float",
+        "winners[0].amount_cents: must be an integer number of minor units, got float 1500.5",
+    )
     rejected("changed", f"already scheduled as job {jobs['stl-good']}", "different contents")
     rejected("mislabelled", "payload says 'stl-named' but the row says 'stl-other'")
 

@@ -120,7 +120,7 @@ def test_a_refused_write_names_the_constraint(pg_store: postgres.PostgresStore) 
         amount_cents=too_much,
     )
 
-    with pytest.raises(errors.InvalidSettlement, match="payout_transfers_amount_cents_check"):
+    with pytest.raises(errors.StoreRefused, match="payout_transfers_amount_cents_check"):
         pg_store.schedule(other, [bad])
     assert pg_store.find_job("s-2") is None
 
@@ -133,9 +133,9 @@ def test_a_job_is_written_only_with_all_its_transfers(pg_store: postgres.Postgre
         one, id=str(uuid.uuid4()), job_id=other.id, settlement_id="s-2", contest_id="c-2"
     )
 
-    with pytest.raises(errors.InvalidSettlement, match="total_transfers"):
+    with pytest.raises(errors.StoreRefused, match="total_transfers"):
         pg_store.schedule(other, [moved])
-    with pytest.raises(errors.InvalidSettlement, match="at least one transfer"):
+    with pytest.raises(errors.StoreRefused, match="at least one transfer"):
         pg_store.schedule(other, [])
 
     assert pg_store.find_job("s-2") is None

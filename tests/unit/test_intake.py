@@ -22,7 +22,7 @@ def payload(settlement_id: str, amount: object = 1500, user: str = "u1") -> dict
 
 def test_good_rows_become_jobs_and_bad_rows_are_rejected_with_reasons() -> None:
     inbox, store = InMemoryInbox(), InMemoryStore()
-    bad = inbox.put("s-bad", payload("s-bad", amount=15.0), received_at=T0)
+    bad = inbox.put("s-bad", payload("s-bad", amount=15.5), received_at=T0)
     good = inbox.put("s-1", payload("s-1"), received_at=T0)
     result = intake.take_settlements(inbox=inbox, store=store, now=T0)
     assert (result.accepted, result.rejected) == (1, 1)

@@ -229,9 +229,9 @@ def test_transfers_that_are_not_the_jobs_are_refused_and_nothing_written(
     job = b.make_job(stl, now=T0)
     stray = b.make_transfers(b.make_job(stl, now=T0), stl, now=T0)
 
-    with pytest.raises(errors.InvalidSettlement, match="not the job's"):
+    with pytest.raises(errors.StoreRefused, match="not the job's"):
         store.schedule(job, stray)
-    with pytest.raises(errors.InvalidSettlement, match="at least one transfer"):
+    with pytest.raises(errors.StoreRefused, match="at least one transfer"):
         store.schedule(job, [])
 
     assert store.jobs() == []
@@ -243,7 +243,7 @@ def test_a_winner_twice_in_one_job_is_refused(store: InMemoryStore) -> None:
     job = b.make_job(stl, now=T0)
     one, two = b.make_transfers(job, stl, now=T0)
 
-    with pytest.raises(errors.InvalidSettlement, match="'u-1' twice"):
+    with pytest.raises(errors.StoreRefused, match="'u-1' twice"):
         store.schedule(job, [one, attrs.evolve(two, user_id="u-1", amount_cents=1000)])
 
     assert store.jobs() == []

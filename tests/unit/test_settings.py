@@ -23,6 +23,7 @@ def test_defaults_follow_the_design() -> None:
     assert (got.lease_seconds, got.retry_base_seconds, got.retry_max_seconds) == (600, 30, 3600)
     assert (got.stripe_timeout_seconds, got.stripe_rate_limit) == (30, 20)
     assert got.database_timeout_seconds == 5
+    assert got.statement_timeout_seconds == 30
 
 
 def test_every_variable_is_read() -> None:
@@ -62,6 +63,20 @@ def test_flags_override_the_environment() -> None:
     assert (got.batch_size, got.gateway, got.concurrency) == (50, s.GatewayKind.SIMULATED, 8)
 
 
+def test_the_statement_timeout_is_read_and_must_be_positive() -> None:
+    got = s.Settings.from_sources({"PAYOUT_STATEMENT_TIMEOUT_SECONDS": "2.5"})
+    assert got.statement_timeout_seconds == 2.5
+    for never in ("0", "-1", "inf"):
+        with pytest.raises(s.ConfigError, match="PAYOUT_STATEMENT_TIMEOUT_SECONDS"):
+            s.Settings.from_sources({"PAYOUT_STATEMENT_TIMEOUT_SECONDS": never})
+
+
+def test_the_admin_server_listens_on_loopback_unless_told_otherwise() -> None:
+    assert s.Settings.from_sources({}).admin_addr == s.AdminAddress("127.0.0.1", 9108)
+    told = s.Settings.from_sources({"PAYOUT_ADMIN_ADDR": "0.0.0.0:9108"})
+    assert told.admin_addr == s.AdminAddress("0.0.0.0", 9108)  # noqa: S104
+
+
 def test_the_admin_server_can_be_turned_off() -> None:
     assert s.Settings.from_sources({"PAYOUT_ADMIN_ADDR": "off"}).admin_addr is None
 
@@ -69,9 +84,9 @@ def test_the_admin_server_can_be_turned_off() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "said"),
     [
-        ("PAYOUT_BATCH_SIZE", "0", "whole number of at least 1"),
-        ("PAYOUT_BATCH_SIZE", "ten", "whole number of at least 1"),
-        ("PAYOUT_CONCURRENCY", "2.5", "whole number of at least 1"),
+        ("PAYOUT_BATCH_SIZE", "0", "whole number from 1 to"),
+        ("PAYOUT_BATCH_SIZE", "ten", "whole number from 1 to"),
+        ("PAYOUT_CONCURRENCY", "2.5", "whole number from 1 to"),
         ("PAYOUT_INTERVAL_SECONDS", "-1", "greater than 0"),
         ("PAYOUT_INTERVAL_SECONDS", "nan", "greater than 0"),
         ("PAYOUT_LEASE_SECONDS", "inf", "greater than 0"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from payout_core import validation
+from payout_core import errors, validation
 
 __all__ = ["InMemoryAccountDirectory"]
 
@@ -34,15 +34,13 @@ class InMemoryAccountDirectory:
         """Pay ``user_id`` to ``account_id`` from now on (connect, or move).
 
         Raises:
-            ValueError: ``account_id`` is not an ``acct_...`` id, or ``user_id`` is empty.
+            InvalidAccount: ``account_id`` is not an ``acct_...`` id, or
+                ``user_id`` is no user id (:func:`payout_core.validation.account_problems`;
+                also a ``ValueError``).
         """
-        if not user_id:
-            raise ValueError("user_id must not be empty")
-        if not validation.ACCOUNT_ID.fullmatch(account_id):
-            raise ValueError(
-                f"cannot pay user {user_id!r} to {account_id!r}: "
-                "a connected account id is 'acct_' and more, without white space"
-            )
+        problems = validation.account_problems(user_id, account_id)
+        if problems:
+            raise errors.InvalidAccount(problems)
         with self._lock:
             self._accounts[user_id] = account_id
 

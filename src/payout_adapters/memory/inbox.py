@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import json
 import threading
 from datetime import datetime
 
 import attrs
 
-from payout_core import ports
+from payout_core import ports, validation
 
 __all__ = ["InMemoryInbox", "InboxRow", "InboxStatus"]
 
@@ -33,6 +34,17 @@ class InboxRow:
     taken_at: datetime | None = None
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL character is anywhere in ``value`` (which jsonb refuses)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 class InMemoryInbox:
     """:class:`payout_core.ports.SettlementInbox` in memory; ``put`` plays the sending service."""
 
@@ -41,11 +53,48 @@ class InMemoryInbox:
         self._rows: dict[int, InboxRow] = {}
 
     def put(self, settlement_id: str, payload: object, *, received_at: datetime) -> int:
-        """Insert a row as another service would; returns its id."""
+        """Insert a row as another service would; returns its id.
+
+        ``payload`` is written as JSON (:meth:`put_json`): ``15.0`` arrives as
+        the number it is, not as a Python float, as from PostgreSQL.
+
+        Raises:
+            ValueError: ``jsonb`` could not hold the payload (not JSON, ``NaN``).
+        """
+        try:
+            text = json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"the payload is not JSON jsonb can hold: {exc!r}") from None
+        return self.put_json(settlement_id, text, received_at=received_at)
+
+    def put_json(self, settlement_id: str, payload: str, *, received_at: datetime) -> int:
+        """Insert a row whose payload is JSON text, as ``INSERT ... VALUES
+        (%s, %s::jsonb)`` does; returns its id.
+
+        The payload is kept as ``payout_settlement_inbox.payload`` keeps it and
+        read as the PostgreSQL inbox reads it (:func:`payout_core.validation.loads`:
+        numbers exact), so that both inboxes hand the core the same settlement.
+
+        Raises:
+            ValueError: ``jsonb`` would refuse the text (no JSON, ``NaN``, a
+                ``\\u0000``): the sender's INSERT fails the same way. JSON nested
+                deeper than Python reads, which ``jsonb`` holds, is kept, and
+                handed over as :class:`~payout_core.validation.Unreadable` for
+                the row to be rejected, as from PostgreSQL.
+        """
+        kept: object
+        try:
+            kept = validation.loads(payload)
+        except validation.TooDeep as exc:
+            kept = validation.Unreadable(f"is not JSON payout-core can read: {exc}")
+        except ValueError as exc:
+            raise ValueError(f"the payload is not JSON jsonb can hold: {exc}") from None
+        if _holds_nul(kept):
+            raise ValueError("the payload is not JSON jsonb can hold: \\u0000 cannot be text")
         with self._lock:
             row_id = len(self._rows) + 1
             self._rows[row_id] = InboxRow(
-                id=row_id, settlement_id=settlement_id, payload=payload, received_at=received_at
+                id=row_id, settlement_id=settlement_id, payload=kept, received_at=received_at
             )
             return row_id
 
@@ -78,6 +127,9 @@ class InMemoryInbox:
 
     def _mark(self, item_id: int, **changes: object) -> None:
         with self._lock:
-            row = self._rows[item_id]
-            if row.status is InboxStatus.NEW:  # taking is idempotent: the first mark stands
+            row = self._rows.get(item_id)
+            # No such row: nothing to mark (as PostgreSQL's guarded UPDATE).
+            if (
+                row is not None and row.status is InboxStatus.NEW
+            ):  # taking is idempotent: the first mark stands
                 self._rows[item_id] = attrs.evolve(row, **changes)  # type: ignore[arg-type]

@@ -25,7 +25,9 @@ it enforces too, with the same errors:
   once (a settled reversal never changes);
 * the row checks of the schema (``stripe_transfer_id`` iff completed, a claim
   has a lease and a token, ...): a write breaking one raises as the database's
-  refusal would.
+  refusal would (:class:`~payout_core.errors.StoreRefused` naming the
+  constraint when a job is scheduled, ``IllegalTransition`` when a transfer
+  moves), never as the caller's invalid input.
 
 Every operation is one step under one lock: atomic, and safe to share between
 threads. Models are frozen, so what it returns can be kept without copying.
@@ -117,48 +119,80 @@ def _due_order(transfer: models.PayoutTransfer) -> tuple[datetime, str]:
     return (sm.due_at(transfer) or transfer.created_at, transfer.id)
 
 
+def _row_refusals(transfer: models.PayoutTransfer) -> list[tuple[str, str]]:
+    """The schema's checks on a transfer row (migrations/0001, 0004, 0008) that
+    ``transfer`` breaks: (the constraint's name, what it says)."""
+    t = transfer
+    checks = (
+        (
+            "payout_transfers_attempts_check",
+            0 <= t.attempt_count <= t.max_attempts and t.max_attempts >= 1,
+            f"attempt_count {t.attempt_count} is outside 0..{t.max_attempts}",
+        ),
+        (
+            "payout_transfers_stripe_transfer_id_check",
+            (t.stripe_transfer_id is not None) == (t.status is S.COMPLETED),
+            "stripe_transfer_id must be set if and only if the status is completed",
+        ),
+        (
+            "payout_transfers_claim_check",
+            t.status is not S.PROCESSING
+            or (t.lease_expires_at is not None and t.claim_token is not None),
+            "a processing transfer needs a lease and a claim token",
+        ),
+        (
+            "payout_transfers_failure_code_check",
+            t.status is not S.FAILED_TERMINAL or t.failure_code is not None,
+            "a failed transfer needs a failure_code",
+        ),
+        (
+            "payout_transfers_destination_account_check",
+            t.destination_account is None or validation.is_account_id(t.destination_account),
+            f"destination_account {t.destination_account!r} is not acct_...",
+        ),
+        (
+            "payout_transfers_amount_cents_check",
+            0 < t.amount_cents <= validation.MAX_AMOUNT_CENTS,
+            f"amount_cents {t.amount_cents} is outside 1..{validation.MAX_AMOUNT_CENTS}",
+        ),
+        (
+            "payout_transfers_key_generation_check",
+            t.key_generation >= 0,
+            "key_generation must be >= 0",
+        ),
+        (
+            "payout_transfers_uncertain_check",
+            not t.outcome_uncertain
+            or (t.key_first_sent_at is not None and t.last_send_at is not None),
+            "an uncertain transfer needs the time of its key's first and last send",
+        ),
+        (
+            "payout_transfers_attempts_left_check",
+            t.status.is_terminal or t.outcome_uncertain or t.attempt_count < t.max_attempts,
+            "a transfer with every attempt spent is terminal or uncertain",
+        ),
+        (
+            "payout_transfers_counters_check",
+            min(t.key_sends, t.lookup_failures, t.abandoned_claims) >= 0,
+            "key_sends, lookup_failures and abandoned_claims must be >= 0",
+        ),
+        (
+            "payout_transfers_needs_operator_check",
+            not (t.status.is_terminal and t.needs_operator is not None),
+            "a terminal transfer needs no operator",
+        ),
+        (
+            "payout_transfers_reissue_of_check",
+            t.reissue_of != t.id,
+            "a transfer cannot be a reissue of itself",
+        ),
+    )
+    return [(name, said) for name, holds, said in checks if not holds]
+
+
 def _row_problems(transfer: models.PayoutTransfer) -> list[str]:
-    """The schema's checks on a transfer row (migrations/0001), as messages."""
-    problems = []
-    if not 0 <= transfer.attempt_count <= transfer.max_attempts or transfer.max_attempts < 1:
-        problems.append(
-            f"attempt_count {transfer.attempt_count} is outside 0..{transfer.max_attempts}"
-        )
-    if (transfer.stripe_transfer_id is not None) != (transfer.status is S.COMPLETED):
-        problems.append("stripe_transfer_id must be set if and only if the status is completed")
-    if transfer.status is S.PROCESSING and (
-        transfer.lease_expires_at is None or transfer.claim_token is None
-    ):
-        problems.append("a processing transfer needs a lease and a claim token")
-    if transfer.status is S.FAILED_TERMINAL and transfer.failure_code is None:
-        problems.append("a failed transfer needs a failure_code")
-    if transfer.destination_account is not None and not validation.ACCOUNT_ID.fullmatch(
-        transfer.destination_account
-    ):
-        problems.append(f"destination_account {transfer.destination_account!r} is not acct_...")
-    if not 0 < transfer.amount_cents <= validation.MAX_AMOUNT_CENTS:
-        problems.append(
-            f"amount_cents {transfer.amount_cents} is outside 1..{validation.MAX_AMOUNT_CENTS}"
-        )
-    if transfer.key_generation < 0:
-        problems.append("key_generation must be >= 0")
-    if transfer.outcome_uncertain and (
-        transfer.key_first_sent_at is None or transfer.last_send_at is None
-    ):
-        problems.append("an uncertain transfer needs the time of its key's first and last send")
-    if (
-        not transfer.status.is_terminal
-        and not transfer.outcome_uncertain
-        and transfer.attempt_count >= transfer.max_attempts
-    ):
-        problems.append("a transfer with every attempt spent is terminal or uncertain")
-    if min(transfer.key_sends, transfer.lookup_failures, transfer.abandoned_claims) < 0:
-        problems.append("key_sends, lookup_failures and abandoned_claims must be >= 0")
-    if transfer.status.is_terminal and transfer.needs_operator is not None:
-        problems.append("a terminal transfer needs no operator")
-    if transfer.reissue_of == transfer.id:
-        problems.append("a transfer cannot be a reissue of itself")
-    return problems
+    """:func:`_row_refusals` as messages naming their constraint."""
+    return [f"{name}: {said}" for name, said in _row_refusals(transfer)]
 
 
 def _reversal_problems(reversal: models.Reversal) -> list[str]:
@@ -356,37 +390,48 @@ class InMemoryStore:
     def _check_new_job(
         self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
     ) -> None:
-        """What the schema's keys and checks refuse when a job is inserted."""
-        problems: list[errors.Problem] = []
+        """What the schema's keys and checks refuse when a job is inserted, in
+        the PostgreSQL store's words: :class:`~payout_core.errors.StoreRefused`
+        naming the first constraint broken."""
+        refusals: list[tuple[str, str]] = []
         if job.id in self._jobs:
-            problems.append(errors.Problem("id", f"job {job.id} exists for another settlement"))
-        if not transfers:
-            problems.append(errors.Problem("transfers", "a job needs at least one transfer"))
+            refusals.append(("payout_jobs_pkey", f"job {job.id} exists for another settlement"))
+        totals = (len(transfers), sum(t.amount_cents for t in transfers))
+        if not transfers or totals != (job.total_transfers, job.total_amount_cents):
+            refusals.append(
+                (
+                    "payout_jobs_totals_match_transfers",
+                    "a job needs at least one transfer, and its total_transfers and "
+                    "total_amount_cents must be those of its transfers",
+                )
+            )
         users: set[str] = set()
         for n, t in enumerate(transfers):
             where = f"transfers[{n}]"
             parent = (t.job_id, t.settlement_id, t.contest_id, t.currency)
             if parent != (job.id, job.settlement_id, job.contest_id, job.currency):
-                problems.append(
-                    errors.Problem(
-                        where, "job_id, settlement_id, contest_id, currency not the job's"
+                refusals.append(
+                    (
+                        "payout_transfers_job_fkey",
+                        f"{where}: job_id, settlement_id, contest_id, currency not the job's",
                     )
                 )
             if t.id in self._transfers:
-                problems.append(errors.Problem(f"{where}.id", f"transfer {t.id} exists"))
+                refusals.append(("payout_transfers_pkey", f"{where}: transfer {t.id} exists"))
             if t.user_id in users:
-                problems.append(errors.Problem(f"{where}.user_id", f"{t.user_id!r} twice"))
+                refusals.append(
+                    (
+                        "payout_transfers_contest_user_live_idx",
+                        f"{where}: user {t.user_id!r} twice in one job",
+                    )
+                )
             users.add(t.user_id)
-            problems.extend(errors.Problem(where, p) for p in _row_problems(t))
-        if transfers and (len(transfers), sum(t.amount_cents for t in transfers)) != (
-            job.total_transfers,
-            job.total_amount_cents,
-        ):
-            problems.append(
-                errors.Problem("job", "total_transfers and total_amount_cents must match")
-            )
-        if problems:
-            raise errors.InvalidSettlement(problems)
+            refusals.extend((name, f"{where}: {said}") for name, said in _row_refusals(t))
+        if refusals:
+            constraint, message = refusals[0]
+            if len(refusals) > 1:
+                message += f" (and {len(refusals) - 1} more)"
+            raise errors.StoreRefused(constraint, message)
 
     def claim_due(self, *, limit: int, lease: timedelta, token: str) -> list[models.PayoutTransfer]:
         with self._operation("claim_due"):

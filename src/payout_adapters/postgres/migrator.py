@@ -8,6 +8,11 @@
   then find nothing left to do.
 * A file changed after it was applied is refused before anything runs: the
   database no longer matches the file, and a person must decide what to do.
+* The session migrates with its own ``statement_timeout``, an hour by default:
+  far above the workers' (a file may build an index over the whole ledger),
+  short of forever. A pooled connection goes back to the pool with its own.
+* Run it as the role that owns the tables (it creates them); the workers'
+  roles are granted what they need by the files (0012), and never migrate.
 
 Where the files are: a wheel carries them inside the package
 (``payout_adapters/postgres/migrations``, see pyproject's ``force-include``);
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.resources
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +39,7 @@ from payout_adapters.postgres import translate
 from payout_core import errors
 
 __all__ = [
+    "MIGRATION_STATEMENT_TIMEOUT_SECONDS",
     "Migration",
     "MigrationError",
     "default_directory",
@@ -42,6 +49,17 @@ __all__ = [
 ]
 
 _NAME: Final = re.compile(r"(?P<number>\d{4})_[a-z0-9_]+\.sql")
+
+# How long one statement of a migration may run. Files build indexes over
+# whole tables (0011: about a second per million ledger rows); an hour leaves
+# room for the largest, and still ends a migration stuck behind a lock.
+MIGRATION_STATEMENT_TIMEOUT_SECONDS: Final = 3600.0
+
+# The migrating session's own statement_timeout (set_config: SET takes no
+# parameters), then back to the one the session started with (a pooled
+# connection's, from its startup options).
+_SET_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %(timeout)s, false)"
+_RESET_STATEMENT_TIMEOUT: Final = "RESET statement_timeout"
 
 
 class MigrationError(errors.PayoutError):
@@ -171,14 +189,32 @@ def _autocommit(target: str | psycopg_pool.ConnectionPool) -> Iterator[psycopg.C
                 pooled.autocommit = previous
 
 
+@contextlib.contextmanager
+def _statement_timeout(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """``conn`` (autocommit) with ``statement_timeout`` at ``seconds`` until the block ends."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"statement_timeout must be seconds > 0, got {seconds}")
+    conn.execute(_SET_STATEMENT_TIMEOUT, {"timeout": f"{max(1, math.ceil(seconds * 1000))}ms"})
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute(_RESET_STATEMENT_TIMEOUT)
+
+
 def migrate(
-    target: str | psycopg_pool.ConnectionPool, directory: Path | str | None = None
+    target: str | psycopg_pool.ConnectionPool,
+    directory: Path | str | None = None,
+    *,
+    statement_timeout: float = MIGRATION_STATEMENT_TIMEOUT_SECONDS,
 ) -> list[str]:
     """Apply the pending migrations; return the names applied, in order
     (empty when the database was up to date).
 
     ``target`` is a connection string (``postgresql://...`` or ``key=value``)
-    or an open pool; ``directory`` overrides where the files are read from.
+    or an open pool; ``directory`` overrides where the files are read from;
+    ``statement_timeout`` (seconds) bounds each statement of the migrating
+    session, whatever the pool's own.
 
     Raises:
         MigrationError: a file is misnamed, was changed after it was applied,
@@ -187,7 +223,11 @@ def migrate(
         StoreUnavailable: the database could not be reached.
     """
     files = migration_files(Path(directory) if directory is not None else default_directory())
-    with translate.unavailable("migrate the database"), _autocommit(target) as conn:
+    with (
+        translate.unavailable("migrate the database"),
+        _autocommit(target) as conn,
+        _statement_timeout(conn, statement_timeout),
+    ):
         return _apply(conn, files)
 
 

@@ -12,6 +12,7 @@ The adapters take a :class:`psycopg_pool.ConnectionPool` that the caller opened
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 import uuid
@@ -21,12 +22,13 @@ from typing import Any, LiteralString
 
 import attrs
 import psycopg
+import psycopg.types.json
 import psycopg_pool
 from psycopg.rows import DictRow, dict_row
 
 from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
-from payout_core import errors, models, pacing, ports
+from payout_core import errors, models, pacing, ports, validation
 from payout_core import reversal as rules
 from payout_core import state_machine as sm
 
@@ -83,25 +85,27 @@ class Database:
             return cursor.execute(query, params).fetchone()
 
 
-def _check_totals(job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]) -> None:
-    """A job is written with all its transfers: its totals must be theirs.
+def _check_job(job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]) -> None:
+    """A job is written with all its transfers: its totals must be theirs, and
+    a winner is in it once. (The row-level rules are the schema's; these span
+    rows, and the in-memory store names them the same.)
 
-    (The row-level rules are the schema's; this one spans tables.)
+    Raises:
+        StoreRefused: naming the rule as a constraint; nothing was written.
     """
-    if not transfers:
-        raise errors.InvalidSettlement(
-            [errors.Problem("transfers", "a job needs at least one transfer")]
-        )
     totals = (len(transfers), sum(t.amount_cents for t in transfers))
-    if totals != (job.total_transfers, job.total_amount_cents):
-        raise errors.InvalidSettlement(
-            [
-                errors.Problem(
-                    "job",
-                    f"total_transfers and total_amount_cents say {job.total_transfers} and "
-                    f"{job.total_amount_cents}, the transfers {totals[0]} and {totals[1]}",
-                )
-            ]
+    if not transfers or totals != (job.total_transfers, job.total_amount_cents):
+        raise errors.StoreRefused(
+            "payout_jobs_totals_match_transfers",  # no SQL constraint spans the two tables
+            f"a job needs at least one transfer, and its total_transfers and "
+            f"total_amount_cents ({job.total_transfers} and {job.total_amount_cents}) "
+            f"must be those of its transfers ({totals[0]} and {totals[1]})",
+        )
+    twice = sorted(u for u, n in collections.Counter(t.user_id for t in transfers).items() if n > 1)
+    if twice:
+        raise errors.StoreRefused(
+            "payout_transfers_contest_user_live_idx",  # ON CONFLICT would skip the second
+            f"user(s) {', '.join(map(repr, twice))} twice in one job",
         )
 
 
@@ -166,7 +170,7 @@ class PostgresStore:
     def schedule(
         self, job: models.PayoutJob, transfers: Sequence[models.PayoutTransfer]
     ) -> ports.ScheduleResult:
-        _check_totals(job, transfers)
+        _check_job(job, transfers)
         job_params = rows.job_params(job)
         transfer_params = rows.transfers_params(transfers)
         with self._db.transaction("schedule a payout") as cursor:
@@ -186,8 +190,9 @@ class PostgresStore:
                 inserted = {
                     r["user_id"] for r in cursor.execute(q.INSERT_TRANSFERS, transfer_params)
                 }
-            except psycopg.IntegrityError as exc:
-                raise errors.InvalidSettlement([translate.constraint_problem(exc)]) from exc
+            except (psycopg.IntegrityError, psycopg.DataError) as exc:
+                # Validated before, so not the settlement's fault: name the constraint.
+                raise translate.refused(exc, action="schedule a payout") from exc
             already_paid = [t.user_id for t in transfers if t.user_id not in inserted]
             if already_paid:
                 # Leaving the block by raising rolls the job back: nothing is written.
@@ -345,8 +350,8 @@ class PostgresStore:
         try:
             with self._db.statements(action) as cursor:
                 row = cursor.execute(query, params).fetchone()
-        except psycopg.IntegrityError as exc:
-            problem = translate.constraint_problem(exc)
+        except errors.StoreRefused as exc:  # translate.unavailable's, naming the constraint
+            problem = errors.Problem(exc.constraint, f"refused by the database: {exc.message}")
             # Read once the connection is back: a pool of one must not wait on itself.
             stored = self.get_transfer(transfer) if isinstance(transfer, str) else transfer
             raise errors.IllegalTransition(
@@ -637,18 +642,18 @@ class PostgresAccountDirectory:
         """Pay ``user_id`` to ``account_id`` from now on (connect, or move).
 
         Raises:
-            ValueError: ``account_id`` is not an ``acct_...`` id, or ``user_id`` is empty.
+            InvalidAccount: ``account_id`` is not an ``acct_...`` id, or
+                ``user_id`` is no user id (:func:`payout_core.validation.account_problems`).
+            StoreRefused: the schema refused what the core's rule accepts.
             StoreUnavailable: nothing was written.
         """
+        problems = validation.account_problems(user_id, account_id)
+        if problems:
+            raise errors.InvalidAccount(problems)
         params = {"user_id": user_id, "stripe_account_id": account_id}
+        # A constraint's refusal becomes StoreRefused in translate.unavailable.
         with self._db.transaction("connect an account") as cursor:
-            try:
-                cursor.execute(q.SET_ACCOUNT, params)
-            except psycopg.IntegrityError as exc:
-                raise ValueError(
-                    f"cannot pay user {user_id!r} to {account_id!r}: "
-                    f"{translate.constraint_problem(exc)}"
-                ) from exc
+            cursor.execute(q.SET_ACCOUNT, params)
 
 
 class PostgresRateLimiter:
@@ -726,9 +731,13 @@ class PostgresInbox:
         self._db = Database(pool)
 
     def unprocessed(self, *, limit: int) -> list[ports.InboxItem]:
-        found = self._db.fetch_all(
-            "read the settlement inbox", q.INBOX_UNPROCESSED, {"limit": limit}
-        )
+        with self._db.statements("read the settlement inbox") as cursor:
+            # The payload as the core reads JSON: numbers exact (1e2 and 100.0
+            # are the amount 100, as from the command line), and a payload it
+            # cannot read (nested deeper than Python parses) an Unreadable, for
+            # the row to be rejected instead of failing every tick.
+            psycopg.types.json.set_json_loads(validation.payload_from_json, cursor)
+            found = cursor.execute(q.INBOX_UNPROCESSED, {"limit": limit}).fetchall()
         return [
             ports.InboxItem(
                 id=row["id"],

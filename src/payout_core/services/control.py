@@ -16,20 +16,32 @@ _ACTOR_MAX = 200
 _REASON_MAX = 2000
 
 
-def validate_actor_and_reason(actor: str, reason: str) -> None:
-    """Refuse an action that does not say who did it and why.
+def validate_actor_and_reason(actor: object, reason: object) -> None:
+    """Refuse an action that does not say who did it and why, or says it in
+    what the audit trail cannot show as written (``status`` prints both on a
+    terminal: no control characters, which could rewrite what it shows).
 
     Raises:
         InvalidOperatorAction: naming each problem; nothing was written.
     """
     problems = []
     for name, value, most in (("actor", actor, _ACTOR_MAX), ("reason", reason, _REASON_MAX)):
-        if not value.strip():
+        if not isinstance(value, str):
+            problems.append(errors.Problem(name, f"must be a string, got {type(value).__name__}"))
+        elif not value.strip():
             problems.append(errors.Problem(name, "must not be empty"))
         elif len(value) > most:
-            problems.append(errors.Problem(name, f"must be at most {most} characters"))
+            problems.append(
+                errors.Problem(name, f"must be at most {most} characters, got {len(value)}")
+            )
         elif "\x00" in value:
             problems.append(errors.Problem(name, "must not contain a NUL byte"))
+        elif not value.isprintable():
+            problems.append(
+                errors.Problem(
+                    name, "must not contain control characters (a line break, an escape, ...)"
+                )
+            )
     if problems:
         raise errors.InvalidOperatorAction(problems)
 

@@ -28,8 +28,8 @@ def _parse(item: ports.InboxItem) -> models.Settlement:
             [
                 errors.Problem(
                     "settlement_id",
-                    f"payload says {settlement.settlement_id!r} but the row says "
-                    f"{item.settlement_id!r}",
+                    f"payload says {validation.shown(settlement.settlement_id)} but the row "
+                    f"says {validation.shown(item.settlement_id)}",
                 )
             ]
         )
@@ -48,7 +48,10 @@ def take_settlements(
 
     A rejected row never blocks the rows behind it. A row whose settlement was
     already scheduled with the same contents is accepted as that job; with other
-    contents it is rejected (a changed settlement is never paid twice).
+    contents it is rejected (a changed settlement is never paid twice). A row
+    the store refuses although it passed validation (:class:`StoreRefused`: a
+    rule the core does not know) is rejected too, saying so, rather than fail
+    every tick from now on: taking it again could only be refused again.
 
     Raises:
         StoreUnavailable: the tick fails; rows not yet marked are taken next time.
@@ -68,6 +71,14 @@ def take_settlements(
         ) as refusal:
             inbox.mark_rejected(item.id, reason=str(refusal), now=now)
             log.warning("payout.inbox.rejected", extra={**ids, "reason": str(refusal)})
+            rejected += 1
+            continue
+        except errors.StoreRefused as refusal:
+            reason = f"not the settlement's fault: it is valid, but {refusal}"
+            inbox.mark_rejected(item.id, reason=reason, now=now)
+            log.error(  # noqa: TRY400 - the reason is the whole story; no traceback
+                "payout.inbox.store_refused", extra={**ids, "reason": reason}
+            )
             rejected += 1
             continue
         inbox.mark_accepted(item.id, job_id=result.job.id, now=now)

@@ -25,11 +25,17 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from payout_core import errors, idempotency, ledger, models, outcomes, ports
+from payout_core import errors, idempotency, ledger, models, outcomes, ports, validation
 from payout_core import state_machine as sm
 from payout_core.services import control, reconciliation
 
-__all__ = ["reissue", "resolve_absent", "resolve_found", "validate_stripe_transfer_id"]
+__all__ = [
+    "reissue",
+    "resolve_absent",
+    "resolve_found",
+    "validate_stripe_transfer_id",
+    "validate_transfer_id",
+]
 
 _STRIPE_TRANSFER_ID = re.compile(r"tr_[A-Za-z0-9]{1,250}")
 K = models.OperatorActionKind
@@ -49,6 +55,17 @@ def validate_stripe_transfer_id(stripe_transfer_id: str) -> None:
                 )
             ]
         )
+
+
+def validate_transfer_id(transfer_id: str) -> None:
+    """Refuse what cannot be a payout transfer's id (a UUID), before any look-up.
+
+    Raises:
+        InvalidOperatorAction: naming the problem; nothing was written.
+    """
+    problem = validation.transfer_id_problem(transfer_id)
+    if problem is not None:
+        raise errors.InvalidOperatorAction([problem])
 
 
 def _needing_operator(store: ports.PayoutStore, transfer_id: str) -> models.PayoutTransfer:
@@ -129,12 +146,14 @@ def resolve_found(
     """Close a transfer that needs an operator as paid by ``stripe_transfer_id``.
 
     Raises:
-        InvalidOperatorAction: no actor or reason, or not a Stripe transfer id.
+        InvalidOperatorAction: no actor or reason, no transfer id, or not a
+            Stripe transfer id.
         ActionRefused: the transfer needs no operator, or Stripe disagrees.
         GatewayUnavailable: Stripe could not be read; nothing was written.
         StoreUnavailable: nothing was written.
     """
     control.validate_actor_and_reason(actor, reason)
+    validate_transfer_id(transfer_id)
     validate_stripe_transfer_id(stripe_transfer_id)
     before = _needing_operator(store, transfer_id)
     held = records.retrieve_transfer(stripe_transfer_id)
@@ -198,13 +217,14 @@ def resolve_absent(
     still be running at Stripe.
 
     Raises:
-        InvalidOperatorAction: no actor or reason.
+        InvalidOperatorAction: no actor or reason, or no transfer id.
         ActionRefused: the transfer needs no operator, a send may still be
             running, or Stripe holds a transfer for it.
         GatewayUnavailable: Stripe could not be read; nothing was written.
         StoreUnavailable: nothing was written.
     """
     control.validate_actor_and_reason(actor, reason)
+    validate_transfer_id(transfer_id)
     before = _needing_operator(store, transfer_id)
     if before.last_send_at is not None and before.last_send_at + margin > now:
         raise errors.ActionRefused(
@@ -245,13 +265,14 @@ def reissue(
     the new one is terminal. Returns the new transfer.
 
     Raises:
-        InvalidOperatorAction: no actor or reason.
+        InvalidOperatorAction: no actor or reason, or no transfer id.
         ActionRefused: the transfer did not fail, was reissued already, another
             transfer pays the winner, or Stripe holds a transfer for it.
         GatewayUnavailable: Stripe could not be read; nothing was written.
         StoreUnavailable: nothing was written.
     """
     control.validate_actor_and_reason(actor, reason)
+    validate_transfer_id(transfer_id)
     failed = _get(store, transfer_id)
     if failed.status is not models.TransferStatus.FAILED_TERMINAL:
         raise errors.ActionRefused(
