@@ -12,20 +12,29 @@ A fault acts at one of two stages of a request, as at Stripe:
 * ``endpoint``: after the idempotency layer let the request in (the key is
   marked in flight), while the endpoint executes. What it answers is saved
   under the key, as Stripe saves every result once execution has begun.
+
+For long runs under chaos, a script may last for ever (``times=None``) or
+until a moment of the fake's clock (``until``: a fault window), and a
+:class:`Mix` draws a fault, or none, for each request it meets from a seeded
+random generator: one script, a whole weather of faults.
 """
 
 from __future__ import annotations
 
 import enum
+import random
 import threading
+from collections.abc import Iterable
 
 import attrs
 
 __all__ = [
     "REVERSALS",
     "TRANSFERS",
+    "Delay",
     "Drop",
     "Hold",
+    "Mix",
     "Respond",
     "Stage",
     "bad_gateway",
@@ -110,7 +119,69 @@ class Hold:
         return Stage.ENDPOINT
 
 
-Fault = Respond | Drop | Hold
+@attrs.frozen(kw_only=True)
+class Delay:
+    """Take ``seconds`` (real time) over the request: longer than the client's
+    timeout, Stripe finishing a request its client gave up on, as :class:`Hold`
+    does but timed, so that it can be drawn at random.
+
+    By default Stripe works on it the whole time, its idempotency key in flight
+    (a retry meanwhile is a 409), and executes it at the end; with
+    ``execute_first`` it executes at once and only the answer is late (a retry
+    meanwhile is replayed). Stopping the fake cuts the wait short (and drops
+    the request, as :class:`Hold` does, when it had not executed yet).
+    """
+
+    seconds: float
+    execute_first: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.seconds <= 0:
+            raise ValueError(f"a delay takes some time, not {self.seconds} s")
+
+    @property
+    def stage(self) -> Stage:
+        return Stage.ENDPOINT
+
+
+Fault = Respond | Drop | Hold | Delay
+
+
+def _choices(value: Iterable[tuple[float, Fault]]) -> tuple[tuple[float, Fault], ...]:
+    return tuple(value)
+
+
+@attrs.define
+class Mix:
+    """A seeded random mix of faults: each request it meets draws one of
+    ``choices`` (``(probability, fault)`` pairs) or, with what probability is
+    left, none. Script it like a fault (:meth:`tests.fake_stripe.FakeStripe.script`),
+    usually with ``times=None`` and a window (``until``); ``times`` then counts
+    the requests that drew a fault.
+
+    The draws follow the order in which requests arrive: one seed replays the
+    same sequence of faults for the same sequence of requests.
+    """
+
+    seed: int
+    choices: tuple[tuple[float, Fault], ...] = attrs.field(converter=_choices)
+    _random: random.Random = attrs.field(init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if any(p < 0 for p, _ in self.choices) or sum(p for p, _ in self.choices) > 1:
+            raise ValueError("probabilities must be >= 0 and add up to at most 1")
+        self._random = random.Random(self.seed)
+
+    def draw(self) -> Fault | None:
+        """The fault the next request meets, or ``None``."""
+        with self._lock:
+            roll = self._random.random()
+        for probability, fault in self.choices:
+            if roll < probability:
+                return fault
+            roll -= probability
+        return None
 
 
 def rate_limited() -> Respond:

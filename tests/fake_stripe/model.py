@@ -59,6 +59,20 @@ For benchmarks it can also behave like Stripe under load:
   otherwise with :meth:`FakeStripe.add_account`, so a benchmark can pay
   thousands of winners without adding each account first.
 
+For chaos runs (``tests/chaos``) it can also:
+
+* keep faults for a window of its clock (``script(..., times=None, until=...)``)
+  and draw them at random from a seed (:class:`~tests.fake_stripe.faults.Mix`),
+  including :class:`~tests.fake_stripe.faults.Delay`, a request that takes
+  longer than the client waits;
+* revoke an API key (:meth:`FakeStripe.revoke_api_key`): a rotated key, whose
+  every request is a 401 from then on;
+* keep idempotency keys per account rather than per API key
+  (``idempotency_per_account=True``), so that a request sent again with the new
+  key after a rotation replays what the old key's request did, as Stripe's keys
+  belong to the account;
+* say which idempotency keys are in flight (:meth:`FakeStripe.in_flight_keys`).
+
 Everything here is guarded by one lock, so the HTTP server may call
 :meth:`FakeStripe.handle` from any number of threads.
 """
@@ -179,16 +193,30 @@ class _Trace:
     fault: str | None = None
     rate_limited: bool = False
     executed: bool = False
+    # What each Mix script drew for this request, by the script's id: drawn once,
+    # at the edge, and applied at the drawn fault's own stage.
+    drawn: dict[int, faults.Fault | None] = attrs.Factory(dict)
+    late_by: float = 0.0  # a Delay that executed first: its answer leaves this much later
 
 
 @attrs.define
 class _Script:
-    fault: faults.Fault
+    fault: faults.Fault | faults.Mix
     method: str | None
     path: str | None
     idempotency_key: str | None
-    times: int
+    times: int | None  # None: for ever (or until ``until``)
     after: int
+    until: float | None = None  # by the fake's clock: the script ends then
+
+    def fault_for(self, trace: _Trace) -> faults.Fault | None:
+        """The fault this script holds for the request: its own, or what its mix
+        drew for it (drawn on first asking)."""
+        if not isinstance(self.fault, faults.Mix):
+            return self.fault
+        if id(self) not in trace.drawn:
+            trace.drawn[id(self)] = self.fault.draw()
+        return trace.drawn[id(self)]
 
     def matches(self, request: Request) -> bool:
         return (
@@ -364,6 +392,8 @@ class FakeStripe:
     real time, whatever the clock. ``rate_limit`` is requests per second per
     endpoint (``None``: no limit); a fractional rate admits its whole part.
     ``retry_after`` (seconds) adds a ``Retry-After`` header to its 429s.
+    ``idempotency_per_account``: every API key of the account shares one set of
+    idempotency keys (by default each API key has its own).
     """
 
     def __init__(
@@ -379,6 +409,7 @@ class FakeStripe:
         retry_after: float | None = None,
         accept_any_account: bool = False,
         accounts_prefix: str = "",
+        idempotency_per_account: bool = False,
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency must be >= 0 seconds, got {latency}")
@@ -399,6 +430,7 @@ class FakeStripe:
         self._limited = self._fault_reply(limited)
         self._accept_any_account = accept_any_account
         self._accounts_prefix = accounts_prefix
+        self._idempotency_per_account = idempotency_per_account
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -423,6 +455,7 @@ class FakeStripe:
             self._scripts: list[_Script] = []
             self._recorded: list[RecordedRequest] = []
             self._in_flight = 0
+            self._in_flight_keys: collections.Counter[str] = collections.Counter()
             self._seq = 0
             self._reversal_seq = 0
             self._event_seq = 0
@@ -444,6 +477,12 @@ class FakeStripe:
         with self._lock:
             self._keys[key] = can_write
 
+    def revoke_api_key(self, key: str) -> None:
+        """Stop accepting ``key`` (rolled, or expired): every request made with
+        it from now on is a 401. Requests already past authentication finish."""
+        with self._lock:
+            self._keys.pop(key, None)
+
     def set_balance(self, amount_cents: int | None) -> None:
         """The available balance; ``None`` (the default) never runs out."""
         with self._lock:
@@ -451,21 +490,35 @@ class FakeStripe:
 
     def script(
         self,
-        fault: faults.Fault,
+        fault: faults.Fault | faults.Mix,
         *,
         method: str | None = "POST",
         path: str | None = faults.TRANSFERS,
         idempotency_key: str | None = None,
-        times: int = 1,
+        times: int | None = 1,
         after: int = 0,
+        until: float | None = None,
     ) -> None:
         """Make ``times`` matching requests meet ``fault``, once ``after`` matching
         requests have passed untouched. Scripts apply in the order they were made.
 
         ``None`` matches every method, path or key; a ``path`` segment ``{id}``
-        matches any one segment (:data:`~tests.fake_stripe.faults.REVERSALS`)."""
+        matches any one segment (:data:`~tests.fake_stripe.faults.REVERSALS`).
+        ``times=None``: every matching request, until ``until`` (a moment of the
+        fake's clock, after which the script is gone) if given, else for ever.
+        A :class:`~tests.fake_stripe.faults.Mix` meets every matching request and
+        draws its fault; ``after`` and ``times`` then count the faults drawn."""
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1 (or None: for ever), got {times}")
         with self._lock:
-            self._scripts.append(_Script(fault, method, path, idempotency_key, times, after))
+            self._scripts.append(
+                _Script(fault, method, path, idempotency_key, times, after, until=until)
+            )
+
+    def clear_scripts(self) -> None:
+        """Forget every script (faults already drawn for requests in flight stay)."""
+        with self._lock:
+            self._scripts = []
 
     def seed_transfer(
         self,
@@ -639,6 +692,12 @@ class FakeStripe:
         with self._lock:
             self._saved = {k: v for k, v in self._saved.items() if v.reply is None}
 
+    def in_flight_keys(self) -> frozenset[str]:
+        """The idempotency keys of the requests being handled now (held,
+        delayed, or waiting out the latency)."""
+        with self._lock:
+            return frozenset(self._in_flight_keys)
+
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no request is being handled (a held one has completed)."""
         with self._idle:
@@ -653,8 +712,11 @@ class FakeStripe:
     def handle(self, request: Request) -> Reply:
         arrived = time.monotonic()
         trace = _Trace()
+        idempotency_key = request.headers.get("idempotency-key")
         with self._lock:
             self._in_flight += 1
+            if idempotency_key:
+                self._in_flight_keys[idempotency_key] += 1
             self._request_seq += 1
             request_id = f"req_fake{self._request_seq:010d}"
             # One clock reading under the lock for the limiter and the record, so
@@ -667,11 +729,15 @@ class FakeStripe:
                 self._limited if trace.rate_limited else self._handle(request, trace, request_id)
             )
             reply = attrs.evolve(reply, headers=(("Request-Id", request_id), *reply.headers))
-            self._wait_latency(arrived)
+            self._wait_latency(arrived + trace.late_by)
             return reply
         finally:
             with self._idle:
                 self._in_flight -= 1
+                if idempotency_key:
+                    self._in_flight_keys[idempotency_key] -= 1
+                    if self._in_flight_keys[idempotency_key] <= 0:
+                        del self._in_flight_keys[idempotency_key]
                 self._recorded.append(
                     RecordedRequest(
                         method=request.method,
@@ -733,7 +799,7 @@ class FakeStripe:
         if request.method != "POST" or not idempotency_key:
             return self._execute(request, trace)[0]
 
-        scope = (key, idempotency_key)
+        scope = ("account" if self._idempotency_per_account else key, idempotency_key)
         fingerprint = json.dumps([request.method, request.path, request.params], sort_keys=True)
         with self._lock:
             saved = self._saved.get(scope)
@@ -794,16 +860,25 @@ class FakeStripe:
         self, request: Request, stage: faults.Stage, trace: _Trace
     ) -> faults.Fault | None:
         with self._lock:
-            for script in self._scripts:
-                if script.fault.stage is stage and script.matches(request):
-                    if script.after > 0:
-                        script.after -= 1
-                        continue
+            now = self._clock()
+            for script in list(self._scripts):
+                if script.until is not None and now >= script.until:
+                    self._scripts.remove(script)  # its window has passed
+                    continue
+                if not script.matches(request):
+                    continue
+                fault = script.fault_for(trace)
+                if fault is None or fault.stage is not stage:
+                    continue
+                if script.after > 0:
+                    script.after -= 1
+                    continue
+                if script.times is not None:
                     script.times -= 1
                     if script.times == 0:
                         self._scripts.remove(script)
-                    trace.fault = type(script.fault).__name__
-                    return script.fault
+                trace.fault = type(fault).__name__
+                return fault
         return None
 
     def _fault_reply(self, fault: faults.Respond) -> Reply:
@@ -839,6 +914,13 @@ class FakeStripe:
             while not fault.release.wait(0.05):
                 if self._stopping.is_set():
                     return Reply(status=0, body=b"", drop=True), None
+        if isinstance(fault, faults.Delay):
+            if fault.execute_first:
+                trace.late_by = fault.seconds  # waited once saved: see handle()
+                done = self._route(request)
+                return done.reply, done.reply if done.executed else None
+            if self._stopping.wait(fault.seconds):
+                return Reply(status=0, body=b"", drop=True), None
         if isinstance(fault, faults.Respond):
             if fault.create:
                 self._route(request)
