@@ -271,7 +271,7 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
         try:
             if receiver is not None:
                 receiver.start()
-                output.note(f"Stripe webhooks on http://{receiver.bound}{webhooks_path()}")
+                output.note(f"Stripe webhooks on {receiver.url}")
             output.note(f"payout-core loop on {db.shown_as}")
             if once:
                 report = loop_runner.run_once()
@@ -289,12 +289,6 @@ def _run_loop(settings: settings_.Settings, metrics: metrics_.Metrics, *, once: 
                 server.close()
             if receiver is not None:
                 receiver.close()
-
-
-def webhooks_path() -> str:
-    from payout_cli import webhooks as webhooks_  # noqa: PLC0415 - loads the stripe SDK
-
-    return webhooks_.PATH
 
 
 @webhooks_app.command("serve")
@@ -338,7 +332,7 @@ def webhooks_serve(
             previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
             receiver.start()
             try:
-                output.note(f"Stripe webhooks on http://{receiver.bound}{webhooks_.PATH}")
+                output.note(f"Stripe webhooks on {receiver.url}")
                 stopped.wait()
             finally:
                 for sig, handler in previous.items():
@@ -553,12 +547,7 @@ def transfers_show(
             raise conventions.BadInput(problem.message)
         settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
-            gateway = None
-            if (
-                settings.gateway is settings_.GatewayKind.STRIPE
-                and settings.stripe_api_key is not None
-            ):
-                gateway = bootstrap.build_gateway(settings, limiter=db.rate_limiter)
+            gateway = bootstrap.stripe_if_configured(settings, limiter=db.rate_limiter)
             shown = inspection.view_transfer(db.store, transfer_id, gateway=gateway)
         if shown is None:
             raise conventions.BadInput(f"no payout transfer {transfer_id!r}")
@@ -832,13 +821,8 @@ def reconcile_command(
         when = _parse_since(since)
         settings = conventions.settings_from(database_url=database_url)
         with bootstrap.open_database(settings, max_size=2) as db:
-            records = None
-            if (
-                settings.gateway is settings_.GatewayKind.STRIPE
-                and settings.stripe_api_key is not None
-            ):
-                records = bootstrap.build_operator_stripe(settings, limiter=db.rate_limiter)
-            elif when is not None:
+            records = bootstrap.stripe_if_configured(settings, limiter=db.rate_limiter)
+            if records is None and when is not None:
                 raise conventions.BadInput(
                     "--since lists Stripe's transfers, and STRIPE_API_KEY is not set"
                 )

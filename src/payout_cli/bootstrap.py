@@ -38,6 +38,7 @@ __all__ = [
     "require_current_schema",
     "require_gateway_settings",
     "require_webhook_settings",
+    "stripe_if_configured",
     "worker_settings",
 ]
 
@@ -227,6 +228,18 @@ def build_operator_stripe(
     return _stripe_gateway(settings, limiter)
 
 
+def stripe_if_configured(
+    settings: settings_.Settings, *, limiter: ports.RateLimiter
+) -> stripe_adapter.StripeGateway | None:
+    """:func:`build_operator_stripe` when there is a Stripe to ask (the stripe
+    gateway and a key), else ``None``: for what also works without Stripe
+    (``transfers show``, ``reconcile`` of the database alone, the webhook
+    receiver's listing of reversals an event left out)."""
+    if settings.gateway is settings_.GatewayKind.STRIPE and settings.stripe_api_key is not None:
+        return build_operator_stripe(settings, limiter=limiter)
+    return None
+
+
 def require_webhook_settings(settings: settings_.Settings) -> str:
     """The webhook endpoint's signing secret; refuses to go on without one.
 
@@ -257,9 +270,7 @@ def build_webhook_receiver(
     from payout_cli import webhooks as webhooks_  # noqa: PLC0415 - loads the stripe SDK
 
     secret = require_webhook_settings(settings)
-    lister: ports.ReversalGateway | None = None
-    if settings.gateway is settings_.GatewayKind.STRIPE and settings.stripe_api_key is not None:
-        lister = _stripe_gateway(settings, db.rate_limiter)
+    lister = stripe_if_configured(settings, limiter=db.rate_limiter)
     return webhooks_.WebhookReceiver(
         address=address,
         secret=secret,

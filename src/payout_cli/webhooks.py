@@ -105,6 +105,11 @@ class WebhookReceiver:
         """The address actually listened on (port 0 picks a free one)."""
         return http_serving.bound_address(self._server, self.address)
 
+    @property
+    def url(self) -> str:
+        """Where Stripe delivers: what to register at Stripe (behind a proxy)."""
+        return f"http://{self.bound}{PATH}"
+
     def receive(self, body: bytes, signature: str | None) -> tuple[HTTPStatus, bytes]:
         """One delivery: the status and body to answer Stripe with."""
         try:

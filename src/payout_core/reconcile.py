@@ -23,6 +23,11 @@ E = models.LedgerEntryType
 class Mismatch:
     subject: str  # "job <id>" or "transfer <id>"
     problem: str
+    transfer_id: str | None = attrs.field(default=None, kw_only=True)  # a transfer's
+
+    @classmethod
+    def of_transfer(cls, transfer_id: str, problem: str) -> Mismatch:
+        return cls(f"transfer {transfer_id}", problem, transfer_id=transfer_id)
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.problem}"
@@ -30,23 +35,24 @@ class Mismatch:
 
 def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]) -> list[Mismatch]:
     found: list[Mismatch] = []
-    subject = f"transfer {t.id}"
     kinds = Counter(r.entry_type for r in rows)
     if (t.stripe_transfer_id is not None) != (t.status is S.COMPLETED):
         found.append(
-            Mismatch(
-                subject, f"stripe_transfer_id is {t.stripe_transfer_id!r} but status is {t.status}"
+            Mismatch.of_transfer(
+                t.id, f"stripe_transfer_id is {t.stripe_transfer_id!r} but status is {t.status}"
             )
         )
     if not 0 <= t.attempt_count <= t.max_attempts:
         found.append(
-            Mismatch(subject, f"attempt_count {t.attempt_count} outside 0..{t.max_attempts}")
+            Mismatch.of_transfer(
+                t.id, f"attempt_count {t.attempt_count} outside 0..{t.max_attempts}"
+            )
         )
     expected_completed = 1 if t.status is S.COMPLETED else 0
     if kinds[E.PAYOUT_COMPLETED] != expected_completed:
         found.append(
-            Mismatch(
-                subject,
+            Mismatch.of_transfer(
+                t.id,
                 f"{kinds[E.PAYOUT_COMPLETED]} payout_completed ledger row(s) for a {t.status} "
                 f"transfer (expected {expected_completed})",
             )
@@ -54,8 +60,8 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
     expected_failed = 1 if t.status is S.FAILED_TERMINAL else 0
     if kinds[E.PAYOUT_FAILED] != expected_failed:
         found.append(
-            Mismatch(
-                subject,
+            Mismatch.of_transfer(
+                t.id,
                 f"{kinds[E.PAYOUT_FAILED]} payout_failed ledger row(s) for a {t.status} "
                 f"transfer (expected {expected_failed})",
             )
@@ -64,12 +70,14 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
     came_back = sum(r.amount_cents for r in reversal_rows)
     if reversal_rows and t.status is not S.COMPLETED:
         found.append(
-            Mismatch(subject, f"{len(reversal_rows)} reversal credit(s) for a {t.status} transfer")
+            Mismatch.of_transfer(
+                t.id, f"{len(reversal_rows)} reversal credit(s) for a {t.status} transfer"
+            )
         )
     if came_back > t.amount_cents:
         found.append(
-            Mismatch(
-                subject, f"reversal credits total {came_back}, more than the {t.amount_cents} paid"
+            Mismatch.of_transfer(
+                t.id, f"reversal credits total {came_back}, more than the {t.amount_cents} paid"
             )
         )
     for row in reversal_rows:
@@ -77,8 +85,8 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
             row.stripe_reversal_id is None
         ):
             found.append(
-                Mismatch(
-                    subject,
+                Mismatch.of_transfer(
+                    t.id,
                     f"reversal credit {row.idempotency_key} is of {row.currency} "
                     f"{row.stripe_transfer_id} (reversal {row.stripe_reversal_id}), the transfer "
                     f"{t.currency} {t.stripe_transfer_id}",
@@ -89,8 +97,8 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
             row.amount_cents != t.amount_cents or row.stripe_transfer_id != t.stripe_transfer_id
         ):
             found.append(
-                Mismatch(
-                    subject,
+                Mismatch.of_transfer(
+                    t.id,
                     f"ledger row {row.idempotency_key} says {row.amount_cents} to "
                     f"{row.stripe_transfer_id}, the transfer says {t.amount_cents} to "
                     f"{t.stripe_transfer_id}",
@@ -98,8 +106,8 @@ def _check_transfer(t: models.PayoutTransfer, rows: Sequence[models.LedgerEntry]
             )
         if row.attempt_number > t.attempt_count or row.attempt_number < 1:
             found.append(
-                Mismatch(
-                    subject,
+                Mismatch.of_transfer(
+                    t.id,
                     f"ledger row {row.idempotency_key} books attempt {row.attempt_number} "
                     f"of {t.attempt_count}",
                 )
@@ -139,8 +147,8 @@ class JobCheck:
             earlier = self._reissues.setdefault(transfer.reissue_of, transfer.id)
             if earlier != transfer.id:
                 self.found.append(
-                    Mismatch(
-                        f"transfer {transfer.id}",
+                    Mismatch.of_transfer(
+                        transfer.id,
                         f"reissues {transfer.reissue_of}, which {earlier} reissues too",
                     )
                 )
@@ -153,8 +161,8 @@ class JobCheck:
         for failed_id, reissue in sorted(self._reissues.items()):
             if failed_id not in self._failed_ids:
                 found.append(
-                    Mismatch(
-                        f"transfer {reissue}",
+                    Mismatch.of_transfer(
+                        reissue,
                         f"reissues {failed_id}, which is no failed_terminal transfer of its job",
                     )
                 )

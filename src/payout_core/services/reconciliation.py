@@ -244,9 +244,7 @@ def _check_store(
                     kind=FindingKind.INVARIANT,
                     subject=m.subject,
                     message=m.problem,
-                    transfer_id=m.subject.removeprefix("transfer ")
-                    if m.subject.startswith("transfer ")
-                    else None,
+                    transfer_id=m.transfer_id,
                 )
                 for m in check.finish()
             )

@@ -178,7 +178,7 @@ def reverse(
         return ReversalResult(
             reversal=resolved, amounts=_amounts(store, transfer), resolved_earlier=True
         )
-    left = _amounts(store, transfer)
+    left = rules.amounts(transfer, store.ledger(transfer_id=transfer.id), earlier)
     amount = left.left if amount_cents is None else amount_cents
     if left.left <= 0 or amount > left.left:
         raise errors.ActionRefused(
