@@ -1,5 +1,11 @@
 """One attempt of one claimed transfer, as decisions without I/O.
 
+Why one module of this length: it holds one idea, the attempt, whole. The
+operations a driver performs are the attempt's half of the conversation and
+the functions after :func:`run_attempt` say what each answer means; the rules
+of docs/exactly-once.md read here top to bottom, and cutting the answers from
+the questions would send a reader of one rule through two files.
+
 :func:`run_attempt` is a generator: it yields each piece of I/O it needs (an
 operation below), is sent back its result, and returns the
 :class:`AttemptResult`. It never touches a store, a gateway or a clock itself.
@@ -25,12 +31,6 @@ just before the intent (:class:`ReadLocalClock`) and as the request leaves
 (the driver calls :meth:`Send.too_late`); never after the send. The time
 between the two reads is rule 2's start limit; every time the attempt decides
 or records with is the database's (rule 1).
-
-Why one module of this length: it holds one idea, the attempt, whole. The
-operations a driver performs are the attempt's half of the conversation and
-the functions after :func:`run_attempt` say what each answer means; the rules
-of docs/exactly-once.md read here top to bottom, and cutting the answers from
-the questions would send a reader of one rule through two files.
 """
 
 from __future__ import annotations

@@ -84,8 +84,10 @@ class Winner:
 class Settlement:
     """What a contest platform decided: who won how much.
 
-    Build it with :func:`payout_core.validation.parse_settlement`, which checks
-    every rule; the scheduling service checks again before writing anything.
+    Build it from JSON with :func:`payout_core.validation.parse_settlement`, or
+    here and have it checked by :func:`payout_core.validation.check_settlement`
+    (``schedule_payout_for_settlement`` does): either checks every rule once,
+    and nothing after it checks again.
     """
 
     settlement_id: str
@@ -96,17 +98,6 @@ class Settlement:
     @property
     def total_amount_cents(self) -> int:
         return sum(w.amount_cents for w in self.winners)
-
-    def to_payload(self) -> dict[str, object]:
-        """The settlement JSON of DESIGN 6 (the ``schedule`` command and the inbox take it)."""
-        return {
-            "settlement_id": self.settlement_id,
-            "contest_id": self.contest_id,
-            "currency": self.currency,
-            "winners": [
-                {"user_id": w.user_id, "amount_cents": w.amount_cents} for w in self.winners
-            ],
-        }
 
 
 @attrs.frozen(kw_only=True)

@@ -1,5 +1,9 @@
 """The ports: what the core needs from the world, as ``typing.Protocol``.
 
+One module, longer than most, on purpose: it is the one list of what the core
+asks of an adapter, each method's contract in its docstring, so that an
+adapter's author reads every port, and nothing else, here.
+
 Adapters implement these without inheriting from anything; mypy checks the fit
 (``tests/typing/``). Every store method is one atomic unit of work: it either
 happens whole or not at all, which is what lets the PostgreSQL store make each
@@ -226,10 +230,15 @@ class PayoutStore(Protocol):
         """Write the job and all its transfers at once, unless a job for
         ``job.settlement_id`` exists: then return that job, untouched, with
         ``created=False``. Concurrent calls for one settlement make one job.
+        ``job`` and ``transfers`` are the plan of a checked settlement
+        (:func:`payout_core.services.scheduling.plan_payout`): a store writes
+        them as they are and does not judge the settlement or the totals again.
 
         Raises:
             DuplicatePayout: another settlement already pays one of these winners
                 in this contest (nothing was written).
+            StoreRefused: a key or check of the schema refuses a row (the
+                database's last line; nothing was written).
             StoreUnavailable: the store failed; nothing was written.
         """
         ...

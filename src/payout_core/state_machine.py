@@ -1,5 +1,9 @@
 """The transfer state machine: the whole transition table, in one place.
 
+It is one long module on purpose: the table below and the event functions that
+keep it are one idea, read top to bottom beside DESIGN.md's table (STYLE.md);
+split by event, a reader would lose the table that says which moves exist.
+
 Read it next to DESIGN.md section 3 and docs/exactly-once.md. Each event is a
 function that takes a transfer and returns a new one; an event from a status
 not listed for it raises :class:`~payout_core.errors.IllegalTransition`. Both

@@ -5,14 +5,21 @@ services insert), the library API and the operator commands; each calls these
 functions rather than keep a stricter or a looser copy, so that what one door
 accepts, every door accepts. ``docs/bad-input.md`` is the table of what each
 refuses and why. Every problem is reported at once, before anything is written.
+A settlement comes in by one of two doors, each checking it once: JSON by
+:func:`parse_settlement`, a model a library caller built by
+:func:`check_settlement`; what they return is planned and stored as it is.
+
+It is one module, longer than most, because it is one idea: the list of rules
+below, each a function the doors share; split, a door could keep its own copy.
+Reading the text exactly is :mod:`payout_core.exact_json`'s (re-exported here).
 
 The rules:
 
-* **JSON** is read exactly (:func:`loads`): a number with a fraction or an
-  exponent becomes a :class:`~decimal.Decimal`, never a float; ``NaN`` and
-  ``Infinity`` are no JSON; a key given twice keeps its last value (as
-  PostgreSQL's ``jsonb`` does, so that the inbox and the command line read the
-  same settlement the same way).
+* **JSON** is read exactly (:func:`~payout_core.exact_json.loads`): a number
+  with a fraction or an exponent becomes a :class:`~decimal.Decimal`, never a
+  float; ``NaN`` and ``Infinity`` are no JSON; a key given twice keeps its last
+  value (as PostgreSQL's ``jsonb`` does, so that the inbox and the command line
+  read the same settlement the same way).
 * **An amount** (:func:`amount_problem`) is a whole number of minor units from
   1 to :data:`MAX_AMOUNT_CENTS`. ``1500``, ``1500.0``, ``1.5e3`` and ``1.5E3``
   are the same amount: JSON has one kind of number, and ``jsonb`` keeps its
@@ -33,10 +40,11 @@ The rules:
 
 from __future__ import annotations
 
-import json
+import enum
+import operator
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -44,16 +52,22 @@ import attrs
 
 from payout_core import errors, models
 
+# Reading JSON exactly is its own module; its names stay importable from here,
+# the one module every door calls (the command line, both inboxes, the tests).
+from payout_core.exact_json import TooDeep, Unreadable, loads, payload_from_json
+
 __all__ = [
     "ACCOUNT_ID",
     "CURRENCIES",
     "MAX_ACCOUNT_ID_LENGTH",
     "MAX_AMOUNT_CENTS",
     "MAX_ID_LENGTH",
+    "TooDeep",
     "Unreadable",
     "account_id_problem",
     "account_problems",
     "amount_problem",
+    "check_settlement",
     "id_problem",
     "is_account_id",
     "loads",
@@ -95,71 +109,11 @@ CURRENCIES: Final = frozenset(
 
 _FIELDS = ("settlement_id", "contest_id", "currency", "winners")
 _WINNER_FIELDS = ("user_id", "amount_cents")
-# An integer literal longer than this is read as a Decimal: Python refuses to
-# make an int of more than 4,300 digits, and no amount has more than 8. (38
-# digits fit in _BITS_SHOWN.)
-_LONGEST_INT = 38
+# An int this long is shown by its length, not its digits (exact_json's longest
+# int literal, 38 digits, fits).
 _BITS_SHOWN = 128
 # Numbers this large are shown in scientific notation.
 _LARGE = 10**20
-
-
-# -- reading JSON ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Unreadable:
-    """A payload that is no JSON payout-core reads, and why: what the inbox
-    hands on for a row it cannot read, so that the row is rejected with its
-    reason instead of failing the tick (and every tick after it)."""
-
-    reason: str
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _int_or_decimal(text: str) -> int | Decimal:
-    return int(text) if len(text) <= _LONGEST_INT else Decimal(text)
-
-
-class TooDeep(ValueError):
-    """JSON nested deeper than Python parses: valid JSON (``jsonb`` holds it)
-    that payout-core cannot read."""
-
-
-def loads(text: str | bytes) -> object:
-    """Parse JSON exactly: numbers with a fraction or an exponent become
-    :class:`~decimal.Decimal` (never a float), ``NaN`` and ``Infinity`` are
-    refused, and a key given twice keeps its last value (as ``jsonb`` does).
-
-    Raises:
-        ValueError: the text is no JSON; the message says where and why.
-    """
-    try:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        return json.loads(
-            text,
-            parse_float=Decimal,
-            parse_int=_int_or_decimal,
-            parse_constant=_no_constant,
-        )
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"is not UTF-8 text (byte {exc.start})") from None
-    except RecursionError:
-        raise TooDeep("nests arrays or objects too deeply") from None
-
-
-def payload_from_json(text: str | bytes) -> object:
-    """:func:`loads`, or an :class:`Unreadable` saying why not: never raises."""
-    try:
-        return loads(text)
-    except ValueError as exc:
-        return Unreadable(f"is not JSON payout-core can read: {exc}")
 
 
 # -- one rule per thing ------------------------------------------------------------------------
@@ -314,54 +268,78 @@ def _currency_problem(value: object) -> errors.Problem | None:
 # -- the settlement ----------------------------------------------------------------------------
 
 
+class _Absent(enum.Enum):
+    """A JSON field not given (its ``is required`` problem is the shape's)."""
+
+    ABSENT = enum.auto()
+
+
+_ABSENT: Final = _Absent.ABSENT
+
+
 def _key(key: object) -> str:
     """An unknown field's name for a message: as given when printable."""
     return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else shown(key)
 
 
-def _check_winners(value: object, problems: list[errors.Problem]) -> None:
-    if not isinstance(value, list | tuple):
-        problems.append(errors.Problem("winners", f"must be a list, got {_kind(value)}"))
-        return
-    if not value:
-        problems.append(errors.Problem("winners", "must not be empty"))
-        return
-    seen: dict[str, int] = {}
-    for index, winner in enumerate(value):
-        _check_winner(index, winner, seen, problems)
+def _fields_problems(
+    given: Mapping[Any, object], known: tuple[str, ...], where: str = ""
+) -> list[errors.Problem]:
+    """The JSON shape of an object: no field unknown, none missing."""
+    problems = [
+        errors.Problem(f"{where}{_key(key)}", "is not a known field")
+        for key in given
+        if key not in known
+    ]
+    problems.extend(
+        errors.Problem(f"{where}{key}", "is required") for key in known if key not in given
+    )
+    return problems
 
 
-def _check_winner(
-    index: int, winner: object, seen: dict[str, int], problems: list[errors.Problem]
-) -> None:
-    where = f"winners[{index}]"
-    if not isinstance(winner, Mapping):
-        problems.append(errors.Problem(where, f"must be an object, got {_kind(winner)}"))
-        return
-    for key in winner:
-        if key not in _WINNER_FIELDS:
-            problems.append(errors.Problem(f"{where}.{_key(key)}", "is not a known field"))
-    for key in _WINNER_FIELDS:
-        if key not in winner:
-            problems.append(errors.Problem(f"{where}.{key}", "is required"))
-    if "user_id" in winner:
-        user_id = winner["user_id"]
+def _head_problems(
+    settlement_id: object, contest_id: object, currency: object
+) -> list[errors.Problem]:
+    """The settlement's ids and currency (an absent one is the shape's problem)."""
+    found = (
+        None if settlement_id is _ABSENT else id_problem(settlement_id, "settlement_id"),
+        None if contest_id is _ABSENT else id_problem(contest_id, "contest_id"),
+        None if currency is _ABSENT else _currency_problem(currency),
+    )
+    return [p for p in found if p is not None]
+
+
+def _winners_problem(winners: object) -> errors.Problem | None:
+    if not isinstance(winners, list | tuple):
+        return errors.Problem("winners", f"must be a list, got {_kind(winners)}")
+    if not winners:
+        return errors.Problem("winners", "must not be empty")
+    return None
+
+
+def _winner_problems(
+    where: str, user_id: object, amount_cents: object, seen: dict[str, int], index: int
+) -> list[errors.Problem]:
+    """One winner's user (once per settlement) and amount."""
+    problems = []
+    if user_id is not _ABSENT:
         problem = id_problem(user_id, f"{where}.user_id")
         if problem is not None:
             problems.append(problem)
-        elif user_id in seen:
+        elif cast("str", user_id) in seen:
             problems.append(
                 errors.Problem(
                     f"{where}.user_id",
-                    f"duplicate user {shown(user_id)} (also winners[{seen[user_id]}])",
+                    f"duplicate user {shown(user_id)} (also winners[{seen[cast('str', user_id)]}])",
                 )
             )
         else:
-            seen[user_id] = index
-    if "amount_cents" in winner:
-        problem = amount_problem(winner["amount_cents"], f"{where}.amount_cents")
+            seen[cast("str", user_id)] = index
+    if amount_cents is not _ABSENT:
+        problem = amount_problem(amount_cents, f"{where}.amount_cents")
         if problem is not None:
             problems.append(problem)
+    return problems
 
 
 def problems_in(data: object) -> list[errors.Problem]:
@@ -370,26 +348,42 @@ def problems_in(data: object) -> list[errors.Problem]:
         return [errors.Problem("settlement", data.reason)]
     if not isinstance(data, Mapping):
         return [errors.Problem("settlement", f"must be a JSON object, got {_kind(data)}")]
-    problems: list[errors.Problem] = []
-    for key in data:
-        if key not in _FIELDS:
-            problems.append(errors.Problem(_key(key), "is not a known field"))
-    for key in _FIELDS:
-        if key not in data:
-            problems.append(errors.Problem(key, "is required"))
-    for key in ("settlement_id", "contest_id"):
-        if key in data and (problem := id_problem(data[key], key)) is not None:
-            problems.append(problem)
-    if "currency" in data and (problem := _currency_problem(data["currency"])) is not None:
-        problems.append(problem)
-    if "winners" in data:
-        _check_winners(data["winners"], problems)
+    problems = _fields_problems(data, _FIELDS)
+    problems.extend(
+        _head_problems(
+            data.get("settlement_id", _ABSENT),
+            data.get("contest_id", _ABSENT),
+            data.get("currency", _ABSENT),
+        )
+    )
+    if "winners" not in data:
+        return problems
+    winners = data["winners"]
+    if (problem := _winners_problem(winners)) is not None:
+        return [*problems, problem]
+    seen: dict[str, int] = {}
+    for index, winner in enumerate(winners):
+        where = f"winners[{index}]"
+        if not isinstance(winner, Mapping):
+            problems.append(errors.Problem(where, f"must be an object, got {_kind(winner)}"))
+            continue
+        problems.extend(_fields_problems(winner, _WINNER_FIELDS, where=f"{where}."))
+        problems.extend(
+            _winner_problems(
+                where,
+                winner.get("user_id", _ABSENT),
+                winner.get("amount_cents", _ABSENT),
+                seen,
+                index,
+            )
+        )
     return problems
 
 
 def parse_settlement(data: object) -> models.Settlement:
     """Build a :class:`~payout_core.models.Settlement` from parsed JSON
-    (:func:`loads` reads it exactly; a ``json.loads`` float amount is refused).
+    (:func:`loads` reads it exactly; a ``json.loads`` float amount is refused):
+    the JSON door's check, after which nothing checks the settlement again.
 
     Raises:
         InvalidSettlement: with every problem found.
@@ -407,3 +401,44 @@ def parse_settlement(data: object) -> models.Settlement:
             for w in fields["winners"]
         ),
     )
+
+
+def check_settlement(settlement: models.Settlement) -> models.Settlement:
+    """The settlement a library caller built, checked by the rules
+    :func:`parse_settlement` applies to JSON (the same problems, worded alike),
+    with each amount the ``int`` it is (``Decimal("1.5e3")`` is 1500).
+
+    This is the model's door, as :func:`parse_settlement` is the JSON's: each
+    settlement is checked at the one door it comes in by, and what either
+    returns is planned (:func:`payout_core.services.scheduling.plan_payout`)
+    and stored as it is. The model is not checked when it is built because a
+    :class:`~payout_core.models.Winner` cannot know its place in the list
+    (``winners[3].amount_cents``) nor a duplicate user, and because a refusal
+    names every problem at once, which attrs validators, one field at a time,
+    do not.
+
+    Raises:
+        InvalidSettlement: with every problem found.
+    """
+    problems = _head_problems(settlement.settlement_id, settlement.contest_id, settlement.currency)
+    # Typed as tuple[Winner, ...], but a library caller's may hold anything.
+    winners: object = settlement.winners
+    if (problem := _winners_problem(winners)) is not None:
+        raise errors.InvalidSettlement([*problems, problem])
+    seen: dict[str, int] = {}
+    for index, winner in enumerate(cast("Sequence[object]", winners)):
+        where = f"winners[{index}]"
+        if not isinstance(winner, models.Winner):
+            problems.append(errors.Problem(where, f"must be a Winner, got {_kind(winner)}"))
+            continue
+        problems.extend(_winner_problems(where, winner.user_id, winner.amount_cents, seen, index))
+    if problems:
+        raise errors.InvalidSettlement(problems)
+    exact = tuple(
+        w if type(w.amount_cents) is int else attrs.evolve(w, amount_cents=int(w.amount_cents))
+        for w in settlement.winners
+    )
+    # By identity: Decimal("1500") == 1500, and the Decimal must go.
+    if isinstance(winners, tuple) and all(map(operator.is_, exact, winners)):
+        return settlement
+    return attrs.evolve(settlement, winners=exact)

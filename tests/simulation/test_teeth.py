@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from payout_adapters.memory import InMemoryStore
-from payout_adapters.memory import store as memory_store
+from payout_adapters.memory.store import schema as memory_schema
 from payout_core import attempt, models, outcomes
 from payout_core import state_machine as sm
 from tests.simulation import world
@@ -97,7 +97,7 @@ def test_rule_3_an_unpinned_destination_fails_a_paid_winner_or_pays_twice(
         return None if refusal is sm.IntentRefusal.DESTINATION_CHANGED else refusal
 
     monkeypatch.setattr(sm, "refuse_send", any_destination)
-    monkeypatch.setattr(memory_store, "_pin_problems", lambda _stored, _written: [])
+    monkeypatch.setattr(memory_schema, "pin_problems", lambda _stored, _written: [])
 
     class Unpinned(world.Simulation):
         def _step(self, worker: Any, epoch: int, task_id: int, op: Any) -> None:
@@ -121,7 +121,7 @@ def test_rule_4_doubt_that_starts_at_the_answer_pays_twice(
         return attrs.evolve(send(transfer, **kwargs), outcome_uncertain=transfer.outcome_uncertain)
 
     monkeypatch.setattr(sm, "send", doubt_later)
-    monkeypatch.setattr(memory_store, "_row_problems", lambda _t: [])
+    monkeypatch.setattr(memory_schema, "row_problems", lambda _t: [])
 
     hunt(MONEY)
 

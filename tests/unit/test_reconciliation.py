@@ -17,8 +17,8 @@ from payout_adapters.memory import SimulatedGateway
 from payout_core import errors, models, outcomes, ports
 from payout_core import state_machine as sm
 from payout_core.services import reconciliation as rec
-from tests.contracts import builders as b
-from tests.contracts.builders import LEASE
+from tests.kit import builders as b
+from tests.kit.times import LEASE, MARGIN
 from tests.unit.operating_world import World
 
 K = rec.FindingKind
@@ -157,7 +157,7 @@ def test_a_transfer_in_flight_at_stripe_is_counted_not_reported(world: World) ->
     b.schedule(world.store, b.settlement("u-7", settlement_id="s-7"), now=world.clock.now())
     [claimed] = world.store.claim_due(limit=1, lease=LEASE, token="w-1")
     sent = world.store.write_intent(
-        claimed=claimed, destination=b.destination_of(claimed), margin=b.MARGIN
+        claimed=claimed, destination=b.destination_of(claimed), margin=MARGIN
     )
     assert isinstance(sent, models.PayoutTransfer)
     world.plant(sent)  # Stripe created it; the worker has not recorded it yet

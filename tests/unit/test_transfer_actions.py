@@ -15,7 +15,8 @@ import pytest
 from payout_core import errors, models
 from payout_core import state_machine as sm
 from payout_core.services import reconciliation, transfer_actions
-from tests.contracts import builders as b
+from tests.kit import builders as b
+from tests.kit.times import LEASE, MARGIN
 from tests.unit.operating_world import World
 
 S = models.TransferStatus
@@ -161,10 +162,10 @@ def test_found_without_who_why_or_a_transfer_id_is_bad_input(
 def test_absent_fails_the_transfer_for_good_once_no_send_can_still_be_running() -> None:
     world = World()
     waiting = world.needing_operator()
-    world.clock.advance(b.MARGIN)
+    world.clock.advance(MARGIN)
 
     failed = transfer_actions.resolve_absent(
-        world.store, world.gateway, waiting.id, now=world.clock.now(), margin=b.MARGIN, **WHO
+        world.store, world.gateway, waiting.id, now=world.clock.now(), margin=MARGIN, **WHO
     )
 
     assert (failed.status, failed.failure_code, failed.needs_operator) == (
@@ -183,12 +184,12 @@ def test_absent_fails_the_transfer_for_good_once_no_send_can_still_be_running() 
 def test_absent_is_refused_while_a_send_may_still_be_running() -> None:
     world = World()
     waiting = world.needing_operator()
-    world.clock.advance(b.MARGIN - timedelta(seconds=1))
+    world.clock.advance(MARGIN - timedelta(seconds=1))
     before = snapshot(world, waiting.id)
 
     with pytest.raises(errors.ActionRefused, match="may still be running"):
         transfer_actions.resolve_absent(
-            world.store, world.gateway, waiting.id, now=world.clock.now(), margin=b.MARGIN, **WHO
+            world.store, world.gateway, waiting.id, now=world.clock.now(), margin=MARGIN, **WHO
         )
 
     assert snapshot(world, waiting.id) == before
@@ -198,12 +199,12 @@ def test_absent_is_refused_when_stripe_holds_a_transfer_for_it() -> None:
     world = World()
     waiting = world.needing_operator()
     stripe_id = world.plant(waiting, destination="acct_moved")  # to any destination
-    world.clock.advance(b.MARGIN)
+    world.clock.advance(MARGIN)
     before = snapshot(world, waiting.id)
 
     with pytest.raises(errors.ActionRefused, match=f"--found {stripe_id}"):
         transfer_actions.resolve_absent(
-            world.store, world.gateway, waiting.id, now=world.clock.now(), margin=b.MARGIN, **WHO
+            world.store, world.gateway, waiting.id, now=world.clock.now(), margin=MARGIN, **WHO
         )
 
     assert snapshot(world, waiting.id) == before
@@ -212,13 +213,13 @@ def test_absent_is_refused_when_stripe_holds_a_transfer_for_it() -> None:
 def test_absent_concludes_nothing_when_stripe_cannot_be_read() -> None:
     world = World()
     waiting = world.needing_operator()
-    world.clock.advance(b.MARGIN)
+    world.clock.advance(MARGIN)
     world.gateway.systemic_outage()
     before = snapshot(world, waiting.id)
 
     with pytest.raises(errors.GatewayUnavailable):
         transfer_actions.resolve_absent(
-            world.store, world.gateway, waiting.id, now=world.clock.now(), margin=b.MARGIN, **WHO
+            world.store, world.gateway, waiting.id, now=world.clock.now(), margin=MARGIN, **WHO
         )
 
     assert snapshot(world, waiting.id) == before
@@ -345,9 +346,9 @@ def test_found_is_refused_for_a_transfer_never_sent() -> None:
     world = World()
     b.schedule(world.store, b.settlement("u-1"), now=world.clock.now())
     for n in range(sm.ABANDONED_CLAIMS_LIMIT):
-        world.store.claim_due(limit=1, lease=b.LEASE, token=f"w-{n}")
-        world.clock.advance(b.LEASE)
-    world.store.claim_due(limit=1, lease=b.LEASE, token="w-last")
+        world.store.claim_due(limit=1, lease=LEASE, token=f"w-{n}")
+        world.clock.advance(LEASE)
+    world.store.claim_due(limit=1, lease=LEASE, token="w-last")
     [waiting] = world.store.needing_operator()
     stripe_id = world.plant(waiting, destination="acct_u1")
 

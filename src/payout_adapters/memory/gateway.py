@@ -1,6 +1,12 @@
 """A simulated Stripe for tests and the demo: Create, List and Retrieve Transfers, Create
 and List Reversals, in memory.
 
+Why one module of this length: its public surface is wide, not its idea. It is
+the port over Stripe's model and the scripted faults, and each of Stripe's
+states a test can set (``decline``, ``set_balance``, ``delete_account``,
+``systemic_outage``, ``plant_transfer``, ``reverse``), each record it can
+inspect, and each method of the three ports is a few locked lines over the model.
+
 It implements :class:`payout_core.ports.PaymentGateway`,
 :class:`payout_core.ports.TransferRecords` and
 :class:`payout_core.ports.ReversalGateway`, over two modules:
@@ -17,12 +23,7 @@ It implements :class:`payout_core.ports.PaymentGateway`,
   names are importable from here too.
 
 This module is the port over them: it asks the handler, applies the fault,
-passes the request to Stripe's model under one lock, and adds latency. It is
-longer than most modules because its public surface is wide, not because it
-holds more than that one idea: each of Stripe's states a test can set
-(``decline``, ``set_balance``, ``delete_account``, ``systemic_outage``,
-``plant_transfer``, ``reverse``), each record it can inspect, and each method
-of the three ports, every one a few locked lines over the model.
+passes the request to Stripe's model under one lock, and adds latency.
 
 Stripe's own state is set with methods: ``gateway.decline("acct_x" or "user-1")``
 (a refusal Stripe saves under the key), ``gateway.set_balance(cents)``,

@@ -1,5 +1,11 @@
 """The simulated Stripe itself: transfers, reversals, idempotency keys, the balance and accounts.
 
+Why one long module: it is one idea, Stripe's behaviour, and the rules below
+share one state (a key's saved answer is the transfer or the reversal its
+endpoint made; a late execution runs the endpoint as of its finish time).
+Split by endpoint, each half would need the other's indexes; the records and
+the paging helper at the top and bottom are what the reads hand out.
+
 :class:`StripeModel` is what Stripe (API v1) does with Create Transfer, List
 Transfers, Create Reversal and List Reversals, with no faults and no threads:
 :class:`~payout_adapters.memory.gateway.SimulatedGateway` wraps it with the
@@ -50,12 +56,6 @@ lock. The rules it keeps are the ones payout-core's exactly-once rules rely on
 Nothing here reads the wall clock or sleeps: its time is its ``clock``'s
 (:class:`payout_core.ports.Clock`), so, driven from one thread with a manual
 clock and a seeded generator, it is deterministic.
-
-Why one long module: it is one idea, Stripe's behaviour, and the rules above
-share one state (a key's saved answer is the transfer or the reversal its
-endpoint made; a late execution runs the endpoint as of its finish time).
-Split by endpoint, each half would need the other's indexes; the records and
-the paging helper at the top and bottom are what the reads hand out.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """What each Stripe failure means for a transfer: one table, read top to bottom.
 
+One module, a little over the usual length, because the table is read in
+order (the first matching row wins) and its rows are only right next to each
+other; splitting it would hide which row comes first.
+
 Every exception the ``stripe`` SDK raises is reduced to a :class:`Failure`
 (the SDK's exception class, the HTTP status, Stripe's error code) and the first
 matching :data:`RULES` row decides the outcome. A network failure has no status

@@ -1,6 +1,11 @@
 """The payment gateway on Stripe Connect transfers and their reversals, through the
 official ``stripe`` SDK.
 
+One module, longer than most, on purpose: it is every request payout-core
+makes to Stripe, each paced, timed out and classified the same way, so that
+whoever audits what leaves for Stripe reads one file. What a failure means is
+:mod:`~payout_adapters.stripe.classify`'s; the pace, :mod:`~payout_adapters.stripe.rate_limit`'s.
+
 Choices worth knowing (``docs/stripe-errors.md`` says the same for operators):
 
 * **No SDK network retries** (``max_network_retries=0``). The SDK would retry

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from payout_core import errors, idempotency, ledger, models, outcomes, ports, validation
 from payout_core import state_machine as sm
-from payout_core.services import control, reconciliation
+from payout_core.services import control, stripe_side
 
 __all__ = [
     "reissue",
@@ -168,7 +168,7 @@ def resolve_found(
             raise errors.GatewayUnavailable(held.code, held.message)
     differences = [
         f"{name} is {at_stripe!r} at Stripe, {recorded!r} here"
-        for name, at_stripe, recorded in reconciliation.disagreements(
+        for name, at_stripe, recorded in stripe_side.disagreements(
             held,
             amount_cents=before.amount_cents,
             currency=before.currency,
