@@ -11,8 +11,8 @@ import pytest
 
 from payout_adapters import postgres
 from payout_adapters.postgres import queries as q
-from tests.contracts.builders import T0
 from tests.contracts.event_inbox_contract import EventInboxContract, stripe_event
+from tests.kit.times import T0
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -47,7 +47,9 @@ def test_the_unprocessed_events_are_read_from_their_index(admin: Conn) -> None:
     )
     admin.execute("ANALYZE payout_webhook_events")
 
-    plan = admin.execute("EXPLAIN (FORMAT JSON) " + q.UNPROCESSED_EVENTS, {"limit": 100}).fetchone()
+    plan = admin.execute(
+        "EXPLAIN (FORMAT JSON) " + q.QUERIES["unprocessed_events"], {"limit": 100}
+    ).fetchone()
 
     assert plan is not None
     assert "payout_webhook_events_unprocessed_idx" in json.dumps(plan[0])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -16,18 +15,18 @@ import pytest
 
 from payout_adapters import postgres
 from payout_adapters.memory import ManualClock
-from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows
+from payout_adapters.postgres.queries import QUERIES
 from payout_core import errors, ledger, models, ports, validation
 from payout_core import reversal as rules
 from payout_core import state_machine as sm
 from payout_core.services import scheduling
-from tests.contracts import builders as b
 from tests.contracts.store_contract import StoreContract
 from tests.integration.test_schema import wait_until_blocked_or_done
+from tests.kit import builders as b
+from tests.kit.times import LEASE, T0
+from tests.kit.waiting import wait_for
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
-LEASE = timedelta(minutes=10)
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
@@ -125,20 +124,19 @@ def test_a_refused_write_names_the_constraint(pg_store: postgres.PostgresStore) 
     assert pg_store.find_job("s-2") is None
 
 
-def test_a_job_is_written_only_with_all_its_transfers(pg_store: postgres.PostgresStore) -> None:
-    job = settle(pg_store, ("u-1", 1500), ("u-2", 2500))
-    [one, _] = pg_store.transfers_of(job.id)
-    other = attrs.evolve(job, id=str(uuid.uuid4()), settlement_id="s-2", contest_id="c-2")
-    moved = attrs.evolve(
-        one, id=str(uuid.uuid4()), job_id=other.id, settlement_id="s-2", contest_id="c-2"
-    )
+def test_a_winner_twice_in_one_job_is_refused_by_the_schema_and_nothing_written(
+    pg_store: postgres.PostgresStore,
+) -> None:
+    """The store writes the plan the core validated, without judging it again;
+    what got past the core, the partial unique index still refuses."""
+    twice = b.settlement("u-1", "u-2", "u-1")  # built by hand: never validated
+    job = b.make_job(twice, now=T0)
 
-    with pytest.raises(errors.StoreRefused, match="total_transfers"):
-        pg_store.schedule(other, [moved])
-    with pytest.raises(errors.StoreRefused, match="at least one transfer"):
-        pg_store.schedule(other, [])
+    with pytest.raises(errors.DuplicatePayout, match="u-1"):
+        pg_store.schedule(job, b.make_transfers(job, twice, now=T0))
 
-    assert pg_store.find_job("s-2") is None
+    assert pg_store.find_job("s-1") is None
+    assert pg_store.transfers_of(job.id) == []
 
 
 # -- claims ----------------------------------------------------------------------
@@ -237,8 +235,8 @@ def test_a_reversal_intent_waits_for_a_credit_being_booked_and_counts_it(
     )
     answers: list[models.Reversal | ports.ReversalRefused] = []
     with psycopg.connect(database_url) as webhook:
-        params = {f"ledger_{k}": v for k, v in rows.ledger_params(dashboard).items()}
-        webhook.execute(q.BOOK_REVERSAL, params)  # not committed yet
+        params = rows.LEDGER.params(dashboard, prefix="ledger_")
+        webhook.execute(QUERIES["book_reversal"], params)  # not committed yet
         operator = threading.Thread(
             target=lambda: answers.append(
                 pg_store.reversal_intent(b.reversal(transfer, amount_cents=1000, now=T0))
@@ -285,10 +283,10 @@ def test_connections_the_server_dropped_are_replaced_without_a_failure(
     others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     admin.execute("SELECT pg_terminate_backend(pid) " + others)
     # Dropped: the server's sessions are gone (pg_terminate_backend only signals them).
-    deadline = time.monotonic() + 10
-    while admin.execute("SELECT count(*) " + others).fetchone() != (0,):
-        assert time.monotonic() < deadline, "the terminated sessions did not end"
-        time.sleep(0.01)
+    wait_for(
+        "the terminated sessions to end",
+        lambda: admin.execute("SELECT count(*) " + others).fetchone() == (0,),
+    )
 
     assert pg_store.get_job(job.id) == job
     assert not pool.closed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from payout_adapters.postgres import queries as q
 from payout_core import validation
+from tests.kit.waiting import wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -379,16 +379,17 @@ def test_a_stripe_reversal_is_booked_once_under_any_key(paid: Conn) -> None:
 
 def wait_until_blocked_or_done(admin: Conn, worker: threading.Thread) -> None:
     """Until ``worker`` waits for a lock in this database, or has ended."""
-    deadline = time.monotonic() + 10
-    while worker.is_alive():
+
+    def blocked_or_done() -> bool:
+        if not worker.is_alive():
+            return True
         row = admin.execute(
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         ).fetchone()
-        if row is not None and row[0] > 0:
-            return
-        assert time.monotonic() < deadline, "the worker neither waited nor ended"
-        time.sleep(0.01)
+        return row is not None and row[0] > 0
+
+    wait_for("the worker to wait for a lock or end", blocked_or_done)
 
 
 def test_two_credits_at_once_that_together_exceed_the_payment_book_one(
@@ -697,7 +698,7 @@ def test_the_claim_stays_an_index_scan_however_many_transfers_are_done(admin: Co
     }
 
     with admin.transaction(force_rollback=True):
-        plan = admin.execute("EXPLAIN (FORMAT JSON) " + q.CLAIM_DUE, params).fetchone()
+        plan = admin.execute("EXPLAIN (FORMAT JSON) " + q.QUERIES["claim_due"], params).fetchone()
 
     assert plan is not None
     text = json.dumps(plan[0])
@@ -727,7 +728,9 @@ def test_a_page_of_a_jobs_transfers_is_a_range_scan_however_large_the_job(admin:
     admin.execute("ANALYZE payout_transfers")
     params = {"job_id": JOB, "after": uuid.UUID(int=2**127), "limit": 500}
 
-    plan = admin.execute("EXPLAIN (FORMAT JSON) " + q.TRANSFERS_OF_JOB_AFTER, params).fetchone()
+    plan = admin.execute(
+        "EXPLAIN (FORMAT JSON) " + q.QUERIES["transfers_of_job_after"], params
+    ).fetchone()
 
     assert plan is not None
     nodes = plan_nodes(plan[0])

@@ -1,14 +1,14 @@
 """Every SQL statement is parameterized: no value ever reaches the text of a query.
 
-ruff's S608 flags SQL built from strings, but the named-SQL modules build their
-statements by joining constants (column lists), which S608 cannot tell from
-injection; they are exempt from it (pyproject), and this test holds them, and
-every other module that talks to PostgreSQL, to the rule instead.
+ruff's S608 flags SQL built from strings in Python; this test holds every
+module that talks to PostgreSQL to the rule, followed through names, and the
+file of named queries (``sql/queries.sql``) to its own.
 
-The rule, followed through names: the text given to ``execute`` (and
-``executemany``, ``stream``, ``copy``, ``psycopg.sql.SQL``) is built from string
-literals and module constants only, by ``+``, ``str.join``, ``strip``/``split``
-and f-strings of such things. A function parameter may carry it if it is
+The rule: the text given to ``execute`` (and ``executemany``, ``stream``,
+``copy``, ``psycopg.sql.SQL``) is built from string literals and module
+constants only, by ``+``, ``str.join``, ``strip``/``split`` and f-strings of
+such things, or is a named query, ``QUERIES["name"]`` with a literal name the
+file has. A function parameter may carry it if it is
 annotated ``LiteralString``, and then every call of that function is held to
 the same rule. ``%`` and ``.format`` on query text are refused outright (the
 first is how values get pasted in place of ``%(name)s``), and so is anything
@@ -16,17 +16,24 @@ else: a variable, an attribute of an object, a call. ``sql.SQL(...).format``
 takes ``sql.Identifier`` and ``sql.Literal`` of constants only.
 
 The one exemption, :data:`JUSTIFIED`, names the expression and why.
+
+The file's rule: loading it replaces each ``{{name}}`` with another entry of
+the file or a column list of the code (names and ``%(name)s`` parameters,
+nothing else), and after that every ``%`` is a parameter (or ``%%``).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
 import attrs
 import pytest
+
+from payout_adapters.postgres import queries
 
 SRC: Final = Path(__file__).parents[2] / "src"
 
@@ -36,6 +43,11 @@ RUNS_SQL: Final = frozenset({"execute", "executemany", "stream", "copy"})
 CONSTANT_METHODS: Final = frozenset({"join", "strip", "split", "lower", "upper", "replace"})
 # psycopg.sql's composables.
 COMPOSABLES: Final = frozenset({"SQL", "Identifier", "Literal", "Placeholder"})
+
+# Mappings of named queries: (module, name) -> the names they hold.
+NAMED_QUERIES: Final = {
+    ("payout_adapters.postgres.queries", "QUERIES"): frozenset(queries.QUERIES),
+}
 
 JUSTIFIED: Final = {
     # The migration files are the schema: shipped with the code, checksummed,
@@ -136,8 +148,13 @@ def _function_scope(module: Module, function: ast.FunctionDef | ast.AsyncFunctio
 class Checker:
     """Finds query text that is not built from constants, in ``modules``."""
 
-    def __init__(self, modules: Mapping[str, Module]) -> None:
+    def __init__(
+        self,
+        modules: Mapping[str, Module],
+        named_queries: Mapping[tuple[str, str], frozenset[str]] = NAMED_QUERIES,
+    ) -> None:
         self.modules = modules
+        self.named_queries = named_queries
         self._resolving: set[tuple[str, str]] = set()
 
     # -- what is constant ---------------------------------------------------------
@@ -166,7 +183,27 @@ class Checker:
             return self._comprehension(node, scope)
         if isinstance(node, ast.Call):
             return self._call(node, scope)
+        if isinstance(node, ast.Subscript):
+            return self._named_query(node, scope)
         return False
+
+    def _named_query(self, node: ast.Subscript, scope: Scope) -> bool:
+        """``QUERIES["name"]``: a literal name that the mapping holds."""
+        mapping: tuple[str, str] | None = None
+        if isinstance(node.value, ast.Name):
+            name = node.value.id
+            mapping = scope.module.names.get(name, (scope.module.name, name))
+        elif isinstance(node.value, ast.Attribute) and isinstance(node.value.value, ast.Name):
+            module = scope.module.modules.get(node.value.value.id)
+            mapping = None if module is None else (module, node.value.attr)
+        names = self.named_queries.get(mapping) if mapping else None
+        key = node.slice
+        return (
+            names is not None
+            and isinstance(key, ast.Constant)
+            and isinstance(key.value, str)
+            and key.value in names
+        )
 
     def _name(self, name: str, scope: Scope) -> bool:
         if name in scope.bound or name in scope.literal_params:
@@ -348,7 +385,8 @@ def source_modules() -> dict[str, Module]:
 
 
 def findings_in(sources: Mapping[str, str]) -> list[str]:
-    return Checker({n: Module.parse(n, s) for n, s in sources.items()}).findings()
+    named = {("app.queries", "QUERIES"): frozenset({"get_transfer"})}
+    return Checker({n: Module.parse(n, s) for n, s in sources.items()}, named).findings()
 
 
 # -- the rule holds in src/ ---------------------------------------------------------------
@@ -366,6 +404,8 @@ def test_the_scan_reaches_every_module_that_runs_sql() -> None:
 
     assert {
         "payout_adapters.postgres.store",
+        "payout_adapters.postgres.store_claims",
+        "payout_adapters.postgres.jobs",
         "payout_adapters.postgres.migrator",
         "payout_adapters.postgres.ledger_reader",
         "payout_adapters.postgres.events",
@@ -395,6 +435,7 @@ QUERIES = """
 from typing import Final
 COLUMNS: Final = "id, amount_cents"
 GET: Final = "SELECT " + COLUMNS + " FROM payout_transfers WHERE id = %(id)s"
+QUERIES: Final = load()
 """
 
 
@@ -421,6 +462,12 @@ GET: Final = "SELECT " + COLUMNS + " FROM payout_transfers WHERE id = %(id)s"
         ),
         pytest.param("conn.execute(q.GET.format())", "format", id="format-of-a-constant"),
         pytest.param("conn.execute(q.MISSING)", "MISSING", id="unknown-constant"),
+        pytest.param("conn.execute(q.QUERIES[user_id])", "user_id", id="named-by-a-value"),
+        pytest.param('conn.execute(q.QUERIES["missing"])', "missing", id="unknown-name"),
+        pytest.param(
+            'conn.execute(q.QUERIES["get_transfer"] + user_id)', "user_id", id="named-plus-value"
+        ),
+        pytest.param('conn.execute(q.other["get_transfer"])', "other", id="not-the-mapping"),
     ],
 )
 def test_query_text_built_from_a_value_is_found(body: str, flagged: str) -> None:
@@ -474,6 +521,9 @@ def run(conn, flag, user_id):
     conn.execute(f'CREATE DATABASE "{NAME}"')
     conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(NAME)))
     conn.execute(sql.SQL("SELECT {}").format(sql.Literal("x")))
+    conn.execute(q.QUERIES["get_transfer"], {"id": user_id})
+    named = q.QUERIES["get_transfer"] if flag else q.GET
+    conn.execute(named, {"id": user_id})
 """
     assert findings_in({"app.queries": QUERIES, "app.store": store}) == []
 
@@ -482,3 +532,65 @@ def test_modules_that_never_touch_postgres_are_not_read_as_sql() -> None:
     other = "def run(stripe, request):\n    return stripe.execute(request)\n"
 
     assert findings_in({"app.gateway": other}) == []
+
+
+# -- the file of named queries --------------------------------------------------------------
+
+
+def test_every_named_query_takes_values_only_as_parameters() -> None:
+    assert queries.QUERIES
+    for name, text in queries.QUERIES.items():
+        assert "{{" not in text, name
+        assert "%" not in re.findall(r"%\(\w+\)s|%%|%", text), name
+
+
+def test_the_column_lists_put_into_the_sql_are_names_and_parameters_only() -> None:
+    item = r"(?:(?:[a-z]\.)?[a-z_]+|%\([a-z_]+\)s(?:::[a-z]+(?:\[\])?)?)"
+    for name, text in queries.COLUMN_LISTS.items():
+        assert re.fullmatch(rf"{item}(?:, {item})*", text), (name, text)
+
+
+def test_every_named_query_is_run_somewhere() -> None:
+    used = {
+        node.slice.value
+        for module in source_modules().values()
+        for node in ast.walk(module.tree)
+        if isinstance(node, ast.Subscript)
+        and isinstance(node.slice, ast.Constant)
+        and "QUERIES" in ast.unparse(node.value)
+    }
+
+    assert set(queries.QUERIES) - used == set()
+
+
+def test_the_loader_puts_fragments_and_column_lists_in_and_runs_no_fragment() -> None:
+    source = """
+-- a preamble, not a query --
+-- _now --
+-- The time.
+now()
+-- get --
+-- One job.
+-- Why, over more lines.
+SELECT {{_now}}, {{job_columns}} FROM payout_jobs WHERE id = %(id)s  -- a trailing note
+"""
+    loaded = queries.load(source, {"job_columns": "id, status"})
+
+    assert loaded == {
+        "get": "SELECT now(), id, status FROM payout_jobs WHERE id = %(id)s  -- a trailing note"
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        pytest.param("-- get --\n-- One.\nSELECT 1 WHERE id = %s", "no %", id="stray-percent"),
+        pytest.param("-- get --\n-- One.\nSELECT {{nothing}}", "no entry", id="unknown"),
+        pytest.param("-- get --\n-- One.\nSELECT 1 {{get}}", "includes itself", id="cycle"),
+        pytest.param("-- get --\nSELECT 1", "must say what it does", id="no-summary"),
+        pytest.param("-- get --\n-- A.\nSELECT 1\n-- get --\n-- B.\nSELECT 2", "twice", id="twice"),
+    ],
+)
+def test_the_loader_refuses_a_malformed_file(source: str, why: str) -> None:
+    with pytest.raises(queries.QueryFileError, match=why):
+        queries.load(source, {})

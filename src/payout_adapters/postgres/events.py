@@ -13,8 +13,9 @@ from datetime import datetime
 import psycopg
 import psycopg_pool
 
-from payout_adapters.postgres import queries as q
-from payout_adapters.postgres import rows, store
+from payout_adapters.postgres import rows
+from payout_adapters.postgres.database import Database
+from payout_adapters.postgres.queries import QUERIES
 from payout_core import ports
 
 __all__ = ["PostgresEventInbox"]
@@ -28,23 +29,25 @@ class PostgresEventInbox:
     """
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
-        self._db = store.Database(pool)
+        self._db = Database(pool)
 
     def accept(self, event: ports.StripeEvent) -> bool:
         """See the port; a payload that is not JSON is refused (``ValueError``)."""
-        params = rows.event_params(event)
+        params = rows.EVENTS.params(event)
         try:
-            row = self._db.fetch_one("store a Stripe event", q.ACCEPT_EVENT, params)
+            row = self._db.fetch_one("store a Stripe event", QUERIES["accept_event"], params)
         except psycopg.DataError as exc:
             raise ValueError(f"event {event.id}: the payload is not JSON ({exc})") from exc
         return row is not None
 
     def unprocessed(self, *, limit: int) -> list[ports.StripeEvent]:
         found = self._db.fetch_all(
-            "read Stripe's events", q.UNPROCESSED_EVENTS, {"limit": max(limit, 0)}
+            "read Stripe's events", QUERIES["unprocessed_events"], {"limit": max(limit, 0)}
         )
-        return [rows.event_from_row(row) for row in found]
+        return [rows.EVENTS.from_row(row) for row in found]
 
     def mark_processed(self, event_id: str, *, outcome: str, now: datetime) -> None:
         with self._db.statements("mark a Stripe event applied") as cursor:
-            cursor.execute(q.MARK_EVENT_PROCESSED, {"id": event_id, "outcome": outcome, "now": now})
+            cursor.execute(
+                QUERIES["mark_event_processed"], {"id": event_id, "outcome": outcome, "now": now}
+            )

@@ -2,12 +2,13 @@
 
 :class:`PostgresLedgerReader` implements
 :class:`payout_core.services.ledger_export.LedgerReader`. An export runs in
-one read-only REPEATABLE READ transaction (``READ_ONE_SNAPSHOT``), so every
+one read-only REPEATABLE READ transaction (``read_one_snapshot``), so every
 row comes from one moment and rows booked meanwhile are not half in it; the
 rows come through a named (server-side) cursor, ``batch_size`` at a time, so
 the process holds one batch whatever the window holds. Rows become models
-through :func:`payout_adapters.postgres.rows.ledger_entry_from_row`, with the
-columns of ``queries.LEDGER_COLUMNS``, like every other ledger read.
+through the column map :data:`payout_adapters.postgres.rows.LEDGER`, like
+every other ledger read; the statements are ``ledger_in_window`` and
+``ledger_of_job_in_window`` of ``sql/queries.sql``.
 
 The connection stays borrowed from the pool for as long as the caller
 iterates (the export writes each row before it asks for the next): the one
@@ -19,41 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Final
 
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import rows, translate
+from payout_adapters.postgres.queries import QUERIES
 from payout_core import models
 
 __all__ = ["PostgresLedgerReader"]
-
-# An export reads every row it asks for: plan for the whole result, not the
-# first tenth a cursor is planned for by default. With it, a window of a small
-# share of the ledger is a range scan of payout_ledger_created_at_idx (0011)
-# and a sort by id on the server; one of most of the ledger, a scan of the
-# primary key, already in id order. EXPLAIN on 300,000 rows: docs/performance.md.
-PLAN_FOR_EVERY_ROW: Final = "SET LOCAL cursor_tuple_fraction = 1.0"
-
-# A window of the ledger, in write order. Index payout_ledger_created_at_idx,
-# or the primary key (see PLAN_FOR_EVERY_ROW).
-LEDGER_IN_WINDOW: Final = (
-    "SELECT "
-    + q.LEDGER_COLUMNS
-    + """ FROM payout_ledger WHERE created_at >= %(since)s AND created_at < %(until)s
-ORDER BY id"""
-)
-
-# A window of one job's rows, in write order. Index payout_ledger_job_idx
-# (job_id, id): the job's rows in id order, the window a filter on them.
-LEDGER_OF_JOB_IN_WINDOW: Final = (
-    "SELECT "
-    + q.LEDGER_COLUMNS
-    + """ FROM payout_ledger WHERE job_id = %(job_id)s
-AND created_at >= %(since)s AND created_at < %(until)s ORDER BY id"""
-)
 
 
 class PostgresLedgerReader:
@@ -75,15 +50,17 @@ class PostgresLedgerReader:
         job_key = None if job_id is None else rows.as_uuid(job_id)
         if job_id is not None and job_key is None:
             return  # not an id any row can have
-        query = LEDGER_IN_WINDOW if job_key is None else LEDGER_OF_JOB_IN_WINDOW
+        query = QUERIES["ledger_in_window"]
+        if job_key is not None:
+            query = QUERIES["ledger_of_job_in_window"]
         with (
             translate.unavailable("read the ledger"),
             self._pool.connection() as conn,
         ):
-            conn.execute(q.READ_ONE_SNAPSHOT)
-            conn.execute(PLAN_FOR_EVERY_ROW)
+            conn.execute(QUERIES["read_one_snapshot"])
+            conn.execute(QUERIES["plan_for_every_row"])
             with conn.cursor("payout_ledger_export", row_factory=dict_row) as cursor:
                 cursor.itersize = self._batch_size
                 cursor.execute(query, {"since": since, "until": until, "job_id": job_key})
                 for row in cursor:
-                    yield rows.ledger_entry_from_row(row)
+                    yield rows.LEDGER.from_row(row)

@@ -34,7 +34,6 @@ import attrs
 import psycopg
 import psycopg_pool
 
-from payout_adapters.postgres import queries as q
 from payout_adapters.postgres import translate
 from payout_core import errors
 
@@ -54,6 +53,36 @@ _NAME: Final = re.compile(r"(?P<number>\d{4})_[a-z0-9_]+\.sql")
 # whole tables (0011: about a second per million ledger rows); an hour leaves
 # room for the largest, and still ends a migration stuck behind a lock.
 MIGRATION_STATEMENT_TIMEOUT_SECONDS: Final = 3600.0
+
+# -- the migrator's own statements (the store's are in sql/queries.sql) ------------
+
+# One advisory lock for every migrating process of every host: two `migrate`
+# runs at once apply each file once, in order. Session-level, held across the
+# per-file transactions and released at the end (or when the session ends).
+MIGRATION_LOCK_ID: Final = 7_305_867_011_232_010_573  # fixed; any bigint works
+
+_ACQUIRE_MIGRATION_LOCK: Final = "SELECT pg_advisory_lock(%(lock_id)s)"
+
+_RELEASE_MIGRATION_LOCK: Final = "SELECT pg_advisory_unlock(%(lock_id)s)"
+
+# The migrations' own bookkeeping, created under the lock before anything else.
+_CREATE_MIGRATIONS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS payout_schema_migrations (
+    name        text        PRIMARY KEY,
+    checksum    text        NOT NULL CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+# Whether any migration ever ran here (read without the lock, to report, never to apply).
+_MIGRATIONS_TABLE_EXISTS: Final = "SELECT to_regclass('payout_schema_migrations') IS NOT NULL"
+
+_APPLIED_MIGRATIONS: Final = "SELECT name, checksum FROM payout_schema_migrations ORDER BY name"
+
+# In the same transaction as the file's own statements: applied and recorded together.
+_RECORD_MIGRATION: Final = """
+INSERT INTO payout_schema_migrations (name, checksum) VALUES (%(name)s, %(checksum)s)
+"""
 
 # The migrating session's own statement_timeout (set_config: SET takes no
 # parameters), then back to the one the session started with (a pooled
@@ -143,13 +172,11 @@ def _check_applied(files: list[Migration], applied: dict[str, str]) -> None:
 
 def _apply(conn: psycopg.Connection[Any], files: list[Migration]) -> list[str]:
     done: list[str] = []
-    conn.execute(q.ACQUIRE_MIGRATION_LOCK, {"lock_id": q.MIGRATION_LOCK_ID})
+    conn.execute(_ACQUIRE_MIGRATION_LOCK, {"lock_id": MIGRATION_LOCK_ID})
     try:
         with conn.transaction():
-            conn.execute(q.CREATE_MIGRATIONS_TABLE)
-        applied = {
-            str(name): str(checksum) for name, checksum in conn.execute(q.APPLIED_MIGRATIONS)
-        }
+            conn.execute(_CREATE_MIGRATIONS_TABLE)
+        applied = {str(name): str(checksum) for name, checksum in conn.execute(_APPLIED_MIGRATIONS)}
         _check_applied(files, applied)
         for migration in files:
             if migration.name in applied:
@@ -159,7 +186,7 @@ def _apply(conn: psycopg.Connection[Any], files: list[Migration]) -> list[str]:
                     # No parameters: the file is sent as it is, several statements at once.
                     conn.execute(migration.sql.encode("utf-8"))
                     conn.execute(
-                        q.RECORD_MIGRATION, {"name": migration.name, "checksum": migration.checksum}
+                        _RECORD_MIGRATION, {"name": migration.name, "checksum": migration.checksum}
                     )
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise  # the database went away: StoreUnavailable, not a bad file
@@ -168,7 +195,7 @@ def _apply(conn: psycopg.Connection[Any], files: list[Migration]) -> list[str]:
             done.append(migration.name)
     finally:
         if not conn.closed and not conn.broken:
-            conn.execute(q.RELEASE_MIGRATION_LOCK, {"lock_id": q.MIGRATION_LOCK_ID})
+            conn.execute(_RELEASE_MIGRATION_LOCK, {"lock_id": MIGRATION_LOCK_ID})
     return done
 
 
@@ -243,11 +270,11 @@ def pending_migrations(
     """
     files = migration_files(Path(directory) if directory is not None else default_directory())
     with translate.unavailable("read the schema version"), _autocommit(target) as conn:
-        exists = conn.execute(q.MIGRATIONS_TABLE_EXISTS).fetchone()
+        exists = conn.execute(_MIGRATIONS_TABLE_EXISTS).fetchone()
         applied: dict[str, str] = {}
         if exists is not None and exists[0]:
             applied = {
-                str(name): str(checksum) for name, checksum in conn.execute(q.APPLIED_MIGRATIONS)
+                str(name): str(checksum) for name, checksum in conn.execute(_APPLIED_MIGRATIONS)
             }
     _check_applied(files, applied)
     return [m.name for m in files if m.name not in applied]

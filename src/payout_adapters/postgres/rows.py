@@ -1,42 +1,58 @@
-"""Rows to models and models to parameters: the only place that knows column names.
+"""Rows to models and models to parameters: one column map per model, derived from its attrs fields.
 
-The core's ids are strings; the columns are ``uuid``. Ids are converted here,
-on the way in and out, so the core never sees a ``uuid.UUID``.
+A :class:`ColumnMap` reads ``attrs.fields()`` of a model once, at import, and
+gives each field the converter of its type (:func:`converter_for`): an enum is
+stored as its text and read back as the enum, an id the core keeps as a string
+is a ``uuid`` column, a ``dict`` is ``jsonb``; text, integers, booleans and
+times pass as they are. From the map come, with no list written twice:
+
+* ``from_row``: a row (psycopg's ``dict_row``) to the model;
+* ``params`` and ``array_params``: the model (or many, one array per column,
+  for ``unnest``) to the parameters a statement takes, named as the columns;
+* the column lists of the SQL (:mod:`payout_adapters.postgres.queries` puts
+  them into ``sql/queries.sql`` once, when it loads it).
+
+So a field added to a model is a column of its table with no other change; a
+column named unlike its field, a field not stored, or an id kept as a UUID is
+one line of its map below. Nothing here runs SQL or needs a connection: an
+asynchronous adapter reuses all of it.
 """
 
 from __future__ import annotations
 
+import enum
+import operator
+import types
+import typing
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, Generic, TypeVar
 
 import attrs
+from attrs import AttrsInstance
 from psycopg.types.json import Jsonb
 
 from payout_core import models, ports
 
 __all__ = [
+    "EVENTS",
+    "JOBS",
+    "LEDGER",
+    "OPERATOR_ACTIONS",
+    "PAUSES",
+    "REVERSALS",
+    "RUNS",
+    "TRANSFERS",
+    "ColumnMap",
+    "Converter",
+    "Row",
     "as_uuid",
-    "event_from_row",
-    "event_params",
-    "job_from_row",
-    "job_params",
-    "ledger_entry_from_row",
-    "ledger_params",
-    "operator_action_from_row",
-    "operator_action_params",
-    "outcome_params",
-    "pause_from_row",
-    "reversal_from_row",
-    "reversal_params",
-    "run_from_row",
-    "run_params",
-    "settlement_params",
-    "transfer_from_row",
-    "transfers_params",
+    "converter_for",
 ]
 
 Row = Mapping[str, Any]
+M = TypeVar("M", bound=AttrsInstance)
 
 
 def as_uuid(value: str) -> uuid.UUID | None:
@@ -47,306 +63,191 @@ def as_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-def _uuid(value: str, what: str) -> uuid.UUID:
-    parsed = as_uuid(value)
-    if parsed is None:
-        raise ValueError(f"{what} must be a UUID, got {value!r}")
-    return parsed
+@attrs.frozen
+class Converter:
+    """How values of one type are stored: the SQL type a parameter is cast to
+    (an ``unnest`` array's elements, a value selected into an ``INSERT``), and
+    the conversion each way (``None``: the value as it is, at no cost)."""
+
+    sql_type: str
+    to_db: Callable[[Any], Any] | None = None
+    from_db: Callable[[Any], Any] | None = None
+
+    def optional(self) -> Converter:
+        """The same for ``X | None``: ``None`` stays ``None`` both ways."""
+        return Converter(self.sql_type, _or_none(self.to_db), _or_none(self.from_db))
 
 
-def _text(value: object) -> str:
-    return str(value)
+def _or_none(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    if convert is None:
+        return None
+    return lambda value: None if value is None else convert(value)
 
 
-def _optional_text(value: object) -> str | None:
-    return None if value is None else str(value)
+# -- one converter per type ----------------------------------------------------------
+
+_AS_IS: Final[Mapping[type, Converter]] = {
+    str: Converter("text"),
+    # bigint holds every integer column; INSERT casts it to the column's own.
+    int: Converter("bigint"),
+    bool: Converter("boolean"),
+    datetime: Converter("timestamptz"),
+}
+
+_JSON: Final = Converter("jsonb", to_db=Jsonb)
 
 
-def job_from_row(row: Row) -> models.PayoutJob:
-    return models.PayoutJob(
-        id=_text(row["id"]),
-        settlement_id=row["settlement_id"],
-        contest_id=row["contest_id"],
-        currency=row["currency"],
-        status=models.JobStatus(row["status"]),
-        total_transfers=row["total_transfers"],
-        total_amount_cents=row["total_amount_cents"],
-        completed_count=row["completed_count"],
-        failed_count=row["failed_count"],
-        settlement_fingerprint=row["settlement_fingerprint"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        completed_at=row["completed_at"],
-    )
+def _enum(cls: type[enum.Enum]) -> Converter:
+    return Converter("text", to_db=operator.attrgetter("value"), from_db=cls)
 
 
-def job_params(job: models.PayoutJob) -> dict[str, Any]:
-    return {
-        "id": _uuid(job.id, "job id"),
-        "settlement_id": job.settlement_id,
-        "contest_id": job.contest_id,
-        "currency": job.currency,
-        "status": job.status.value,
-        "total_transfers": job.total_transfers,
-        "total_amount_cents": job.total_amount_cents,
-        "completed_count": job.completed_count,
-        "failed_count": job.failed_count,
-        "settlement_fingerprint": job.settlement_fingerprint,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "completed_at": job.completed_at,
-    }
+def _uuid(label: str) -> Converter:
+    """The core's ids are strings; their columns are ``uuid``."""
+
+    def to_db(value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except (ValueError, TypeError, AttributeError):
+            raise ValueError(f"{label} must be a UUID, got {value!r}") from None
+
+    return Converter("uuid", to_db=to_db, from_db=str)
 
 
-def transfer_from_row(row: Row) -> models.PayoutTransfer:
-    return models.PayoutTransfer(
-        id=_text(row["id"]),
-        job_id=_text(row["job_id"]),
-        settlement_id=row["settlement_id"],
-        contest_id=row["contest_id"],
-        user_id=row["user_id"],
-        amount_cents=row["amount_cents"],
-        currency=row["currency"],
-        status=models.TransferStatus(row["status"]),
-        attempt_count=row["attempt_count"],
-        max_attempts=row["max_attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        lease_expires_at=row["lease_expires_at"],
-        claim_token=row["claim_token"],
-        destination_account=row["destination_account"],
-        stripe_transfer_id=row["stripe_transfer_id"],
-        failure_code=row["failure_code"],
-        failure_message=row["failure_message"],
-        key_generation=row["key_generation"],
-        key_first_sent_at=row["key_first_sent_at"],
-        last_send_at=row["last_send_at"],
-        key_sends=row["key_sends"],
-        outcome_uncertain=row["outcome_uncertain"],
-        key_replays_error=row["key_replays_error"],
-        platform_refused=row["platform_refused"],
-        lookup_failures=row["lookup_failures"],
-        abandoned_claims=row["abandoned_claims"],
-        needs_operator=row["needs_operator"],
-        reissue_of=_optional_text(row["reissue_of"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+def converter_for(kind: object, *, label: str, is_uuid: bool = False) -> Converter:
+    """The converter of a field annotated ``kind`` (``label`` names it in errors).
 
-
-def _column(transfers: Sequence[models.PayoutTransfer], name: str) -> list[Any]:
-    values: list[Any] = [getattr(t, name) for t in transfers]
-    return values
-
-
-def transfers_params(transfers: Sequence[models.PayoutTransfer]) -> dict[str, list[Any]]:
-    """One array per column, for ``INSERT ... SELECT * FROM unnest(...)``.
-
-    Rows go in user order, so that two settlements of one contest that share
-    winners lock them in the same order and wait for each other instead of
-    deadlocking.
+    Raises:
+        TypeError: no converter stores that type; add one here.
     """
-    transfers = sorted(transfers, key=lambda t: t.user_id)
-    params = {
-        name: _column(transfers, name)
-        for name in (
-            "settlement_id", "contest_id", "user_id", "amount_cents", "currency",
-            "attempt_count", "max_attempts", "next_attempt_at", "lease_expires_at",
-            "claim_token", "destination_account", "stripe_transfer_id",
-            "failure_code", "failure_message", "key_generation", "key_first_sent_at",
-            "last_send_at", "key_sends", "outcome_uncertain", "key_replays_error",
-            "platform_refused", "lookup_failures", "abandoned_claims", "needs_operator",
-            "created_at", "updated_at",
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) and len(args) == 2 and type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return converter_for(inner, label=label, is_uuid=is_uuid).optional()
+    if is_uuid:
+        if kind is not str:
+            raise TypeError(f"{label} is stored as a uuid but is a {kind}, not a str")
+        return _uuid(label)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return _enum(kind)
+    if typing.get_origin(kind) is dict:
+        return _JSON
+    if isinstance(kind, type) and kind in _AS_IS:
+        return _AS_IS[kind]
+    raise TypeError(
+        f"{label}: no converter stores a {kind}; add one to payout_adapters.postgres.rows"
+    )
+
+
+@attrs.frozen
+class Column:
+    field: str
+    name: str
+    converter: Converter
+    get: Callable[[Any], Any]
+
+
+class ColumnMap(Generic[M]):
+    """The columns of ``model``: one per attrs field, in field order, named as
+    the field unless ``renamed``, minus those ``not_stored`` (which a row
+    leaves at their defaults); the fields in ``uuids`` are ``uuid`` columns.
+    Everything is worked out here, once: the per-row functions only look up
+    what was prepared."""
+
+    def __init__(
+        self,
+        model: type[M],
+        *,
+        uuids: Collection[str] = (),
+        renamed: Mapping[str, str] | None = None,
+        not_stored: Collection[str] = (),
+    ) -> None:
+        hints = typing.get_type_hints(model)
+        fields = [f.name for f in attrs.fields(model)]
+        unknown = (set(uuids) | set(renamed or {}) | set(not_stored)) - set(fields)
+        if unknown:
+            raise ValueError(f"{model.__name__} has no field(s) {sorted(unknown)}")
+        self.model = model
+        self.columns: tuple[Column, ...] = tuple(
+            Column(
+                field=name,
+                name=(renamed or {}).get(name, name),
+                converter=converter_for(
+                    hints[name], label=f"{model.__name__}.{name}", is_uuid=name in uuids
+                ),
+                get=operator.attrgetter(name),
+            )
+            for name in fields
+            if name not in not_stored
         )
-    }  # fmt: skip
-    params["id"] = [_uuid(t.id, "transfer id") for t in transfers]
-    params["job_id"] = [_uuid(t.job_id, "job id") for t in transfers]
-    params["reissue_of"] = [
-        None if t.reissue_of is None else _uuid(t.reissue_of, "reissue_of") for t in transfers
-    ]
-    params["status"] = [t.status.value for t in transfers]
-    return params
+        self._reads = tuple((c.field, c.name, c.converter.from_db) for c in self.columns)
+        self._writes = tuple((c.get, c.name, c.converter.to_db) for c in self.columns)
+        # params: every value at once (attrgetter, in C), then the few that convert.
+        self._get_all = operator.attrgetter(*(c.field for c in self.columns))
+        self._dumps = tuple(
+            (i, c.converter.to_db) for i, c in enumerate(self.columns) if c.converter.to_db
+        )
+        self._names: dict[str, tuple[str, ...]] = {}
 
+    # -- values ------------------------------------------------------------------------
 
-def outcome_params(
-    claimed: models.PayoutTransfer, updated: models.PayoutTransfer
-) -> dict[str, Any]:
-    """What RECORD_OUTCOME writes (``updated``) and the claim it must still match."""
-    return {
-        "id": _uuid(claimed.id, "transfer id"),
-        "claimed_token": claimed.claim_token,
-        "claimed_attempt_count": claimed.attempt_count,
-        "status": updated.status.value,
-        "attempt_count": updated.attempt_count,
-        "claim_token": updated.claim_token,
-        "next_attempt_at": updated.next_attempt_at,
-        "lease_expires_at": updated.lease_expires_at,
-        "destination_account": updated.destination_account,
-        "stripe_transfer_id": updated.stripe_transfer_id,
-        "failure_code": updated.failure_code,
-        "failure_message": updated.failure_message,
-        "key_generation": updated.key_generation,
-        "key_first_sent_at": updated.key_first_sent_at,
-        "last_send_at": updated.last_send_at,
-        "key_sends": updated.key_sends,
-        "outcome_uncertain": updated.outcome_uncertain,
-        "key_replays_error": updated.key_replays_error,
-        "platform_refused": updated.platform_refused,
-        "lookup_failures": updated.lookup_failures,
-        "abandoned_claims": updated.abandoned_claims,
-        "needs_operator": updated.needs_operator,
-        "updated_at": updated.updated_at,
-    }
+    def from_row(self, row: Row) -> M:
+        """The model of ``row``, which has (at least) every column of the map."""
+        return self.model(
+            **{
+                field: row[name] if convert is None else convert(row[name])
+                for field, name, convert in self._reads
+            }
+        )
 
+    def params(self, value: M, *, prefix: str = "") -> dict[str, Any]:
+        """Every column's value of ``value``, named ``prefix`` + the column's name."""
+        names = self._names.get(prefix)
+        if names is None:
+            names = self._names[prefix] = tuple(prefix + c.name for c in self.columns)
+        values = self._get_all(value)
+        if len(names) == 1:
+            values = (values,)  # attrgetter of one name gives the value, not a tuple
+        params = dict(zip(names, values, strict=True))
+        for i, convert in self._dumps:
+            params[names[i]] = convert(values[i])
+        return params
 
-def ledger_entry_from_row(row: Row) -> models.LedgerEntry:
-    return models.LedgerEntry(
-        idempotency_key=row["idempotency_key"],
-        entry_type=models.LedgerEntryType(row["entry_type"]),
-        direction=models.LedgerDirection(row["direction"]),
-        amount_cents=row["amount_cents"],
-        currency=row["currency"],
-        transfer_id=_text(row["transfer_id"]),
-        job_id=_text(row["job_id"]),
-        contest_id=row["contest_id"],
-        user_id=row["user_id"],
-        attempt_number=row["attempt_number"],
-        stripe_transfer_id=row["stripe_transfer_id"],
-        failure_code=row["failure_code"],
-        stripe_reversal_id=row["stripe_reversal_id"],
-        created_at=row["created_at"],
-    )
-
-
-def ledger_params(entry: models.LedgerEntry) -> dict[str, Any]:
-    return {
-        "idempotency_key": entry.idempotency_key,
-        "entry_type": entry.entry_type.value,
-        "direction": entry.direction.value,
-        "amount_cents": entry.amount_cents,
-        "currency": entry.currency,
-        "transfer_id": _uuid(entry.transfer_id, "ledger transfer id"),
-        "job_id": _uuid(entry.job_id, "ledger job id"),
-        "contest_id": entry.contest_id,
-        "user_id": entry.user_id,
-        "attempt_number": entry.attempt_number,
-        "stripe_transfer_id": entry.stripe_transfer_id,
-        "failure_code": entry.failure_code,
-        "stripe_reversal_id": entry.stripe_reversal_id,
-        "created_at": entry.created_at,
-    }
-
-
-def run_from_row(row: Row) -> models.RunReport:
-    return models.RunReport(
-        id=_text(row["id"]),
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        settlements_accepted=row["settlements_accepted"],
-        settlements_rejected=row["settlements_rejected"],
-        claimed=row["claimed"],
-        completed=row["completed"],
-        retried=row["retried"],
-        failed_terminal=row["failed_terminal"],
-        released=row["released"],
-        stale=row["stale"],
-        halted_reason=row["halted_reason"],
-        error=row["error"],
-    )
-
-
-def run_params(report: models.RunReport) -> dict[str, Any]:
-    return {
-        "id": _uuid(report.id, "run id"),
-        "started_at": report.started_at,
-        "finished_at": report.finished_at,
-        "settlements_accepted": report.settlements_accepted,
-        "settlements_rejected": report.settlements_rejected,
-        "claimed": report.claimed,
-        "completed": report.completed,
-        "retried": report.retried,
-        "failed_terminal": report.failed_terminal,
-        "released": report.released,
-        "stale": report.stale,
-        "halted_reason": report.halted_reason,
-        "error": report.error,
-    }
-
-
-def pause_from_row(row: Row) -> models.PauseState:
-    return models.PauseState(
-        paused=row["paused"],
-        actor=row["paused_by"],
-        reason=row["paused_reason"],
-        since=row["paused_at"],
-    )
-
-
-def operator_action_from_row(row: Row) -> models.OperatorAction:
-    return models.OperatorAction(
-        action=models.OperatorActionKind(row["action"]),
-        actor=row["actor"],
-        reason=row["reason"],
-        transfer_id=_optional_text(row["transfer_id"]),
-        before=row["before"],
-        after=row["after"],
-        created_at=row["created_at"],
-    )
-
-
-def operator_action_params(action: models.OperatorAction) -> dict[str, Any]:
-    """What INSERT_OPERATOR_ACTION writes (its time is the database's)."""
-    return {
-        "action": action.action.value,
-        "actor": action.actor,
-        "reason": action.reason,
-        "transfer_id": None
-        if action.transfer_id is None
-        else _uuid(action.transfer_id, "operator action transfer id"),
-        "before": None if action.before is None else Jsonb(action.before),
-        "after": None if action.after is None else Jsonb(action.after),
-    }
-
-
-def reversal_from_row(row: Row) -> models.Reversal:
-    values = {f.name: row[f.name] for f in attrs.fields(models.Reversal)}
-    return models.Reversal(
-        **values
-        | {
-            "id": _text(row["id"]),
-            "transfer_id": _text(row["transfer_id"]),
-            "status": models.ReversalStatus(row["status"]),
+    def array_params(self, values: Sequence[M]) -> dict[str, list[Any]]:
+        """One array per column, in the order of ``values`` (``{{..._arrays}}``)."""
+        return {
+            name: [get(v) for v in values] if convert is None else [convert(get(v)) for v in values]
+            for get, name, convert in self._writes
         }
-    )
+
+    # -- SQL text: the column names, which are the code's, never a value -----------------
+
+    def names(self, *, qualifier: str = "") -> str:
+        """``id, job_id, ...``, each name after ``qualifier`` (``t.``) if one is given."""
+        return ", ".join(qualifier + c.name for c in self.columns)
+
+    def values(self, *, prefix: str = "", cast: bool = False) -> str:
+        """``%(id)s, %(job_id)s, ...``: the parameters of :meth:`params`, in column
+        order, each cast to its type if ``cast`` (a ``SELECT`` into an ``INSERT``)."""
+        return ", ".join(
+            f"%({prefix}{c.name})s" + (f"::{c.converter.sql_type}" if cast else "")
+            for c in self.columns
+        )
+
+    def arrays(self) -> str:
+        """``%(id)s::uuid[], ...``: the arrays of :meth:`array_params`, for ``unnest``."""
+        return ", ".join(f"%({c.name})s::{c.converter.sql_type}[]" for c in self.columns)
 
 
-def reversal_params(reversal: models.Reversal) -> dict[str, Any]:
-    """Every column of ``reversal``, as WRITE_REVERSAL_INTENT and _SETTLE_REVERSAL take them."""
-    values = {f.name: getattr(reversal, f.name) for f in attrs.fields(models.Reversal)}
-    return values | {
-        "id": _uuid(reversal.id, "reversal id"),
-        "transfer_id": _uuid(reversal.transfer_id, "reversal transfer id"),
-        "status": reversal.status.value,
-    }
+# -- the maps: a line here is all a column needs that its field does not say -------------
 
-
-def settlement_params(after: models.Reversal) -> dict[str, Any]:
-    """What _SETTLE_REVERSAL writes: a reversal's answer (what was asked never changes)."""
-    return {
-        "id": _uuid(after.id, "reversal id"),
-        "status": after.status.value,
-        "stripe_reversal_id": after.stripe_reversal_id,
-        "failure_code": after.failure_code,
-        "failure_message": after.failure_message,
-        "updated_at": after.updated_at,
-    }
-
-
-def event_from_row(row: Row) -> ports.StripeEvent:
-    return ports.StripeEvent(
-        id=row["id"], type=row["type"], payload=row["payload"], received_at=row["received_at"]
-    )
-
-
-def event_params(event: ports.StripeEvent) -> dict[str, Any]:
-    """What ACCEPT_EVENT writes: every field, the payload as its JSON text."""
-    return {f.name: getattr(event, f.name) for f in attrs.fields(ports.StripeEvent)}
+JOBS: Final = ColumnMap(models.PayoutJob, uuids={"id"})
+TRANSFERS: Final = ColumnMap(models.PayoutTransfer, uuids={"id", "job_id", "reissue_of"})
+LEDGER: Final = ColumnMap(models.LedgerEntry, uuids={"transfer_id", "job_id"})
+RUNS: Final = ColumnMap(models.RunReport, uuids={"id"})
+REVERSALS: Final = ColumnMap(models.Reversal, uuids={"id", "transfer_id"})
+OPERATOR_ACTIONS: Final = ColumnMap(models.OperatorAction, uuids={"transfer_id"})
+PAUSES: Final = ColumnMap(
+    models.PauseState,
+    renamed={"actor": "paused_by", "reason": "paused_reason", "since": "paused_at"},
+)
+EVENTS: Final = ColumnMap(ports.StripeEvent)
