@@ -19,8 +19,8 @@ was not done exactly once.
 
 **The minimal loop.** ``concurrency`` threads, each with its own connection in
 autocommit mode, repeat until a claim comes back empty. Its SQL is the shape of
-``CLAIM_DUE``, ``WRITE_INTENT`` and ``RECORD_OUTCOME_WITH_LEDGER_ENTRY`` (as three
-statements) in ``src/payout_adapters/postgres/queries.py``, minus what only
+``claim_due``, ``write_intent`` and ``record_outcome_with_ledger_entry`` (as three
+statements) in ``src/payout_adapters/postgres/sql/queries.sql``, minus what only
 payout-core's extra guarantees need. It satisfies every CHECK constraint and trigger
 of the schema. For each claimed batch:
 
@@ -47,7 +47,7 @@ Then, for each transfer of the batch:
 Per transfer that is 4 statements and 2 commits (6 round trips with ``BEGIN`` and
 ``COMMIT``), plus a share of one claim per batch. What it leaves out, all of it payout-core's:
 
-- the escalation of claims abandoned too often (``ABANDONED_TOO_OFTEN``);
+- the escalation of claims abandoned too often (``abandoned_too_often``);
 - moving claimed jobs to ``processing`` at claim time (``START_JOBS``); here the first
   outcome does it;
 - the intent's guards on attempt count, lease margin, pinned destination, key trust
@@ -103,7 +103,8 @@ import procrastinate
 import psycopg
 from psycopg.rows import DictRow, dict_row
 
-from payout_adapters import clock, postgres
+from payout_cli import bootstrap
+from payout_cli import settings as settings_
 from payout_core import models
 from payout_core.services import scheduling
 
@@ -127,7 +128,7 @@ class Figure:
 
 # -- the minimal psycopg loop ---------------------------------------------------
 
-# CLAIM_DUE without the take-over count, the clock CTE or whole-row RETURNING.
+# claim_due without the take-over count, the clock CTE or whole-row RETURNING.
 # The partial index payout_transfers_claimable_idx, range-scanned up to now().
 MINIMAL_CLAIM: Final = """
 UPDATE payout_transfers AS t
@@ -146,7 +147,7 @@ WHERE t.id = due.id
 RETURNING t.id, t.job_id, t.contest_id, t.user_id, t.amount_cents, t.currency, t.attempt_count
 """
 
-# WRITE_INTENT for a transfer that is not uncertain: a new attempt, spent here.
+# write_intent for a transfer that is not uncertain: a new attempt, spent here.
 MINIMAL_INTENT: Final = """
 UPDATE payout_transfers
 SET destination_account = %(destination)s,
@@ -159,7 +160,7 @@ SET destination_account = %(destination)s,
 WHERE id = %(id)s AND claim_token = %(token)s
 """
 
-# RECORD_OUTCOME for a completion: only the columns that change.
+# record_outcome for a completion: only the columns that change.
 MINIMAL_COMPLETE: Final = """
 UPDATE payout_transfers
 SET status = 'completed',
@@ -210,7 +211,7 @@ def minimal_loop(
 ) -> Figure:
     """Pay ``transfers`` transfers with the minimal loop; time only the paying.
 
-    ``url`` is an empty database with payout-core's schema (``postgres.migrate``
+    ``url`` is an empty database with payout-core's schema (``bootstrap.migrate``
     done). The transfers are scheduled by payout-core itself, in jobs of
     ``job_size`` winners, before the clock starts; then ``concurrency`` threads
     claim ``batch`` at a time until none is left.
@@ -249,10 +250,9 @@ def minimal_loop(
 
 def _schedule(url: str, *, transfers: int, job_size: int) -> None:
     """payout-core's own scheduling, as ``benchmarks/throughput.py`` does it."""
-    pool = postgres.connect_pool(url, max_size=2)
-    try:
-        store = postgres.PostgresStore(pool)
-        system = clock.SystemClock()
+    system = bootstrap.clock()
+    with bootstrap.open_database(settings_.Settings(database_url=url), max_size=2) as db:
+        store = db.store
         for s in range(0, transfers, job_size):
             winners = tuple(
                 models.Winner(user_id=f"u{n}", amount_cents=100 + n)
@@ -265,8 +265,6 @@ def _schedule(url: str, *, transfers: int, job_size: int) -> None:
                 ),
                 now=system.now(),
             )
-    finally:
-        pool.close()
 
 
 def _pay_until_empty(

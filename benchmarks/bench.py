@@ -55,7 +55,9 @@ from typing import Any
 import attrs
 import psycopg
 
-from payout_adapters import clock, embedded, postgres
+from payout_adapters import embedded
+from payout_cli import bootstrap
+from payout_cli import settings as settings_
 from payout_core import models
 from payout_core.services import scheduling
 
@@ -172,20 +174,20 @@ def scratch_database(base_url: str) -> Iterator[str]:
 
 def seed(url: str, scenario: Scenario) -> None:
     """Winners u0..uN with connected accounts, scheduled in jobs of ``job_size``."""
-    postgres.migrate(url)
+    settings = settings_.Settings(database_url=url)
+    bootstrap.migrate(settings)
     with psycopg.connect(url) as conn:
         conn.execute(
             "INSERT INTO user_stripe_accounts (user_id, stripe_account_id) "
             "SELECT 'u' || n, 'acct_u' || n FROM generate_series(0, %s - 1) AS n",
             (scenario.transfers,),
         )
-    pool = postgres.connect_pool(url, max_size=2)
-    try:
-        store = postgres.PostgresStore(pool)
+    clock = bootstrap.clock()
+    with bootstrap.open_database(settings, max_size=2) as db:
         for first in range(0, scenario.transfers, scenario.job_size):
             last = min(first + scenario.job_size, scenario.transfers)
             scheduling.schedule_payout_for_settlement(
-                store=store,
+                store=db.store,
                 settlement=models.Settlement(
                     settlement_id=f"bench-{first}",
                     contest_id=f"bench-{first}",
@@ -195,10 +197,8 @@ def seed(url: str, scenario: Scenario) -> None:
                         for n in range(first, last)
                     ),
                 ),
-                now=clock.SystemClock().now(),
+                now=clock.now(),
             )
-    finally:
-        pool.close()
 
 
 # -- the fake Stripe and the workers -----------------------------------------------------------
@@ -428,7 +428,7 @@ def baseline_figures(base_url: str, scenario: Scenario) -> Baselines:
     import baselines  # noqa: PLC0415 - procrastinate (the bench extra) only when asked
 
     with scratch_database(base_url) as url:
-        postgres.migrate(url)
+        bootstrap.migrate(settings_.Settings(database_url=url))
         minimal = baselines.minimal_loop(
             url,
             transfers=scenario.transfers,

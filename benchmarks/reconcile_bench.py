@@ -22,15 +22,16 @@ import resource
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 
+import attrs
 from bench import scratch_database
 
-from payout_adapters import embedded, postgres
-from payout_adapters.clock import SystemClock
+from payout_adapters import embedded
 from payout_adapters.memory import SimulatedGateway
+from payout_cli import bootstrap
+from payout_cli import settings as settings_
 from payout_core import models, outcomes
-from payout_core.services import reconciliation, scheduling, tick
+from payout_core.services import reconciliation, scheduling
 
 __all__ = ["main"]
 
@@ -61,23 +62,31 @@ def _peak_rss_mb() -> float:
 
 
 def pay_history(url: str, transfers: int, job_size: int) -> SimulatedGateway:
-    postgres.migrate(url)
-    pool = postgres.connect_pool(url, max_size=12)
-    gateway = SimulatedGateway()
-    try:
-        store = postgres.PostgresStore(pool)
-        directory = postgres.PostgresAccountDirectory(pool)
-        with pool.connection() as conn:
+    """Pay ``transfers`` winners with the worker ``loop`` runs, through a
+    simulated Stripe; that Stripe, which now holds the history."""
+    settings = settings_.Settings(
+        database_url=url,
+        gateway=settings_.GatewayKind.SIMULATED,
+        batch_size=500,
+        concurrency=8,
+        lease_seconds=300,
+    )
+    bootstrap.migrate(settings)
+    with bootstrap.open_database(settings, max_size=12) as db:
+        with db.pool.connection() as conn:
             conn.execute(
                 "INSERT INTO user_stripe_accounts (user_id, stripe_account_id) "
                 "SELECT 'u' || n, 'acct_u' || n FROM generate_series(0, %s - 1) AS n",
                 (transfers,),
             )
-        system = SystemClock()
+        gateway = bootstrap.simulated_gateway(clock=bootstrap.clock())
+        worker = bootstrap.worker(settings, db, gateway=gateway)
+        # One tick pays all that is due: the history, not the loop's pace, is measured.
+        worker = attrs.evolve(worker, settings=attrs.evolve(worker.settings, max_batches=1_000_000))
         for first in range(0, transfers, job_size):
             last = min(first + job_size, transfers)
             scheduling.schedule_payout_for_settlement(
-                store=store,
+                store=db.store,
                 settlement=models.Settlement(
                     settlement_id=f"history-{first}",
                     contest_id=f"history-{first}",
@@ -87,21 +96,10 @@ def pay_history(url: str, transfers: int, job_size: int) -> SimulatedGateway:
                         for n in range(first, last)
                     ),
                 ),
-                now=system.now(),
+                now=worker.clock.now(),
             )
-        settings = tick.WorkerSettings(
-            batch_size=500, concurrency=8, max_batches=1_000_000, lease=timedelta(minutes=5)
-        )
-        while store.queue_depth().due:
-            tick.run_tick(
-                store=store,
-                directory=directory,
-                gateway=gateway,
-                clock=system,
-                settings=settings,
-            )
-    finally:
-        pool.close()
+        while db.store.queue_depth().due:
+            worker.tick()
     return gateway
 
 
@@ -121,9 +119,8 @@ def main() -> None:
             f"paid in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        pool = postgres.connect_pool(url, max_size=2)
-        try:
-            store = postgres.PostgresStore(pool)
+        with bootstrap.open_database(settings_.Settings(database_url=url), max_size=2) as db:
+            store = db.store
             records = _CountingRecords(gateway, page_size=100)
             stages: dict[str, float] = {}
             before_mb = _peak_rss_mb()
@@ -134,8 +131,6 @@ def main() -> None:
 
             result = reconciliation.reconcile_all(store, records, progress=progress)
             done = time.perf_counter()
-        finally:
-            pool.close()
     database_s = stages["database"] - started
     stripe_s = done - stages["database"]
     print(f"findings: {len(result.findings)} (expected 0); jobs {result.jobs:,}", flush=True)

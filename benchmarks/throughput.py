@@ -23,15 +23,16 @@ import argparse
 import os
 import statistics
 import time
-from datetime import timedelta
 
-import psycopg_pool
+import attrs
 from bench import scratch_database
 
-from payout_adapters import clock, embedded, postgres
-from payout_adapters.memory import InMemoryAccountDirectory, SimulatedGateway
-from payout_core import models, retry
-from payout_core.services import scheduling, tick
+from payout_adapters import embedded
+from payout_adapters.memory import InMemoryAccountDirectory
+from payout_cli import bootstrap
+from payout_cli import settings as settings_
+from payout_core import models
+from payout_core.services import scheduling
 
 
 def main() -> None:
@@ -47,20 +48,32 @@ def main() -> None:
 
     base = os.environ.get("PAYOUT_BENCH_DATABASE_URL") or embedded.start().url
     with scratch_database(base) as url:
-        postgres.migrate(url)
-        pool = postgres.connect_pool(url, max_size=args.concurrency + 2)
-        try:
-            run(pool, args)
-        finally:
-            pool.close()
+        settings = settings_.Settings(
+            database_url=url,
+            gateway=settings_.GatewayKind.SIMULATED,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+        )
+        bootstrap.migrate(settings)
+        with bootstrap.open_database(settings) as db:
+            run(settings, db, args)
 
 
-def run(pool: psycopg_pool.ConnectionPool, args: argparse.Namespace) -> None:
-    store = postgres.PostgresStore(pool)
-    system = clock.SystemClock()
-    directory = InMemoryAccountDirectory()
+def run(settings: settings_.Settings, db: bootstrap.Database, args: argparse.Namespace) -> None:
     latency = args.latency_ms / 1000
-    gateway = SimulatedGateway(clock=system, latency=(latency, latency))
+    worker = bootstrap.worker(
+        settings,
+        db,
+        gateway=bootstrap.simulated_gateway(clock=bootstrap.clock(), latency=(latency, latency)),
+    )
+    # The accounts in memory and one tick for the whole run: the engine alone,
+    # measured as earlier trees measure it (compare.py runs both side by side).
+    directory = InMemoryAccountDirectory()
+    worker = attrs.evolve(
+        worker,
+        directory=directory,
+        settings=attrs.evolve(worker.settings, max_batches=1_000_000),
+    )
 
     started = time.perf_counter()
     for s in range(0, args.transfers, args.job_size):
@@ -71,29 +84,20 @@ def run(pool: psycopg_pool.ConnectionPool, args: argparse.Namespace) -> None:
         for w in winners:
             directory.set_account(w.user_id, f"acct_{w.user_id}")
         scheduling.schedule_payout_for_settlement(
-            store=store,
+            store=db.store,
             settlement=models.Settlement(
                 settlement_id=f"bench-{s}", contest_id="bench", currency="usd", winners=winners
             ),
-            now=system.now(),
+            now=worker.clock.now(),
         )
     scheduled = time.perf_counter() - started
 
-    settings = tick.WorkerSettings(
-        batch_size=args.batch_size,
-        max_batches=1_000_000,
-        concurrency=args.concurrency,
-        lease=timedelta(minutes=10),
-        retry_policy=retry.RetryPolicy(),
-    )
     tick_seconds: list[float] = []
     paid = 0
     started = time.perf_counter()
     while paid < args.transfers:
         t0 = time.perf_counter()
-        report = tick.run_tick(
-            store=store, directory=directory, gateway=gateway, clock=system, settings=settings
-        )
+        report = worker.tick()
         tick_seconds.append(time.perf_counter() - t0)
         if report.claimed == 0:
             break

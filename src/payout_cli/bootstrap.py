@@ -1,7 +1,16 @@
 """The composition root: settings in, adapters out. Nothing else wires adapters.
 
+Every command, the demo and the benchmarks take what they work with from
+here: the clock (:func:`clock`), the database and its adapters
+(:func:`open_database`, :func:`migrate`), the gateways, and the wired worker
+that ``loop`` and the demo run (:func:`worker`, :func:`demo_worker`).
+
 Nothing here runs at import time: every resource (pool, embedded server,
 Stripe client) is opened by a function the command calls, and closed by it.
+
+It is longer than most modules, and one piece on purpose: it is the one place
+where adapters are built, and a reader looking for how something is wired
+should find it here, not in one of several files.
 """
 
 from __future__ import annotations
@@ -9,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import random
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
@@ -19,26 +30,38 @@ import psycopg_pool
 
 from payout_adapters import clock as clock_
 from payout_adapters import postgres
+from payout_adapters.memory import faults
 from payout_adapters.memory import gateway as simulated
+from payout_adapters.postgres import ledger_reader
 from payout_cli import metrics as metrics_
 from payout_cli import settings as settings_
 from payout_core import ports, retry
 from payout_core.services import tick
+from payout_core.services import worker as worker_
 
 if TYPE_CHECKING:
     from payout_adapters.stripe import gateway as stripe_adapter
     from payout_cli import webhooks as webhooks_
 
 __all__ = [
+    "DEMO_FAULTS",
+    "DEMO_WORKER",
     "Database",
     "build_gateway",
     "build_operator_stripe",
     "build_webhook_receiver",
+    "clock",
+    "demo_worker",
+    "migrate",
     "open_database",
+    "open_demo_database",
     "require_current_schema",
     "require_gateway_settings",
     "require_webhook_settings",
+    "simulated_gateway",
     "stripe_if_configured",
+    "worker",
+    "worker_name",
     "worker_settings",
 ]
 
@@ -48,6 +71,11 @@ log = logging.getLogger("payout.bootstrap")
 # second a probe is given (the admin server answers 503 after
 # admin.READY_DEADLINE_SECONDS whatever happens).
 PING_TIMEOUT_SECONDS: Final = 0.5
+
+
+def clock() -> ports.Clock:
+    """The clock of every command: the system's."""
+    return clock_.SystemClock()
 
 
 @attrs.frozen
@@ -61,6 +89,7 @@ class Database:
     directory: postgres.PostgresAccountDirectory
     inbox: postgres.PostgresInbox
     events: postgres.PostgresEventInbox  # Stripe's webhook events, stored then applied
+    ledger: ledger_reader.PostgresLedgerReader  # the ledger export's, one snapshot per export
     # The fleet's pace toward Stripe: PAYOUT_STRIPE_RATE_LIMIT for every worker together.
     rate_limiter: postgres.PostgresRateLimiter
 
@@ -86,6 +115,18 @@ def resolve_database_url(settings: settings_.Settings) -> tuple[str, str]:
 
     server = embedded.start()
     return server.url, f"embedded PostgreSQL in {server.data_dir}"
+
+
+def migrate(settings: settings_.Settings) -> tuple[list[str], str]:
+    """Apply the pending migrations to the configured database (``payout-core
+    migrate``, a deploy step); the migrations applied, and how to show the
+    database to the user.
+
+    Raises:
+        MigrationError: a migration failed; nothing of it was applied.
+    """
+    url, shown_as = resolve_database_url(settings)
+    return postgres.migrate(url), shown_as
 
 
 @contextlib.contextmanager
@@ -117,12 +158,22 @@ def open_database(
             directory=postgres.PostgresAccountDirectory(pool),
             inbox=postgres.PostgresInbox(pool),
             events=postgres.PostgresEventInbox(pool),
+            ledger=ledger_reader.PostgresLedgerReader(pool),
             rate_limiter=postgres.PostgresRateLimiter(
                 pool, dict.fromkeys(ports.Budget, settings.stripe_rate_limit)
             ),
         )
     finally:
         pool.close()
+
+
+@contextlib.contextmanager
+def open_demo_database() -> Iterator[Database]:
+    """The demo's database: always the embedded server, whatever
+    PAYOUT_DATABASE_URL says, so that a demo never writes its fake winners into
+    a real database."""
+    with open_database(settings_.Settings(), max_size=10) as db:
+        yield db
 
 
 def require_gateway_settings(settings: settings_.Settings) -> None:
@@ -143,10 +194,12 @@ def build_gateway(
     *,
     metrics: metrics_.Metrics | None = None,
     limiter: ports.RateLimiter | None = None,
+    clock: ports.Clock | None = None,
 ) -> ports.PaymentGateway:
     """The configured gateway. Refuses to build Stripe's without a key.
     ``limiter`` paces Stripe's requests (the fleet's, from :class:`Database`);
-    by default one of this process alone.
+    by default one of this process alone. ``clock`` is the simulated
+    gateway's (by default the system's).
 
     Raises:
         ConfigError: the Stripe gateway was asked for without ``STRIPE_API_KEY``.
@@ -158,7 +211,7 @@ def build_gateway(
             "payout.gateway.simulated",
             extra={"reason": "PAYOUT_GATEWAY=simulated: NO MONEY MOVES, transfers are simulated"},
         )
-        gateway = simulated.SimulatedGateway(clock=clock_.SystemClock())
+        gateway = simulated_gateway(clock=clock or clock_.SystemClock())
     else:
         gateway = _stripe_gateway(settings, limiter)
     if metrics is not None:
@@ -177,7 +230,91 @@ def worker_settings(settings: settings_.Settings) -> tick.WorkerSettings:
             max_seconds=settings.retry_max_seconds,
             uniform=random.SystemRandom().random,
         ),
+        max_attempts=settings.max_attempts,
     )
+
+
+def simulated_gateway(
+    *, clock: ports.Clock, latency: tuple[float, float] = (0.0, 0.0)
+) -> simulated.SimulatedGateway:
+    """Stripe simulated in this process: no money moves, no fault unless
+    scripted. ``latency``: each request sleeps a time drawn in this range of
+    seconds, as a real call would take (a benchmark's)."""
+    return simulated.SimulatedGateway(clock=clock, latency=latency)
+
+
+def worker_name() -> str:
+    """How a worker names itself in its claim tokens: its host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker(
+    settings: settings_.Settings,
+    db: Database,
+    *,
+    metrics: metrics_.Metrics | None = None,
+    gateway: ports.PaymentGateway | None = None,
+) -> worker_.Worker:
+    """The worker ``payout-core loop`` runs: ``db``'s store, directory and
+    inbox, the configured gateway (:func:`build_gateway`, counted in
+    ``metrics``) on the system clock, the tick's settings from ``settings``,
+    and a name of its host and process for its claim tokens.
+
+    Every worker of the fleet takes its Stripe requests from one schedule
+    (``db.rate_limiter``), and claims follow that budget; the simulated gateway
+    has none, and its worker claims for every free slot. ``gateway`` replaces
+    the configured one (a benchmark's simulated Stripe with latency).
+
+    Raises:
+        ConfigError: the Stripe gateway was asked for without ``STRIPE_API_KEY``.
+    """
+    system = clock()
+    if gateway is None:
+        gateway = build_gateway(settings, metrics=metrics, limiter=db.rate_limiter, clock=system)
+    simulating = settings.gateway is settings_.GatewayKind.SIMULATED
+    return worker_.Worker(
+        store=db.store,
+        directory=db.directory,
+        inbox=db.inbox,
+        gateway=gateway,
+        clock=system,
+        settings=worker_settings(settings),
+        limiter=None if simulating else db.rate_limiter,
+        name=worker_name(),
+    )
+
+
+# Seconds instead of minutes, so that the demo's retries and the look-ups after
+# a simulated 500 happen while you watch. Safe only because no money moves.
+DEMO_WORKER: Final = tick.WorkerSettings(
+    batch_size=25,
+    concurrency=8,
+    lease=timedelta(seconds=10),
+    stripe_timeout=timedelta(seconds=1),
+    send_start_limit=timedelta(seconds=1),
+    retry_policy=retry.RetryPolicy(base_seconds=0.2, max_seconds=2.0),
+)
+# What goes wrong at the demo's simulated Stripe, and how often.
+DEMO_FAULTS: Final = faults.FaultRates(
+    lost_response=0.06, server_error=0.04, rate_limited=0.06, key_in_use=0.02
+)
+
+
+def demo_worker(db: Database, *, seed: int) -> tuple[worker_.Worker, simulated.SimulatedGateway]:
+    """The demo's worker over ``db`` (:func:`open_demo_database`), and the
+    simulated Stripe it pays through, which loses responses, answers 500 and
+    rate-limits at random (``seed`` replays the same faults).
+
+    It takes nothing from the inbox: the demo schedules its own settlement.
+    """
+    system = clock()
+    gateway = simulated.SimulatedGateway.with_random_faults(
+        seed=seed, rates=DEMO_FAULTS, latency=(0.005, 0.03), clock=system
+    )
+    demo = worker_.Worker(
+        store=db.store, directory=db.directory, gateway=gateway, clock=system, settings=DEMO_WORKER
+    )
+    return demo, gateway
 
 
 def _stripe_gateway(

@@ -1,6 +1,7 @@
 """What every command shares: exit codes, the refusal of bad input, the
-``--database-url`` option, settings from the environment and flags, and the
-parsing of a time given on the command line.
+``--database-url`` option, an operator's ``--actor`` and ``--reason``,
+settings from the environment and flags, and the parsing of a time given on
+the command line.
 
 Exit codes: 0 success; 1 runtime failure; 2 bad usage or bad input (the
 message names what is wrong, and nothing was written).
@@ -37,8 +38,10 @@ from payout_core import errors
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_FAILURE",
+    "Actor",
     "BadInput",
     "DatabaseUrl",
+    "Reason",
     "exit_codes",
     "parse_time",
     "settings_from",
@@ -55,6 +58,11 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+
+Actor = Annotated[
+    str, typer.Option("--actor", help="Who does this (a name the audit trail keeps).")
+]
+Reason = Annotated[str, typer.Option("--reason", help="Why (the audit trail keeps it).")]
 
 
 class BadInput(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -21,6 +21,7 @@ import pytest
 
 from payout_adapters.memory import (
     InMemoryAccountDirectory,
+    InMemoryInbox,
     InMemoryStore,
     ManualClock,
     SimulatedGateway,
@@ -28,9 +29,10 @@ from payout_adapters.memory import (
 from payout_adapters.memory import gateway as simulated
 from payout_core import attempt, errors, idempotency, ledger, models, outcomes, ports, retry
 from payout_core import state_machine as sm
-from payout_core.services import attempting, execution, scheduling, tick
+from payout_core.services import attempting, execution, scheduling, tick, worker
+from tests.kit import builders as b
+from tests.kit.times import LEASE, MARGIN, T0
 
-T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 Fault = simulated.Fault
 S = models.TransferStatus
 Entry = models.LedgerEntryType
@@ -40,9 +42,7 @@ Request = simulated.Request
 #: Half of the full-jitter range, every time: 15 s after a first try, 30 s after a second.
 HALF_JITTER = retry.RetryPolicy(uniform=lambda: 0.5)
 SETTINGS = tick.WorkerSettings(retry_policy=HALF_JITTER)
-TIMING = SETTINGS.timing
-LEASE = SETTINGS.lease  # 10 minutes
-MARGIN = TIMING.margin  # the Stripe timeout (30 s) + the send start limit (30 s)
+TIMING = SETTINGS.timing  # its lease and send margin are the kit's LEASE and MARGIN
 FIRST_BACKOFF = timedelta(seconds=15)
 
 TIMEOUT_NOTHING_CREATED = Fault.respond(outcomes.Unknown(code="timeout", message="read timed out"))
@@ -72,13 +72,10 @@ class Payouts:
         if connected:
             for user in users:
                 self.directory.set_account(user, f"acct_{user}")
-        settlement = models.Settlement(
+        settlement = b.settlement(
+            *((u, 1000 * (n + 1)) for n, u in enumerate(users)),
             settlement_id="stl-1",
             contest_id="contest-1",
-            currency="usd",
-            winners=tuple(
-                models.Winner(user_id=u, amount_cents=1000 * (n + 1)) for n, u in enumerate(users)
-            ),
         )
         result = scheduling.schedule_payout_for_settlement(
             store=self.store,
@@ -106,7 +103,7 @@ class Payouts:
         *,
         concurrency: int = 4,
         stop: threading.Event | None = None,
-        before_claiming: Callable[[models.RunReport], models.RunReport] | None = None,
+        inbox: ports.SettlementInbox | None = None,
         limiter: ports.RateLimiter | None = None,
     ) -> models.RunReport:
         return tick.run_tick(
@@ -116,7 +113,7 @@ class Payouts:
             clock=self.worker_clock,
             settings=attrs.evolve(self.settings, concurrency=concurrency),
             stop=stop,
-            before_claiming=before_claiming,
+            inbox=inbox,
             limiter=limiter,
         )
 
@@ -1143,14 +1140,16 @@ def test_a_database_outage_fails_the_tick_without_raising_and_the_next_tick_reco
     assert p.get(t.id).status is S.COMPLETED
 
 
+class _UnreadableInbox(InMemoryInbox):
+    def unprocessed(self, *, limit: int) -> list[ports.InboxItem]:
+        raise errors.StoreUnavailable("connection refused")
+
+
 def test_an_error_in_the_inbox_step_fails_the_tick_before_claiming() -> None:
     p = payouts()
     [t] = p.schedule("u1")
 
-    def database_gone(report: models.RunReport) -> models.RunReport:
-        raise errors.StoreUnavailable("connection refused")
-
-    failed = p.tick(before_claiming=database_gone)
+    failed = p.tick(inbox=_UnreadableInbox())
 
     assert failed.error == "StoreUnavailable: connection refused"
     assert p.get(t.id).status is S.PENDING
@@ -1280,14 +1279,14 @@ def test_claim_tokens_name_the_worker_that_holds_them() -> None:
     p = payouts(handler)
     p.schedule("u1", "u2")
 
-    tick.run_tick(
+    worker.Worker(
         store=p.store,
         directory=p.directory,
         gateway=p.gateway,
         clock=p.worker_clock,
         settings=p.settings,
-        worker="host-a:42",
-    )
+        name="host-a:42",
+    ).tick()
 
     assert tokens
     assert all(t is not None and t.startswith("host-a:42/") for t in tokens)
@@ -1430,26 +1429,56 @@ def test_a_concurrency_below_one_is_refused() -> None:
 # -- the tick and its settings --------------------------------------------------------
 
 
-def test_a_tick_records_its_run_with_what_it_did() -> None:
+def inbox_of(*users: str) -> InMemoryInbox:
+    """An inbox with one settlement per user (stl-1 pays u1 1000 cents, ...)."""
+    inbox = InMemoryInbox()
+    for n, user in enumerate(users, start=1):
+        sid = f"stl-{n}"
+        inbox.put(
+            sid, b.settlement_json(sid, {user: 1000}, contest_id=f"contest-{n}"), received_at=T0
+        )
+    return inbox
+
+
+def test_a_tick_takes_the_inbox_first_and_records_its_run_with_what_it_did() -> None:
     p = payouts(on_creates(Fault.rate_limited()))
-    p.schedule("u1", "u2", connected=False)
     p.directory.set_account("u1", "acct_u1")
+    inbox = inbox_of("u1", "u2")
+    inbox.put("stl-bad", {"settlement_id": "stl-bad"}, received_at=T0)
 
-    def take_inbox(report: models.RunReport) -> models.RunReport:
-        return attrs.evolve(report, settlements_accepted=2)
+    report = p.tick(inbox=inbox)
 
-    report = p.tick(before_claiming=take_inbox)
-
-    assert (report.settlements_accepted, report.claimed) == (2, 2)
+    assert (report.settlements_accepted, report.settlements_rejected, report.claimed) == (2, 1, 2)
     assert (report.retried, report.failed_terminal, report.completed) == (1, 1, 0)
     assert report.succeeded
     assert report.finished_at is not None
     assert p.store.recent_runs(1) == [report]
 
 
+def test_a_wired_worker_takes_its_inbox_with_its_settings_and_pays() -> None:
+    p = payouts()
+    p.directory.set_account("u1", "acct_u1")
+    wired = worker.Worker(
+        store=p.store,
+        directory=p.directory,
+        gateway=p.gateway,
+        clock=p.worker_clock,
+        settings=attrs.evolve(p.settings, max_attempts=3),
+        inbox=inbox_of("u1"),
+    )
+
+    report = wired.tick()
+
+    assert (report.settlements_accepted, report.completed) == (1, 1)
+    [paid] = p.store.transfers()
+    assert (paid.status, paid.max_attempts, paid.amount_cents) == (S.COMPLETED, 3, 1000)
+    assert wired.tick().settlements_accepted == 0  # a row is taken once
+
+
 def test_default_worker_settings_keep_the_exactly_once_rules() -> None:
     settings = tick.WorkerSettings()
-    assert settings.timing.margin == timedelta(seconds=60)
+    assert settings.timing.margin == MARGIN == timedelta(seconds=60)
+    assert settings.lease == SETTINGS.lease == LEASE  # what these tests reason with
     assert (
         tick.unsafe_timing(
             lease=settings.lease,
@@ -1491,19 +1520,8 @@ def test_worker_settings_at_the_limits_of_safety_are_accepted() -> None:
 
 
 def a_claim(**changes: Any) -> models.PayoutTransfer:
-    """A transfer claimed by worker w-1 at T0."""
-    transfer = models.PayoutTransfer(
-        id="t-1",
-        job_id="j-1",
-        settlement_id="s-1",
-        contest_id="c-1",
-        user_id="u-1",
-        amount_cents=1500,
-        currency="usd",
-        created_at=T0,
-        updated_at=T0,
-    )
-    return sm.claim(attrs.evolve(transfer, **changes), now=T0, lease=LEASE, token="w-1")
+    """The kit's transfer (``t-1``: 1,500 cents to ``u-1``) claimed by worker w-1 at T0."""
+    return sm.claim(b.transfer(**changes), now=T0, lease=LEASE, token="w-1")
 
 
 def intent(

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from payout_adapters.memory import InMemoryInbox, InMemoryStore
 from payout_adapters.memory.inbox import InboxStatus
 from payout_core.services import intake
-
-T0 = datetime(2026, 11, 29, tzinfo=UTC)
+from tests.kit import builders as b
+from tests.kit.times import T0
 
 
 def payload(settlement_id: str, amount: object = 1500, user: str = "u1") -> dict[str, object]:
-    return {
-        "settlement_id": settlement_id,
-        "contest_id": f"contest-{settlement_id}",
-        "currency": "usd",
-        "winners": [{"user_id": user, "amount_cents": amount}],
-    }
+    return b.settlement_json(settlement_id, {user: amount}, contest_id=f"contest-{settlement_id}")
 
 
 def test_good_rows_become_jobs_and_bad_rows_are_rejected_with_reasons() -> None:

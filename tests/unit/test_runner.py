@@ -9,22 +9,16 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from payout_adapters.memory import ManualClock
 from payout_cli import admin, logs, runner, settings
 from payout_cli import metrics as metrics_
 from payout_core import models, ports
-
-T0 = datetime(2026, 11, 29, tzinfo=UTC)
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return T0
+from tests.kit.times import T0
 
 
 def report(**changes: object) -> models.RunReport:
@@ -43,7 +37,7 @@ def make_runner(reports: list[models.RunReport], **kwargs: object) -> runner.Run
     return runner.Runner(
         tick=tick,
         interval_seconds=300,
-        clock=FixedClock(),
+        clock=ManualClock(T0),
         registry=runner.Registry(interval_seconds=300),
         metrics=metrics_.Metrics(),
         **kwargs,  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import attrs
 
-from payout_core import errors, models, ports, validation
+from payout_core import errors, ports, validation
 from payout_core.services import scheduling
 
 __all__ = ["IntakeResult", "take_settlements"]
@@ -21,19 +21,20 @@ class IntakeResult:
     rejected: int = 0
 
 
-def _parse(item: ports.InboxItem) -> models.Settlement:
-    settlement = validation.parse_settlement(item.payload)
-    if settlement.settlement_id != item.settlement_id:
+def _plan(item: ports.InboxItem, *, now: datetime, max_attempts: int) -> scheduling.Plan:
+    """The row's payload checked (once: it is JSON) and planned."""
+    planned = scheduling.plan(item.payload, now=now, max_attempts=max_attempts)
+    if planned.job.settlement_id != item.settlement_id:
         raise errors.InvalidSettlement(
             [
                 errors.Problem(
                     "settlement_id",
-                    f"payload says {validation.shown(settlement.settlement_id)} but the row "
+                    f"payload says {validation.shown(planned.job.settlement_id)} but the row "
                     f"says {validation.shown(item.settlement_id)}",
                 )
             ]
         )
-    return settlement
+    return planned
 
 
 def take_settlements(
@@ -60,10 +61,7 @@ def take_settlements(
     for item in inbox.unprocessed(limit=limit):
         ids = {"inbox_id": item.id, "settlement_id": item.settlement_id}
         try:
-            settlement = _parse(item)
-            result = scheduling.schedule_payout_for_settlement(
-                store=store, settlement=settlement, now=now, max_attempts=max_attempts
-            )
+            result = scheduling.store_plan(store, _plan(item, now=now, max_attempts=max_attempts))
         except (
             errors.InvalidSettlement,
             errors.SettlementConflict,

@@ -1,4 +1,5 @@
-"""One tick of the runner: claim due transfers in batches, execute, record the run."""
+"""One tick of the runner: take settlements from the inbox, claim due
+transfers in batches, execute, record the run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import timedelta
 import attrs
 
 from payout_core import attempt, models, pacing, ports, retry
-from payout_core.services import execution
+from payout_core.services import execution, intake
 
 __all__ = ["WorkerSettings", "run_tick", "unsafe_timing"]
 
@@ -72,6 +73,8 @@ class WorkerSettings:
     # Shorter only where no money moves (the demo, tests): see attempt.SEND_START_LIMIT.
     send_start_limit: timedelta = attempt.SEND_START_LIMIT
     retry_policy: retry.RetryPolicy = attrs.Factory(retry.RetryPolicy)
+    # The attempts each transfer of a settlement taken from the inbox is given.
+    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
 
     def __attrs_post_init__(self) -> None:
         problems = unsafe_timing(
@@ -138,7 +141,7 @@ def run_tick(
     clock: ports.Clock,
     settings: WorkerSettings,
     stop: threading.Event | None = None,
-    before_claiming: Callable[[models.RunReport], models.RunReport] | None = None,
+    inbox: ports.SettlementInbox | None = None,
     new_id: Callable[[], str] = _new_id,
     limiter: ports.RateLimiter | None = None,
     worker: str | None = None,
@@ -154,8 +157,9 @@ def run_tick(
     runs. ``worker`` names this worker in its claim tokens (``worker/uuid``),
     so that a claim tells which worker holds it.
 
-    ``before_claiming`` runs first inside the tick (the runner takes settlements
-    from the inbox there) and returns the report with its counts.
+    With ``inbox``, the tick first takes the settlements other services wrote
+    there (:func:`~payout_core.services.intake.take_settlements`), so that
+    their transfers are claimed in this same tick; the report counts them.
 
     The run is recorded at its start and at its end. An infrastructure failure
     (the database went away) ends the tick with ``error`` set instead of
@@ -175,8 +179,8 @@ def run_tick(
         with slots:
             try:
                 store.record_run(report)
-                if before_claiming is not None:
-                    report = before_claiming(report)
+                if inbox is not None:
+                    report = _take_inbox(report, inbox, store=store, clock=clock, settings=settings)
                 report = _send(
                     slots,
                     store=store,
@@ -213,6 +217,22 @@ def run_tick(
         },
     )
     return report
+
+
+def _take_inbox(
+    report: models.RunReport,
+    inbox: ports.SettlementInbox,
+    *,
+    store: ports.PayoutStore,
+    clock: ports.Clock,
+    settings: WorkerSettings,
+) -> models.RunReport:
+    taken = intake.take_settlements(
+        inbox=inbox, store=store, now=clock.now(), max_attempts=settings.max_attempts
+    )
+    return attrs.evolve(
+        report, settlements_accepted=taken.accepted, settlements_rejected=taken.rejected
+    )
 
 
 # How long a worker waits for the Stripe budget before it asks again, when the

@@ -13,21 +13,32 @@ import logging
 import threading
 import time
 import uuid
-from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import typer
 
-from payout_adapters import clock as clock_
-from payout_adapters.memory import gateway as simulated
-from payout_cli import bootstrap, logs, output
-from payout_cli import settings as settings_
-from payout_core import models, reconcile, retry
-from payout_core.services import scheduling, tick
+from payout_cli import bootstrap, conventions, logs, output
+from payout_core import models, reconcile
+from payout_core.services import scheduling
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from payout_adapters.memory import gateway as simulated
+
+__all__ = ["demo", "run_demo"]
 
 WINNERS = 50
 DEADLINE_SECONDS = 25.0
+
+
+def demo(
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the simulated faults.")
+    ] = None,
+) -> None:
+    """Pay 50 winners through a simulated Stripe with faults, on an embedded PostgreSQL."""
+    with conventions.exit_codes():
+        code = run_demo(seed=seed)
+    raise typer.Exit(code)
 
 
 def _seed(db: bootstrap.Database, run: str) -> models.Settlement:
@@ -48,36 +59,25 @@ def _seed(db: bootstrap.Database, run: str) -> models.Settlement:
 
 def run_demo(*, seed: int | None = None) -> int:
     """Run the demo; 0 when every transfer ended terminal and the ledger reconciles."""
+    # The progress bar's module takes a while to load; only the demo needs it.
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     # The progress bar and the summary say what happens; logs only for errors.
     logs.configure(level=logging.ERROR)
     run = uuid.uuid4().hex[:8]
-    clock = clock_.SystemClock()
-    gateway = simulated.SimulatedGateway.with_random_faults(
-        seed=seed if seed is not None else int(run, 16),
-        rates=simulated.FaultRates(
-            lost_response=0.06, server_error=0.04, rate_limited=0.06, key_in_use=0.02
-        ),
-        latency=(0.005, 0.03),
-        clock=clock,
-    )
-    worker = tick.WorkerSettings(
-        batch_size=25,
-        concurrency=8,
-        # Seconds instead of minutes, so the retries and the look-ups after a
-        # simulated 500 happen while you watch. Safe only because no money moves.
-        lease=timedelta(seconds=10),
-        stripe_timeout=timedelta(seconds=1),
-        send_start_limit=timedelta(seconds=1),
-        retry_policy=retry.RetryPolicy(base_seconds=0.2, max_seconds=2.0),
-    )
     output.note("payout-core demo: simulated Stripe (NO MONEY MOVES), embedded PostgreSQL")
-    # Always the embedded server, whatever PAYOUT_DATABASE_URL says: a demo
-    # must never write its fake winners into a real database.
-    with bootstrap.open_database(settings_.Settings(), max_size=10) as db:
+    with bootstrap.open_demo_database() as db:
+        worker, gateway = bootstrap.demo_worker(db, seed=seed if seed is not None else int(run, 16))
         output.note(f"database: {db.shown_as}")
         settlement = _seed(db, run)
         job = scheduling.schedule_payout_for_settlement(
-            store=db.store, settlement=settlement, now=clock.now()
+            store=db.store, settlement=settlement, now=worker.clock.now()
         ).job
         output.note(
             f"scheduled job {job.id}: {job.total_transfers} winners, "
@@ -96,14 +96,7 @@ def run_demo(*, seed: int | None = None) -> int:
         ) as progress:
             bar = progress.add_task("pay", total=job.total_transfers, detail="")
             while True:
-                report = tick.run_tick(
-                    store=db.store,
-                    directory=db.directory,
-                    gateway=gateway,
-                    clock=clock,
-                    settings=worker,
-                    stop=threading.Event(),
-                )
+                report = worker.tick(threading.Event())
                 ticks += 1
                 current = db.store.get_job(job.id) or job
                 done = current.completed_count + current.failed_count

@@ -51,13 +51,10 @@ from typing import Annotated, Final, TextIO
 
 import typer
 
-from payout_adapters.postgres import ledger_reader
 from payout_cli import bootstrap, conventions, output
 from payout_core.services import ledger_export
 
-__all__ = ["ledger_app"]
-
-ledger_app = typer.Typer(no_args_is_help=True, help="The append-only ledger, for accounting.")
+__all__ = ["export"]
 
 
 class Format(enum.StrEnum):
@@ -170,7 +167,6 @@ def _destination(path: Path | None) -> Iterator[TextIO]:
 # -- the command ---------------------------------------------------------------------------------
 
 
-@ledger_app.command("export")
 def export(
     *,
     since: Annotated[
@@ -222,8 +218,7 @@ def export(
         with bootstrap.open_database(settings, max_size=2) as db:
             if window.job_id is not None and db.store.get_job(window.job_id) is None:
                 raise conventions.BadInput(f"--job {window.job_id}: no such payout job")
-            reader = ledger_reader.PostgresLedgerReader(db.pool)
-            totals = _write(reader, window, kind, path)
+            totals = _write(db.ledger, window, kind, path)
     _summarise(totals, path)
 
 
