@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import attrs
 
+from tests.kit.builders import settlement_json
+
 __all__ = ["Arrival", "Config", "Episode", "Kind", "Plan", "Via", "Winner"]
 
 
@@ -213,14 +215,11 @@ def _arrivals(
     for n, at in enumerate(times):
         size = rng.randint(1, config.max_winners)
         chosen = rng.sample(list(winners), size)
-        settlement: dict[str, object] = {
-            "settlement_id": f"stl-{config.seed}-{n:04d}",
-            "contest_id": f"contest-{config.seed}-{n:04d}",
-            "currency": "usd",
-            "winners": [
-                {"user_id": w.user_id, "amount_cents": rng.randint(100, 50_000)} for w in chosen
-            ],
-        }
+        settlement = settlement_json(
+            f"stl-{config.seed}-{n:04d}",
+            {w.user_id: rng.randint(100, 50_000) for w in chosen},  # sampled: no user twice
+            contest_id=f"contest-{config.seed}-{n:04d}",
+        )
         via = Via.CLI if rng.random() < 0.5 else Via.INBOX
         arrivals.append(Arrival(at=at, via=via, settlement=settlement))
         if rng.random() < 0.1:  # the sender retries, through the other door, a little later
@@ -234,11 +233,10 @@ def _arrivals(
                 )
             )
     # One malformed row: rejected with its reason, never blocking the others.
-    bad: dict[str, object] = {
-        "settlement_id": f"stl-{config.seed}-malformed",
-        "contest_id": f"contest-{config.seed}-malformed",
-        "currency": "usd",
-        "winners": [{"user_id": winners[0].user_id, "amount_cents": "12.50"}],
-    }
+    bad = settlement_json(
+        f"stl-{config.seed}-malformed",
+        {winners[0].user_id: "12.50"},
+        contest_id=f"contest-{config.seed}-malformed",
+    )
     arrivals.append(Arrival(at=rng.uniform(0, end), via=Via.INBOX, settlement=bad, malformed=True))
     return sorted(arrivals, key=lambda a: a.at)

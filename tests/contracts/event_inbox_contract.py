@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 
 from payout_core import ports
-from tests.contracts.builders import T0
+from tests.kit.times import T0
 
 __all__ = ["EventInboxContract", "stripe_event"]
 

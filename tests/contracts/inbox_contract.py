@@ -19,7 +19,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from payout_core import ports, validation
-from tests.contracts.builders import T0
+from tests.kit.times import T0
 
 __all__ = ["InboxContract", "Send"]
 

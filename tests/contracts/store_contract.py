@@ -7,7 +7,7 @@ methods, never an adapter's own.
 
 A subclass provides the fixture ``store``: a fresh, empty store. The fixture
 ``clock`` (a :class:`~payout_adapters.memory.ManualClock` at
-:data:`~tests.contracts.builders.T0`) is provided here and may be overridden.
+:data:`~tests.kit.times.T0`) is provided here and may be overridden.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from payout_adapters.memory import ManualClock
 from payout_core import errors, ledger, models, ports
 from payout_core import reversal as rules
 from payout_core import state_machine as sm
-from tests.contracts import builders as b
-from tests.contracts.builders import LEASE, T0
+from tests.kit import builders as b
+from tests.kit.times import LEASE, MARGIN, T0
 
 S = models.TransferStatus
 J = models.JobStatus
@@ -36,7 +36,7 @@ class StoreContract:
 
     @pytest.fixture
     def clock(self) -> ManualClock:
-        return ManualClock(b.T0)
+        return ManualClock(T0)
 
     # -- scheduling ---------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class StoreContract:
     ) -> None:
         b.schedule(store, b.settlement("u-1"), now=clock.now())
         [abandoned] = store.claim_due(limit=10, lease=LEASE, token="w-1")
-        intent = store.write_intent(claimed=abandoned, destination="acct_1", margin=b.MARGIN)
+        intent = store.write_intent(claimed=abandoned, destination="acct_1", margin=MARGIN)
         assert isinstance(intent, models.PayoutTransfer)
         clock.advance(LEASE)
 
@@ -280,7 +280,7 @@ class StoreContract:
         """A claimed transfer sent once to acct_1, whose answer was lost (or was a
         saved 500), recorded as retryable: uncertain."""
         claimed = self._claimed(store, clock)
-        first = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        first = store.write_intent(claimed=claimed, destination="acct_1", margin=MARGIN)
         assert isinstance(first, models.PayoutTransfer)
         lost = sm.retry(
             first,
@@ -299,7 +299,7 @@ class StoreContract:
         claimed = self._claimed(store, clock)
         clock.advance(3)
 
-        intent = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        intent = store.write_intent(claimed=claimed, destination="acct_1", margin=MARGIN)
 
         assert isinstance(intent, models.PayoutTransfer)
         assert intent.destination_account == "acct_1"
@@ -316,7 +316,7 @@ class StoreContract:
         clock.advance(timedelta(hours=22))
         [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
-        resend = store.write_intent(claimed=again, destination="acct_1", margin=b.MARGIN)
+        resend = store.write_intent(claimed=again, destination="acct_1", margin=MARGIN)
 
         assert isinstance(resend, models.PayoutTransfer)
         assert (resend.attempt_count, resend.key_sends, resend.key_generation) == (1, 2, 0)
@@ -330,7 +330,7 @@ class StoreContract:
         clock.advance(LEASE)
         [newer] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
-        refused = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        refused = store.write_intent(claimed=claimed, destination="acct_1", margin=MARGIN)
 
         assert refused is sm.IntentRefusal.STALE_CLAIM
         assert store.get_transfer(claimed.id) == newer
@@ -339,9 +339,9 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         claimed = self._claimed(store, clock)
-        clock.advance(LEASE - b.MARGIN + timedelta(seconds=1))
+        clock.advance(LEASE - MARGIN + timedelta(seconds=1))
 
-        refused = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        refused = store.write_intent(claimed=claimed, destination="acct_1", margin=MARGIN)
 
         assert refused is sm.IntentRefusal.LEASE_TOO_SHORT
         assert store.get_transfer(claimed.id) == claimed
@@ -350,10 +350,10 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         claimed = self._claimed(store, clock)
-        first = store.write_intent(claimed=claimed, destination="acct_old", margin=b.MARGIN)
+        first = store.write_intent(claimed=claimed, destination="acct_old", margin=MARGIN)
         assert isinstance(first, models.PayoutTransfer)
 
-        refused = store.write_intent(claimed=first, destination="acct_new", margin=b.MARGIN)
+        refused = store.write_intent(claimed=first, destination="acct_new", margin=MARGIN)
 
         assert refused is sm.IntentRefusal.DESTINATION_CHANGED
         assert store.get_transfer(claimed.id) == first
@@ -365,7 +365,7 @@ class StoreContract:
         clock.advance(sm.KEY_TRUST_WINDOW)
         [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
-        refused = store.write_intent(claimed=again, destination="acct_1", margin=b.MARGIN)
+        refused = store.write_intent(claimed=again, destination="acct_1", margin=MARGIN)
 
         assert refused is sm.IntentRefusal.KEY_UNTRUSTED
         assert store.get_transfer(first.id) == again
@@ -376,7 +376,7 @@ class StoreContract:
         self._in_doubt(store, clock, key_replays_error=True)
         [again] = store.claim_due(limit=10, lease=LEASE, token="w-2")
 
-        refused = store.write_intent(claimed=again, destination="acct_1", margin=b.MARGIN)
+        refused = store.write_intent(claimed=again, destination="acct_1", margin=MARGIN)
 
         assert refused is sm.IntentRefusal.KEY_UNTRUSTED
 
@@ -384,7 +384,7 @@ class StoreContract:
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
         claimed = self._claimed(store, clock)
-        first = store.write_intent(claimed=claimed, destination="acct_old", margin=b.MARGIN)
+        first = store.write_intent(claimed=claimed, destination="acct_old", margin=MARGIN)
         assert isinstance(first, models.PayoutTransfer)
         moved = attrs.evolve(
             sm.complete(first, stripe_transfer_id="tr_1", now=T0), destination_account="acct_new"
@@ -567,9 +567,9 @@ class StoreContract:
     def test_ledger_rows_come_back_in_write_order_and_filter_by_job_and_transfer(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:
-        job_a, _ = b.schedule(store, b.settlement("u-1", "u-2", settlement_id="s-a"), now=b.T0)
+        job_a, _ = b.schedule(store, b.settlement("u-1", "u-2", settlement_id="s-a"), now=T0)
         other = b.settlement("u-1", settlement_id="s-b", contest_id="c-b")
-        job_b, _ = b.schedule(store, other, now=b.T0)
+        job_b, _ = b.schedule(store, other, now=T0)
         claimed = {
             (t.job_id, t.user_id): t for t in store.claim_due(limit=10, lease=LEASE, token="w-1")
         }
@@ -845,7 +845,7 @@ class StoreContract:
         (its look-ups kept failing): retryable, uncertain, needing an operator."""
         job, _ = b.schedule(store, b.settlement(*(winners or ("u-1",))), now=clock.now())
         [claimed] = store.claim_due(limit=1, lease=LEASE, token="w-1")
-        intent = store.write_intent(claimed=claimed, destination="acct_1", margin=b.MARGIN)
+        intent = store.write_intent(claimed=claimed, destination="acct_1", margin=MARGIN)
         assert isinstance(intent, models.PayoutTransfer)
         waiting = sm.escalate(
             intent, reason="look-ups keep failing", now=clock.now(), lookup_failed=True

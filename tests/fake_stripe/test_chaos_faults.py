@@ -17,6 +17,7 @@ import pytest
 from tests import fake_stripe
 from tests.fake_stripe import faults, forms
 from tests.fake_stripe.model import Reply, Request
+from tests.kit.waiting import wait_for
 
 KEY = fake_stripe.DEFAULT_API_KEY
 PARAMS: dict[str, forms.FormValue] = {
@@ -63,15 +64,6 @@ def in_thread(target: object) -> tuple[threading.Thread, list[Reply]]:
     thread = threading.Thread(target=lambda: answers.append(target()))
     thread.start()
     return thread, answers
-
-
-def wait_for(what: str, probe: object, deadline: float = 5.0) -> None:
-    assert callable(probe)
-    end = time.monotonic() + deadline
-    while not probe():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- windows and scripts for ever --------------------------------------------------------------

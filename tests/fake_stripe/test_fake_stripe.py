@@ -24,6 +24,7 @@ import stripe
 from tests import fake_stripe
 from tests.fake_stripe import faults, forms, webhooks
 from tests.fake_stripe.model import Reply, Request
+from tests.kit.waiting import wait_for
 
 KEY = fake_stripe.DEFAULT_API_KEY
 PARAMS: dict[str, forms.FormValue] = {
@@ -742,9 +743,7 @@ def test_a_request_executes_on_arrival_and_its_answer_is_held_back() -> None:
     replies: list[Reply] = []
     sender = threading.Thread(target=lambda: replies.append(post(fake)))
     sender.start()
-    deadline = time.monotonic() + 10
-    while not fake.transfers() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for("the transfer executed", fake.transfers)
     executed_while_held = len(fake.transfers()) == 1 and sender.is_alive()
 
     fake.stop()  # a stopping server does not wait the latency out

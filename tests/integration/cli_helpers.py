@@ -5,9 +5,10 @@ interpreter, with an environment cleaned of the developer's own ``PAYOUT_*``
 and ``STRIPE_*`` variables, so what a test sets is all the command sees.
 
 Waiting for a long-running ``loop`` is done by polling for what it does (a
-line it prints, a row it writes, an answer of its admin server), with a
-generous deadline that only exists so that a broken build fails instead of
-hanging: no assertion here is about how long anything took.
+line it prints, a row it writes, an answer of its admin server) with the kit's
+:func:`~tests.kit.waiting.wait_for`, whose generous deadline only exists so
+that a broken build fails instead of hanging: no assertion here is about how
+long anything took.
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from payout_adapters import embedded
+from tests import fake_stripe
+from tests.kit.builders import settlement_json as settlement  # re-exported: the CLI tests' name
+from tests.kit.waiting import wait_for
 
 __all__ = [
     "CommandResult",
@@ -46,14 +49,11 @@ __all__ = [
     "settlement",
     "start_loop",
     "stop_embedded",
-    "wait_for",
+    "stripe_env",
 ]
-
-T = TypeVar("T")
 
 # Deadlines against hangs, not measurements.
 COMMAND_DEADLINE = 120.0
-WAIT_DEADLINE = 60.0
 
 
 def executable() -> str:
@@ -83,6 +83,15 @@ def cli_env(database_url: str | None = None, **variables: str) -> dict[str, str]
         env["PAYOUT_DATABASE_URL"] = database_url
     env.update(variables)
     return env
+
+
+def stripe_env(
+    database_url: str, stripe: fake_stripe.FakeStripeServer, **variables: str
+) -> dict[str, str]:
+    """:func:`cli_env` with the key and address of the fake Stripe ``stripe``."""
+    return cli_env(
+        database_url, STRIPE_API_KEY=stripe.api_key, PAYOUT_STRIPE_API_BASE=stripe.url, **variables
+    )
 
 
 @attrs.frozen
@@ -123,18 +132,6 @@ def run_cli(
     return CommandResult(
         args=tuple(args), returncode=done.returncode, stdout=done.stdout, stderr=done.stderr
     )
-
-
-def wait_for(what: str, probe: Callable[[], T | None], *, deadline: float = WAIT_DEADLINE) -> T:
-    """Poll ``probe`` until it returns something other than ``None`` (or False)."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 _ADMIN_LINE = re.compile(r"admin endpoints on http://([^/\s]+)/")
@@ -230,22 +227,6 @@ def query(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any
     with psycopg.connect(url, autocommit=True) as conn:
         cursor = conn.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
-
-
-def settlement(
-    settlement_id: str,
-    winners: Mapping[str, int],
-    *,
-    contest_id: str | None = None,
-    currency: str = "usd",
-) -> dict[str, object]:
-    """The settlement JSON of DESIGN 6."""
-    return {
-        "settlement_id": settlement_id,
-        "contest_id": contest_id or f"contest-of-{settlement_id}",
-        "currency": currency,
-        "winners": [{"user_id": u, "amount_cents": a} for u, a in winners.items()],
-    }
 
 
 # -- a PostgreSQL server a test may stop and start -----------------------------------------------

@@ -12,6 +12,10 @@ One fixture, :func:`postgres_server`, picks the server, in this order:
 
 No test is ever skipped for want of a database.
 
+Beside the database: the fake Stripe server on a clock the test moves
+(:func:`stripe`, :func:`stripe_time`), and :func:`begin`, which starts an
+exactly-once story (:mod:`tests.integration.stories`).
+
 Isolation: the migrations are applied once, to a template database; every test
 that asks for ``database_url`` gets a fresh ``CREATE DATABASE ... TEMPLATE``
 copy of it (tens of milliseconds), dropped after the test. The ledger refuses
@@ -22,6 +26,7 @@ empty it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -29,7 +34,7 @@ import secrets
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -40,6 +45,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from payout_adapters import postgres
+from tests import fake_stripe
+from tests.integration.stories import Story
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +200,30 @@ def admin(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]
     """A plain autocommit connection to the test's database, for raw SQL."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+# -- the fake Stripe, and the stories told against it ------------------------------------------
+
+
+@pytest.fixture
+def stripe_time() -> fake_stripe.ManualTime:
+    """The fake Stripe's own clock: it moves only when the test moves it."""
+    return fake_stripe.ManualTime()
+
+
+@pytest.fixture
+def stripe(stripe_time: fake_stripe.ManualTime) -> Iterator[fake_stripe.FakeStripeServer]:
+    """The fake Stripe server, on :func:`stripe_time`."""
+    with fake_stripe.running(fake_stripe.FakeStripe(clock=stripe_time)) as server:
+        yield server
+
+
+@pytest.fixture
+def begin(
+    database_url: str,
+    stripe: fake_stripe.FakeStripeServer,
+    stripe_time: fake_stripe.ManualTime,
+    tmp_path: Path,
+) -> Callable[..., Story]:
+    """Start a story: ``begin(max_attempts=...)``."""
+    return functools.partial(Story.begin, database_url, stripe, stripe_time, tmp_path)

@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 import attrs
@@ -33,6 +33,7 @@ import psycopg
 import psycopg_pool
 
 from payout_adapters import postgres
+from payout_adapters.clock import SystemClock
 from payout_core import outcomes, ports, retry
 from payout_core.services import tick
 
@@ -202,16 +203,6 @@ class SharedFakeStripe:
         return outcomes.Found(stripe_transfer_id=str(row[0]))
 
 
-@attrs.frozen
-class WallClock:
-    """Real time, shifted by ``offset`` (a worker that starts long after a crash)."""
-
-    offset: timedelta = timedelta(0)
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(time.time(), UTC) + self.offset
-
-
 def fast_settings(*, concurrency: int, batch_size: int, lease: timedelta) -> tick.WorkerSettings:
     """Retries within a second, so a test with faults ends quickly: a send margin of
     1.2 s (safe with this fake Stripe, which answers at once) instead of a minute."""
@@ -289,7 +280,7 @@ def run_worker(plan: WorkerPlan, start: Any, results: Any) -> None:
             batch_size=plan.concurrency * 4,
             lease=timedelta(seconds=60),
         )
-        clock = WallClock()
+        clock = SystemClock()
         start.wait(timeout=120)
         ends = time.monotonic() + plan.deadline_seconds
         runs = []
@@ -335,7 +326,7 @@ def hold_claims(url: str, batch_size: int, concurrency: int) -> None:
         concurrency=concurrency, batch_size=batch_size, lease=timedelta(minutes=10)
     )
     tick.run_tick(
-        store=store, directory=directory, gateway=gateway, clock=WallClock(), settings=settings
+        store=store, directory=directory, gateway=gateway, clock=SystemClock(), settings=settings
     )
     raise AssertionError("the gateway never answers: this line is never reached")
 

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import cli_helpers as cli
+from tests.kit.waiting import wait_for
 
 ADMIN = ("--admin-addr", "127.0.0.1:0")
 
@@ -73,7 +74,7 @@ def test_the_admin_endpoints_answer_with_what_the_tick_did(
         "--gateway", "simulated", "--interval", "300", *ADMIN, env=env, directory=tmp_path
     ) as loop:
         base = loop.admin_url()
-        job = cli.wait_for("the first tick", lambda: after_a_tick(base, succeeded=True))
+        job = wait_for("the first tick", lambda: after_a_tick(base, succeeded=True))
         health = cli.http_get(f"{base}/healthz")
         ready = cli.http_get(f"{base}/readyz")
         metrics = cli.http_get(f"{base}/metrics")
@@ -142,11 +143,11 @@ def test_loop_keeps_running_while_the_database_goes_away_and_finishes_the_work_w
             "--gateway", "simulated", "--interval", "0.5", *ADMIN, env=env, directory=tmp_path
         ) as loop:
             base = loop.admin_url()
-            cli.wait_for("a first tick", lambda: after_a_tick(base, succeeded=True))
+            wait_for("a first tick", lambda: after_a_tick(base, succeeded=True))
 
             server.stop()
             not_ready = cli.http_get(f"{base}/readyz")
-            failing = cli.wait_for(
+            failing = wait_for(
                 "two failed ticks in a row",
                 lambda: (job := jobs_endpoint(base))["consecutive_failures"] >= 2 and job,
             )
@@ -171,8 +172,8 @@ def test_loop_keeps_running_while_the_database_goes_away_and_finishes_the_work_w
                 done = rows and all(s in ("completed", "failed_terminal") for _, s in rows)
                 return rows if done else None
 
-            finished = cli.wait_for("the work scheduled after the outage", all_terminal)
-            recovered = cli.wait_for(
+            finished = wait_for("the work scheduled after the outage", all_terminal)
+            recovered = wait_for(
                 "a successful tick after the outage",
                 lambda: (
                     (job := after_a_tick(base, succeeded=True))

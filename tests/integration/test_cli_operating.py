@@ -10,10 +10,8 @@ dashboard, an amount that differs from the record, a reversal.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -21,7 +19,7 @@ import pytest
 from tests import fake_stripe
 from tests.fake_stripe import faults
 from tests.integration import cli_helpers as cli
-from tests.integration.test_exactly_once_stories import (
+from tests.integration.stories import (
     ACCOUNT,
     AMOUNT,
     CONTEST,
@@ -30,27 +28,6 @@ from tests.integration.test_exactly_once_stories import (
 )
 
 WHO = ("--actor", "ops-1", "--reason", "ticket 42")
-
-
-@pytest.fixture
-def stripe_time() -> fake_stripe.ManualTime:
-    return fake_stripe.ManualTime()
-
-
-@pytest.fixture
-def stripe(stripe_time: fake_stripe.ManualTime) -> Iterator[fake_stripe.FakeStripeServer]:
-    with fake_stripe.running(fake_stripe.FakeStripe(clock=stripe_time)) as server:
-        yield server
-
-
-@pytest.fixture
-def begin(
-    database_url: str,
-    stripe: fake_stripe.FakeStripeServer,
-    stripe_time: fake_stripe.ManualTime,
-    tmp_path: Path,
-) -> Callable[..., Story]:
-    return functools.partial(Story.begin, database_url, stripe, stripe_time, tmp_path)
 
 
 def audit_rows(database_url: str) -> list[tuple[object, ...]]:
@@ -86,9 +63,7 @@ def test_reconcile_finds_what_was_planted_at_stripe_and_passes_a_clean_history(
 ) -> None:
     fake = fake_stripe.FakeStripe()
     with fake_stripe.running(fake) as server:
-        env = cli.cli_env(
-            database_url, STRIPE_API_KEY=server.api_key, PAYOUT_STRIPE_API_BASE=server.url
-        )
+        env = cli.stripe_env(database_url, server)
         winners = {"u-1": 1000, "u-2": 2000, "u-3": 3000, "u-4": 4000}
         for user in ("u-1", "u-2", "u-3"):  # u-4 connected no account: failed_terminal
             account = f"acct_1{user.replace('-', '')}"
@@ -164,9 +139,7 @@ def test_reconcile_sees_a_winner_paid_twice_and_a_failed_winner_stripe_paid(
     stored ids, so neither was visible, and it exited 0."""
     fake = fake_stripe.FakeStripe()
     with fake_stripe.running(fake) as server:
-        env = cli.cli_env(
-            database_url, STRIPE_API_KEY=server.api_key, PAYOUT_STRIPE_API_BASE=server.url
-        )
+        env = cli.stripe_env(database_url, server)
         fake.add_account("acct_1u1")
         assert cli.run_cli("accounts", "set", "u-1", "acct_1u1", env=env).returncode == 0
         stdin = json.dumps(cli.settlement("stl-s", {"u-1": 1000, "u-2": 2000}, contest_id="c-s"))
@@ -192,9 +165,7 @@ def test_reconcile_sees_a_winner_paid_twice_and_a_failed_winner_stripe_paid(
 def test_reconcile_since_a_time_and_a_bad_time_is_bad_input(database_url: str) -> None:
     fake = fake_stripe.FakeStripe(accept_any_account=True)
     with fake_stripe.running(fake) as server:
-        env = cli.cli_env(
-            database_url, STRIPE_API_KEY=server.api_key, PAYOUT_STRIPE_API_BASE=server.url
-        )
+        env = cli.stripe_env(database_url, server)
         stray = fake.seed_transfer(
             amount=50, destination="acct_1x", transfer_group="contest:no-such-contest"
         )
@@ -327,9 +298,7 @@ def test_a_reissue_pays_a_winner_who_first_failed_for_want_of_a_connected_accoun
 ) -> None:
     fake = fake_stripe.FakeStripe()
     with fake_stripe.running(fake) as server:
-        env = cli.cli_env(
-            database_url, STRIPE_API_KEY=server.api_key, PAYOUT_STRIPE_API_BASE=server.url
-        )
+        env = cli.stripe_env(database_url, server)
         stdin = json.dumps(cli.settlement("stl-1", {"u-1": 1500}, contest_id=CONTEST))
         assert cli.run_cli("schedule", "-", env=env, stdin=stdin).returncode == 0
         assert cli.run_cli("loop", "--once", env=env).returncode == 0

@@ -21,6 +21,7 @@ import pytest
 
 from tests import fake_stripe
 from tests.integration import cli_helpers as cli
+from tests.kit.waiting import wait_for
 
 WINNERS = {f"u-{n:03d}": 100 + n for n in range(200)}
 IN_FLIGHT_AT_MOST = 2 * 2  # two workers, two slots each
@@ -77,7 +78,7 @@ def test_a_pause_stops_a_fleet_of_two_workers_within_a_tick_and_a_resume_restart
                     )
                 )
             )
-        cli.wait_for("ten paid", lambda: count(database_url, "completed") >= 10 or None)
+        wait_for("ten paid", lambda: count(database_url, "completed") >= 10)
 
         paused = cli.run_cli("pause", "--actor", "ops-1", "--reason", "Stripe looks odd", env=env)
         assert paused.returncode == 0, paused.describe()
@@ -85,7 +86,7 @@ def test_a_pause_stops_a_fleet_of_two_workers_within_a_tick_and_a_resume_restart
 
         # Within a tick: the transfers in flight finish and are recorded; nothing
         # else is claimed.
-        cli.wait_for("in flight finished", lambda: count(database_url, "processing") == 0 or None)
+        wait_for("in flight finished", lambda: count(database_url, "processing") == 0)
         paid_at_pause = count(database_url, "completed")
         time.sleep(1.5)  # three ticks of the workers' interval
         assert count(database_url, "completed") == paid_at_pause
@@ -105,15 +106,13 @@ def test_a_pause_stops_a_fleet_of_two_workers_within_a_tick_and_a_resume_restart
         shown = cli.run_cli("status", env=env)
         assert "PAUSED by ops-1" in shown.output
         for loop in loops:
-            cli.wait_for("the paused gauge", functools.partial(says_paused, loop))
+            wait_for("the paused gauge", functools.partial(says_paused, loop))
             _, _, jobs = cli.http_get(loop.admin_url() + "/admin/jobs")
             assert json.loads(jobs)["pause"]["actor"] == "ops-1"
 
         resumed = cli.run_cli("resume", "--actor", "ops-2", "--reason", "checked", env=env)
         assert resumed.returncode == 0, resumed.describe()
-        cli.wait_for(
-            "every winner paid", lambda: count(database_url, "completed") == len(WINNERS) or None
-        )
+        wait_for("every winner paid", lambda: count(database_url, "completed") == len(WINNERS))
 
     # Exactly once at Stripe, through the pause.
     at_stripe = [t["metadata"]["payout_transfer_id"] for t in stripe.fake.transfers()]

@@ -18,6 +18,7 @@ from tests import fake_stripe
 from tests.fake_stripe import faults
 from tests.fake_stripe import webhooks as deliveries
 from tests.integration import cli_helpers as cli
+from tests.kit.waiting import wait_for
 
 WHO = ("--actor", "ops-1", "--reason", "disqualified: INC-9")
 ACCOUNT = "acct_1Winner"
@@ -177,8 +178,8 @@ def test_a_dashboard_reversal_delivered_three_times_is_recorded_once(
         ignored = deliveries.deliver(
             url, {**event, "id": "evt_other", "type": "payout.paid"}, times=1
         )
-        cli.wait_for("the reversal booked", lambda: booked(database_url) or None)
-        cli.wait_for(
+        wait_for("the reversal booked", lambda: booked(database_url))
+        wait_for(
             "every event applied",
             lambda: (
                 cli.query(
@@ -186,7 +187,6 @@ def test_a_dashboard_reversal_delivered_three_times_is_recorded_once(
                     "SELECT count(*) FROM payout_webhook_events WHERE processed_at IS NULL",
                 )
                 == [(0,)]
-                or None
             ),
         )
         receiver.terminate()
@@ -265,7 +265,7 @@ def test_the_loop_serves_webhooks_when_an_address_is_set(
     with cli.start_loop("--interval", "300", env=loop_env, directory=tmp_path) as loop:
         url = loop.webhooks_url()
         assert deliveries.deliver(url, event) == [200]
-        cli.wait_for("the reversal booked", lambda: booked(database_url) or None)
+        wait_for("the reversal booked", lambda: booked(database_url))
         loop.terminate()
         assert loop.wait() == 0, loop.describe()
 

@@ -18,6 +18,7 @@ import pytest
 from tests import fake_stripe
 from tests.fake_stripe import faults
 from tests.integration import cli_helpers as cli
+from tests.kit.waiting import wait_for
 
 WINNERS = {"u-1": 1500, "u-2": 700, "u-3": 250, "u-4": 125}
 NOT_CONNECTED = "u-4"
@@ -178,7 +179,7 @@ def test_sigterm_during_a_tick_finishes_the_transfers_in_flight_claims_no_more_a
     with cli.start_loop(
         "--concurrency", "2", "--interval", "300", env=env, directory=tmp_path
     ) as loop:
-        cli.wait_for("two transfers held at Stripe", lambda: all(h.held.is_set() for h in holds))
+        wait_for("two transfers held at Stripe", lambda: all(h.held.is_set() for h in holds))
         loop.terminate()
         loop.wait_for_output("received SIGTERM")
         for hold in holds:

@@ -6,7 +6,6 @@ import hashlib
 import multiprocessing
 import shutil
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -17,6 +16,8 @@ from payout_adapters import postgres
 from payout_adapters.postgres import migrator
 from payout_core import errors, ledger, models, ports
 from tests.integration import pg_workers
+from tests.kit import builders as b
+from tests.kit.times import T0
 
 SHIPPED = migrator.default_directory()
 NAMES = sorted(p.name for p in SHIPPED.glob("*.sql"))
@@ -299,20 +300,8 @@ def test_reversals_migrate_a_database_holding_payouts(
         store = postgres.PostgresStore(pool)
         transfer = store.get_transfer(str(paid))
         assert transfer is not None
-        now = datetime(2026, 3, 1, tzinfo=UTC)
-        asked = models.Reversal(
-            id=str(uuid.uuid4()),
-            transfer_id=transfer.id,
-            sequence=1,
-            idempotency_key=f"payout-reversal:{transfer.id}:1",
-            stripe_transfer_id="tr_1",
-            amount_cents=1000,
-            currency="usd",
-            actor="ops-1",
-            reason="chargeback",
-            created_at=now,
-            updated_at=now,
-        )
+        now = T0
+        asked = b.reversal(transfer, amount_cents=1000, now=now)
         assert isinstance(store.reversal_intent(asked), models.Reversal)
         dashboard = ledger.reversal_entry(
             transfer, stripe_reversal_id="trr_dash", amount_cents=500, now=now

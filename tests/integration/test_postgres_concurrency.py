@@ -10,10 +10,9 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -21,12 +20,15 @@ import psycopg_pool
 import pytest
 
 from payout_adapters import postgres
+from payout_adapters.clock import SystemClock
 from payout_core import models, ports, reconcile, validation
 from payout_core import state_machine as sm
 from payout_core.services import scheduling, tick
 from tests.integration import pg_workers
+from tests.kit.clocks import ShiftedClock
+from tests.kit.times import T0
+from tests.kit.waiting import wait_for
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 Conn = psycopg.Connection[tuple[Any, ...]]
 S = models.TransferStatus
 
@@ -50,14 +52,6 @@ def connect_accounts(admin: Conn, accounts: dict[str, str]) -> None:
             "INSERT INTO user_stripe_accounts (user_id, stripe_account_id) VALUES (%s, %s)",
             list(accounts.items()),
         )
-
-
-def wait_for(condition: Any, *, seconds: float, what: str) -> None:
-    """Poll another process's progress (real processes: no clock to inject)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def check_every_invariant(
@@ -221,13 +215,12 @@ def test_a_killed_workers_claims_are_taken_over_with_nothing_lost_or_paid_twice(
         # It claimed 4, one per thread (claims track sending); each created a
         # transfer at "Stripe" and hangs before reading the answer. The other 16
         # were never claimed.
-        wait_for(
+        wait_for(  # another process's progress: no clock to inject
+            "the doomed worker to hold its claims",
             lambda: (
                 count("SELECT count(*) FROM payout_transfers WHERE status = 'processing'") == 4
                 and count("SELECT count(*) FROM fake_stripe_calls") == 4
             ),
-            seconds=60,
-            what="the doomed worker to hold its claims",
         )
     finally:
         os.kill(doomed.pid or 0, signal.SIGKILL)
@@ -248,7 +241,7 @@ def test_a_killed_workers_claims_are_taken_over_with_nothing_lost_or_paid_twice(
         store=store,
         directory=postgres.PostgresAccountDirectory(pool),
         gateway=pg_workers.SharedFakeStripe(pool),
-        clock=pg_workers.WallClock(offset=timedelta(hours=1)),
+        clock=ShiftedClock(SystemClock(), timedelta(hours=1)),
         settings=pg_workers.fast_settings(
             concurrency=4, batch_size=50, lease=timedelta(minutes=10)
         ),

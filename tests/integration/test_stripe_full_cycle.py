@@ -14,19 +14,22 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import attrs
 import psycopg_pool
 import pytest
 
 from payout_adapters import postgres
+from payout_adapters.memory import ManualClock
 from payout_adapters.stripe import LocalRateLimiter, StripeGateway
 from payout_core import models, retry
 from payout_core import reconcile as invariants
 from payout_core.services import reconciliation, scheduling, tick
 from tests import fake_stripe
 from tests.fake_stripe import faults
+from tests.kit.clocks import FakeTime
+from tests.kit.times import T0
 
 S = models.TransferStatus
 E = models.LedgerEntryType
@@ -36,38 +39,13 @@ CLOSED = "u_14"  # connected an account that Stripe has since closed
 MAX_TICKS = 20
 
 
-@attrs.define
-class Clock:
-    now_: datetime = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-    lock: threading.Lock = attrs.Factory(threading.Lock)
-
-    def now(self) -> datetime:
-        with self.lock:
-            return self.now_
-
-    def advance(self, delta: timedelta) -> None:
-        with self.lock:
-            self.now_ += delta
-
-
-@attrs.define
-class NoWait:
-    """The rate limiter's clock and sleep: tokens are counted, nothing waits."""
-
-    def clock(self) -> float:
-        return 0.0
-
-    def sleep(self, _seconds: float) -> None:
-        return None
-
-
 @attrs.frozen
 class World:
     store: postgres.PostgresStore
     directory: postgres.PostgresAccountDirectory
     server: fake_stripe.FakeStripeServer
     gateway: StripeGateway
-    clock: Clock
+    clock: ManualClock
     settings: tick.WorkerSettings
 
     @property
@@ -103,14 +81,14 @@ def world(pool: psycopg_pool.ConnectionPool) -> Iterator[World]:
                 if user == CLOSED
                 else fake_stripe.AccountState.ACTIVE,
             )
-        wait = NoWait()
+        wait = FakeTime()  # the rate limiter's: tokens are counted, nothing waits
         with StripeGateway(
             api_key=server.api_key,
             api_base=server.url,
             timeout_seconds=1.0,
             limiter=LocalRateLimiter.at(20, clock=wait.clock, sleep=wait.sleep),
         ) as gateway:
-            clock = Clock()  # the workers' and, standing in for it, the database's
+            clock = ManualClock(T0)  # the workers' and, standing in for it, the database's
             yield World(
                 store=postgres.PostgresStore(pool, clock=clock),
                 directory=directory,

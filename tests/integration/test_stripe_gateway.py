@@ -17,6 +17,7 @@ from payout_core import errors, outcomes, pacing, ports
 from tests import fake_stripe
 from tests.contracts.gateway_contract import reversal
 from tests.fake_stripe import faults
+from tests.kit.clocks import FakeTime
 
 ACCOUNT = "acct_1Winner"
 GROUP = "contest:c42"
@@ -50,21 +51,6 @@ def _fits_the_records_port(gateway: StripeGateway) -> ports.TransferRecords:
 
 def _fits_the_reversal_port(gateway: StripeGateway) -> ports.ReversalGateway:
     return gateway
-
-
-@attrs.define
-class FrozenTime:
-    """A clock that stands still and a sleep that only records: every wait a
-    bucket asks for is visible, and nothing waits for real."""
-
-    now: float = 0.0
-    slept: list[float] = attrs.Factory(list)
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
 
 
 @pytest.fixture
@@ -108,7 +94,7 @@ def test_lookup_pages_through_a_group_of_more_than_a_hundred_transfers(
     seed(fake, 120, destination="acct_other_a")
     seed(fake, 120, destination="acct_other_b", prefix="more")
     fake.seed_transfer(amount=5, destination=ACCOUNT, transfer_group="contest:other")
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
 
     with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
@@ -301,7 +287,7 @@ def test_the_sdk_never_retries_on_its_own(
 def test_every_request_of_every_thread_takes_a_slot_of_its_budget(
     server: fake_stripe.FakeStripeServer,
 ) -> None:
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(10, clock=time.clock, sleep=time.sleep)
 
     with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
@@ -320,7 +306,7 @@ def test_every_request_of_every_thread_takes_a_slot_of_its_budget(
 
 
 def test_a_429_pushes_the_budget_back_for_everyone(server: fake_stripe.FakeStripeServer) -> None:
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
     server.fake.script(faults.rate_limited())
 
@@ -345,7 +331,7 @@ def test_a_create_is_not_sent_when_the_budget_is_booked_too_far_ahead(
     """A send must leave soon after its intent: rather than wait a minute for
     its slot, a create (or a reversal) is given back unsent (the attempt stays
     in doubt and is resent later, spending nothing)."""
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
     limiter.push_back(ports.Budget.CREATE, 60.0)
 
@@ -365,7 +351,7 @@ def test_a_create_is_not_sent_when_the_budget_is_booked_too_far_ahead(
 def test_a_429_with_retry_after_pauses_as_long_as_stripe_asks(
     server: fake_stripe.FakeStripeServer,
 ) -> None:
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
     server.fake.script(attrs.evolve(faults.rate_limited(), headers=(("Retry-After", "7"),)))
 
@@ -377,7 +363,7 @@ def test_a_429_with_retry_after_pauses_as_long_as_stripe_asks(
 
 
 def test_a_lock_timeout_slows_nothing_down(server: fake_stripe.FakeStripeServer) -> None:
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
     server.fake.script(faults.lock_timeout())
 
@@ -401,7 +387,7 @@ def paid_transfer(gateway: StripeGateway, transfer_id: str = "t-1") -> str:
 def test_a_reversal_sends_its_amount_metadata_and_key_on_the_create_budget(
     server: fake_stripe.FakeStripeServer,
 ) -> None:
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
 
     with StripeGateway(api_key=server.api_key, api_base=server.url, limiter=limiter) as gw:
@@ -446,7 +432,7 @@ def test_a_reversal_slower_than_the_timeout_is_in_flight_then_replayed(
 def test_a_listing_of_reversals_pages_on_the_read_budget_as_stripe_lists_them(
     server: fake_stripe.FakeStripeServer,
 ) -> None:
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
     tr = server.fake.seed_transfer(amount=1500, destination=ACCOUNT)["id"]
     made = [server.fake.reverse_transfer(tr, 100)["id"] for _ in range(5)]
@@ -546,7 +532,7 @@ def test_the_api_key_never_appears_in_logs_reprs_outcomes_or_exceptions(
     gateways: list[StripeGateway] = []
 
     def gateway(api_base: str, timeout: float = 5.0) -> StripeGateway:
-        time = FrozenTime()  # the 429 below must not make the test wait
+        time = FakeTime()  # the 429 below must not make the test wait
         gw = StripeGateway(
             api_key=SECRET,
             api_base=api_base,
@@ -628,7 +614,7 @@ def test_a_list_asks_stripe_for_the_group_and_the_time_in_whole_seconds_rounded_
     server: fake_stripe.FakeStripeServer,
 ) -> None:
     seed(server.fake, 5)
-    time = FrozenTime()
+    time = FakeTime()
     limiter = LocalRateLimiter.at(1000, clock=time.clock, sleep=time.sleep)
     since = datetime(2026, 11, 29, 12, 0, 0, 750_000, tzinfo=UTC)
     query = outcomes.TransferQuery(transfer_group=GROUP, created_since=since)

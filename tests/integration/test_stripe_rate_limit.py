@@ -11,30 +11,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import attrs
 import psycopg_pool
 import pytest
 
 from payout_adapters import postgres
 from payout_adapters.stripe import LocalRateLimiter
 from payout_core import pacing, ports
+from tests.kit.clocks import FakeTime
 
 CREATE, READ = ports.Budget.CREATE, ports.Budget.READ
-
-
-@attrs.define
-class FakeTime:
-    now: float = 0.0
-    advance_when_sleeping: bool = True
-    slept: list[float] = attrs.Factory(list)
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        if self.advance_when_sleeping:
-            self.now += seconds
 
 
 def paced(rate: float) -> float:
@@ -56,7 +41,7 @@ def take(limiter: ports.RateLimiter, budget: ports.Budget = CREATE) -> float:
 
 
 def test_requests_leave_evenly_spaced_never_more_than_the_rate_in_a_second() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
 
     waits = [take(limiter) for _ in range(13)]
@@ -66,7 +51,7 @@ def test_requests_leave_evenly_spaced_never_more_than_the_rate_in_a_second() -> 
 
 
 def test_an_idle_hour_saves_up_no_burst() -> None:
-    time = FakeTime()
+    time = FakeTime(advance_when_sleeping=True)
     limiter = local(time, rate=10)
     limiter.acquire(CREATE)
 
@@ -78,7 +63,7 @@ def test_an_idle_hour_saves_up_no_burst() -> None:
 
 
 def test_each_budget_keeps_its_own_pace() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
 
     assert [limiter.acquire(CREATE), limiter.acquire(READ), limiter.acquire(CREATE)] == (
@@ -87,7 +72,7 @@ def test_each_budget_keeps_its_own_pace() -> None:
 
 
 def test_a_push_back_holds_every_caller_of_the_budget_until_it_ends() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
     limiter.acquire(CREATE)
 
@@ -103,7 +88,7 @@ def test_a_push_back_holds_every_caller_of_the_budget_until_it_ends() -> None:
 
 
 def test_a_429_cuts_the_pace_once_per_cooldown_and_it_grows_back() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
 
     limiter.push_back(CREATE, None)
@@ -125,7 +110,7 @@ def test_a_429_cuts_the_pace_once_per_cooldown_and_it_grows_back() -> None:
 
 
 def test_a_429_without_retry_after_holds_the_budget_for_one_slot() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
 
     limiter.push_back(CREATE, None)
@@ -134,7 +119,7 @@ def test_a_429_without_retry_after_holds_the_budget_for_one_slot() -> None:
 
 
 def test_the_pace_is_never_cut_below_its_floor() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
     for _ in range(100):
         limiter.push_back(CREATE, None)
@@ -144,7 +129,7 @@ def test_the_pace_is_never_cut_below_its_floor() -> None:
 
 
 def test_what_is_ready_within_a_horizon_counts_the_backlog() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=10)
 
     assert limiter.ready_within(CREATE, 1.0) == 11  # now, and every 0.1 s up to 1 s
@@ -157,7 +142,7 @@ def test_what_is_ready_within_a_horizon_counts_the_backlog() -> None:
 
 
 def test_the_schedule_keeps_its_headroom_below_the_configured_rate() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = LocalRateLimiter.at(20, clock=time.clock, sleep=time.sleep)
 
     waits = [take(limiter) for _ in range(21)]
@@ -168,7 +153,7 @@ def test_the_schedule_keeps_its_headroom_below_the_configured_rate() -> None:
 
 
 def test_threads_take_distinct_slots() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=100)
     waits: list[float] = []
     lock = threading.Lock()
@@ -188,7 +173,7 @@ def test_threads_take_distinct_slots() -> None:
 
 
 def test_a_slot_further_than_the_caller_may_wait_is_not_taken() -> None:
-    time = FakeTime(advance_when_sleeping=False)
+    time = FakeTime()
     limiter = local(time, rate=1)
     take(limiter)
     take(limiter)  # the next slot is now 2 s away

@@ -29,20 +29,20 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Final
+from datetime import datetime, timedelta
 
 import attrs
 
 from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, SimulatedGateway
 from payout_adapters.memory.faults import Call, Fault, Operation, Request
-from payout_core import attempt, errors, models, outcomes, reconcile, retry, validation
+from payout_core import attempt, errors, models, outcomes, reconcile, retry
 from payout_core import state_machine as sm
 from payout_core.services import scheduling
+from tests.kit import builders
+from tests.kit.times import LEASE, T0
 
 __all__ = ["Config", "Simulation", "Violation", "replay_command", "run_seed"]
 
-T0: Final = datetime(2026, 1, 5, 9, tzinfo=UTC)
 S = models.TransferStatus
 
 
@@ -69,7 +69,7 @@ class Config:
     concurrency: int = 2  # per worker
     max_attempts: int = 3
     tick_seconds: float = 60.0
-    lease: timedelta = timedelta(minutes=10)
+    lease: timedelta = LEASE
     stripe_timeout: timedelta = timedelta(seconds=30)
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 1800.0
@@ -183,23 +183,15 @@ class Simulation:
     def _schedule_settlements(self) -> None:
         cfg = self.config
         for j in range(cfg.jobs):
-            winners = []
+            winners: list[tuple[str, int]] = []
             for u in range(cfg.winners):
                 user = f"u{j}-{u}"
-                winners.append({"user_id": user, "amount_cents": self.random.randint(50, 50_000)})
+                winners.append((user, self.random.randint(50, 50_000)))
                 if self.random.random() < 0.9:  # a few winners never connect an account
                     self.directory.set_account(user, f"acct_{j}x{u}")
-            settlement = validation.parse_settlement(
-                {
-                    "settlement_id": f"s{j}",
-                    "contest_id": f"c{j}",
-                    "currency": "usd",
-                    "winners": winners,
-                }
-            )
-            scheduling.schedule_payout_for_settlement(
+            scheduling.schedule_payout_for_settlement(  # which validates it, as at any door
                 store=self.store,
-                settlement=settlement,
+                settlement=builders.settlement(*winners, settlement_id=f"s{j}", contest_id=f"c{j}"),
                 now=self.now,
                 max_attempts=cfg.max_attempts,
                 new_id=self._new_uuid,

@@ -20,8 +20,8 @@ from payout_adapters.memory.faults import Call, Fault, Operation, Request
 from payout_core import idempotency, models
 from payout_core import state_machine as sm
 from payout_core.services import scheduling, tick
-from tests.contracts import builders as b
-from tests.contracts.builders import LEASE, T0
+from tests.kit import builders as b
+from tests.kit.times import LEASE, MARGIN, T0
 
 __all__ = ["World"]
 
@@ -86,7 +86,7 @@ class World:
         )
         [claimed] = self.store.claim_due(limit=1, lease=LEASE, token="w-1")
         sent = self.store.write_intent(
-            claimed=claimed, destination=b.destination_of(claimed), margin=b.MARGIN
+            claimed=claimed, destination=b.destination_of(claimed), margin=MARGIN
         )
         assert isinstance(sent, models.PayoutTransfer)
         waiting = sm.escalate(sent, reason="5 look-ups failed in a row", now=self.clock.now())

@@ -12,7 +12,7 @@ worker's clock says, is pinned in ``test_execution.py``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import attrs
 
@@ -20,25 +20,15 @@ from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, Manu
 from payout_adapters.memory import gateway as simulated
 from payout_core import attempt, outcomes, retry
 from payout_core.services import attempting
-from tests.contracts import builders as b
+from tests.kit import builders as b
+from tests.kit.clocks import NotingClock
+from tests.kit.times import LEASE, T0
 
 D = attempt.Disposition
 #: Half of the full-jitter range: a first retry is due 15 s after the attempt.
 TIMING = attempt.Timing(policy=retry.RetryPolicy(uniform=lambda: 0.5))
 TIMED_OUT = simulated.Fault.respond(outcomes.Unknown(code="timeout", message="read timed out"))
 SAVED_500 = simulated.Fault.server_error(created=True)
-
-
-@attrs.define
-class CountingClock:
-    """The worker's clock: it stands still, and notes each read in ``log``."""
-
-    log: list[str]
-    at: datetime = b.T0
-
-    def now(self) -> datetime:
-        self.log.append("clock")
-        return self.at
 
 
 def logged(steps: attempt.Attempt, log: list[str]) -> attempt.Attempt:
@@ -61,7 +51,7 @@ class Worker:
     connected: bool = True  # u-1 has a connected account, acct_1
     faults: list[simulated.Fault | None] = attrs.Factory(list)
     log: list[str] = attrs.Factory(list)
-    db_clock: ManualClock = attrs.Factory(lambda: ManualClock(b.T0))
+    db_clock: ManualClock = attrs.Factory(lambda: ManualClock(T0))
     directory: InMemoryAccountDirectory = attrs.Factory(InMemoryAccountDirectory)
     store: InMemoryStore = attrs.field(init=False)
     gateway: simulated.SimulatedGateway = attrs.field(init=False)
@@ -71,13 +61,13 @@ class Worker:
         self.gateway = simulated.SimulatedGateway(handler=self._stripe, clock=self.db_clock, seed=1)
         if self.connected:
             self.directory.set_account("u-1", "acct_1")
-        b.schedule(self.store, b.settlement("u-1"), now=b.T0)
+        b.schedule(self.store, b.settlement("u-1"), now=T0)
 
     def _stripe(self, _request: simulated.Request, _call: simulated.Call) -> simulated.Fault | None:
         self.log.append("stripe")
         return self.faults.pop(0) if self.faults else None
 
-    def attempt_once(self, *, lease: timedelta = b.LEASE) -> attempt.Disposition:
+    def attempt_once(self, *, lease: timedelta = LEASE) -> attempt.Disposition:
         """Claim the transfer a send margin from now (due again by then, whatever
         the last attempt left), run one attempt, and return how it ended;
         ``log`` then holds that attempt alone."""
@@ -89,7 +79,7 @@ class Worker:
             store=self.store,
             directory=self.directory,
             gateway=self.gateway,
-            clock=CountingClock(self.log),
+            clock=NotingClock(self.log),  # the worker's
         )
         return result.disposition
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -35,9 +34,9 @@ from payout_cli import conventions
 from payout_cli import settings as settings_
 from payout_core import errors, idempotency, models, ports, validation
 from payout_core.services import control, intake, reversals, scheduling, transfer_actions
-from tests.contracts import builders as b
+from tests.kit import builders as b
+from tests.kit.times import MARGIN, T0
 
-T0 = datetime(2026, 11, 29, tzinfo=UTC)
 GOOD: dict[str, Any] = {
     "settlement_id": "stl-bad",
     "contest_id": "contest-bad",
@@ -535,7 +534,7 @@ def test_the_transfer_actions_refuse_what_is_no_transfer_id_before_any_look_up(
             store, stripe, transfer_id, "tr_1", actor="ops", reason="r", now=T0
         ),
         lambda: transfer_actions.resolve_absent(
-            store, stripe, transfer_id, actor="ops", reason="r", now=T0, margin=b.MARGIN
+            store, stripe, transfer_id, actor="ops", reason="r", now=T0, margin=MARGIN
         ),
         lambda: transfer_actions.reissue(
             store, stripe, transfer_id, actor="ops", reason="r", now=T0, new_id=b.new_id

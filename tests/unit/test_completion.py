@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from payout_core import completion, models, reconcile
+from tests.kit import builders as b
+from tests.kit.times import T0
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 S = models.TransferStatus
 J = models.JobStatus
 
 
 def a_job(transfers: int) -> models.PayoutJob:
-    return models.PayoutJob(
-        id="j-1",
-        settlement_id="s-1",
-        contest_id="c-1",
-        currency="usd",
-        status=J.PENDING,
-        total_transfers=transfers,
-        total_amount_cents=1000 * transfers,
-        settlement_fingerprint="0" * 64,
-        created_at=T0,
-        updated_at=T0,
-    )
+    """Job ``j-1``, pending: ``transfers`` winners of 1,000 cents each."""
+    winners = [f"u-{n}" for n in range(1, transfers + 1)]
+    return b.make_job(b.settlement(*winners), now=T0, job_id="j-1")
 
 
 def test_the_first_claim_starts_the_job_and_later_ones_change_nothing() -> None:
@@ -66,19 +58,7 @@ def test_counts_moved_one_outcome_at_a_time_agree_with_a_recount(
 
 def test_reconcile_reports_counts_that_drifted_from_the_transfers() -> None:
     job = completion.advance(completion.start(a_job(1), now=T0), outcome=S.COMPLETED, now=T0)
-    transfer = models.PayoutTransfer(
-        id="t-1",
-        job_id="j-1",
-        settlement_id="s-1",
-        contest_id="c-1",
-        user_id="u-1",
-        amount_cents=1000,
-        currency="usd",
-        status=S.RETRYABLE,
-        attempt_count=1,
-        created_at=T0,
-        updated_at=T0,
-    )
+    transfer = b.transfer(amount_cents=1000, status=S.RETRYABLE, attempt_count=1)
 
     mismatches = reconcile.check_job(job, [transfer], [])
 

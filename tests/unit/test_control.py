@@ -8,7 +8,7 @@ import pytest
 from payout_adapters.memory import InMemoryStore, ManualClock
 from payout_core import errors
 from payout_core.services import control
-from tests.contracts.builders import T0
+from tests.kit.times import T0
 
 
 @pytest.mark.parametrize(

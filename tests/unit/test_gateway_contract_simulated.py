@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -13,8 +13,8 @@ from payout_adapters.memory import gateway as simulated
 from payout_core import outcomes
 from tests.contracts import GatewayContract, StripeHarness
 from tests.contracts.gateway_contract import LIST_PAGE_SIZE
+from tests.kit.times import T0
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 PROCESSING = timedelta(seconds=90)  # how long Stripe takes once the client has given up
 
 

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
-from payout_core import idempotency, models, validation
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def a_transfer(**changes: object) -> models.PayoutTransfer:
-    fields: dict[str, object] = {
-        "id": "t-1",
-        "job_id": "j-1",
-        "settlement_id": "s-1",
-        "contest_id": "c-1",
-        "user_id": "u-1",
-        "amount_cents": 1500,
-        "currency": "usd",
-        "created_at": T0,
-        "updated_at": T0,
-        **changes,
-    }
-    return models.PayoutTransfer(**fields)  # type: ignore[arg-type]
+from payout_core import idempotency, validation
+from tests.kit import builders as b
 
 
 def test_the_first_key_is_payout_and_the_transfer_id() -> None:
@@ -45,7 +26,7 @@ def test_the_ledger_key_names_the_transfer_and_the_attempt() -> None:
 
 
 def test_the_request_carries_group_metadata_and_the_current_key() -> None:
-    request = idempotency.transfer_request(a_transfer(key_generation=1), "acct_9")
+    request = idempotency.transfer_request(b.transfer(key_generation=1), "acct_9")
     assert request.idempotency_key == "payout:t-1:1"
     assert request.transfer_group == "contest:c-1"
     assert request.destination == "acct_9"
@@ -60,7 +41,7 @@ def test_the_request_carries_group_metadata_and_the_current_key() -> None:
 
 
 def test_the_look_up_matches_on_the_payout_transfer_id() -> None:
-    lookup = idempotency.transfer_lookup(a_transfer(), None)
+    lookup = idempotency.transfer_lookup(b.transfer(), None)
     assert (lookup.payout_transfer_id, lookup.transfer_group, lookup.destination) == (
         "t-1",
         "contest:c-1",

@@ -6,12 +6,11 @@ from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, Manu
 from payout_adapters.memory import gateway as simulated
 from payout_core import outcomes
 from payout_core.services import inspection, tick
-from tests.contracts import builders as b
-from tests.contracts.builders import T0
+from tests.kit import builders as b
+from tests.kit.times import T0
 
 
-def test_a_transfer_is_shown_with_its_keys_ledger_and_what_stripe_holds() -> None:
-    clock = ManualClock(T0)
+def test_a_transfer_is_shown_with_its_keys_ledger_and_what_stripe_holds(clock: ManualClock) -> None:
     store = InMemoryStore(clock=clock)
     directory = InMemoryAccountDirectory()
     directory.set_account("u-1", "acct_u1")

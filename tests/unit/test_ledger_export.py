@@ -13,8 +13,8 @@ from payout_adapters.memory import InMemoryStore, ManualClock
 from payout_adapters.memory.ledger_reader import InMemoryLedgerReader
 from payout_core import errors, models
 from payout_core.services import ledger_export as lx
-from tests.contracts import builders as b
-from tests.contracts.builders import LEASE, T0
+from tests.kit import builders as b
+from tests.kit.times import LEASE, T0
 
 D = models.LedgerDirection
 E = models.LedgerEntryType
@@ -229,8 +229,9 @@ def pay(
 
 
 @pytest.fixture
-def paid() -> tuple[InMemoryStore, list[models.PayoutJob], list[models.LedgerEntry]]:
-    clock = ManualClock(T0)
+def paid(
+    clock: ManualClock,
+) -> tuple[InMemoryStore, list[models.PayoutJob], list[models.LedgerEntry]]:
     store = InMemoryStore(clock=clock)
     first, first_rows = pay(
         store, clock, b.settlement(("u-1", 1500), ("u-2", 700), ("u-3", 250), settlement_id="s-1")

@@ -10,9 +10,7 @@ import pytest
 from payout_adapters import clock as system_clock
 from payout_adapters.memory import InMemoryAccountDirectory, ManualClock
 from payout_core import ports
-
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
+from tests.kit.times import T0
 
 # -- ManualClock ---------------------------------------------------------------------
 

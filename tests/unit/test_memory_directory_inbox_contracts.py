@@ -6,10 +6,10 @@ import pytest
 
 from payout_adapters.memory import InMemoryAccountDirectory, InMemoryInbox
 from payout_core import ports
-from tests.contracts import builders as b
-from tests.contracts.builders import T0
 from tests.contracts.directory_contract import Connect, DirectoryContract, Disconnect
 from tests.contracts.inbox_contract import InboxContract, Send
+from tests.kit import builders as b
+from tests.kit.times import T0
 
 
 class TestInMemoryAccountDirectory(DirectoryContract):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from payout_adapters.memory import InMemoryEventInbox
-from tests.contracts.builders import T0
 from tests.contracts.event_inbox_contract import EventInboxContract, stripe_event
+from tests.kit.times import T0
 
 
 class TestInMemoryEventInbox(EventInboxContract):

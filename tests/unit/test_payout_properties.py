@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import attrs
 import pytest
@@ -32,9 +32,8 @@ from payout_adapters.memory.faults import Call, Fault, Request
 from payout_core import errors, ledger, models, reconcile, retry
 from payout_core import reversal as rules
 from payout_core.services import attempting, reversals, scheduling, tick
+from tests.kit.times import LEASE, T0
 
-T0 = datetime(2026, 11, 29, tzinfo=UTC)
-LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 4
 S = models.TransferStatus
 R = models.ReversalStatus

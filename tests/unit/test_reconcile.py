@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import attrs
 import pytest
 
@@ -15,15 +13,16 @@ from payout_adapters.memory import (
 )
 from payout_core import ledger, models, reconcile, validation
 from payout_core.services import scheduling, tick
+from tests.kit.times import T0
 
-T0 = datetime(2026, 11, 29, tzinfo=UTC)
 E = models.LedgerEntryType
 
 
 @pytest.fixture
-def paid() -> tuple[models.PayoutJob, list[models.PayoutTransfer], list[models.LedgerEntry]]:
+def paid(
+    clock: ManualClock,
+) -> tuple[models.PayoutJob, list[models.PayoutTransfer], list[models.LedgerEntry]]:
     """A finished job: u1 paid, u2 failed for want of an account."""
-    clock = ManualClock(T0)
     store = InMemoryStore(clock=clock)  # the database's clock, not the machine's
     directory = InMemoryAccountDirectory({"u1": "acct_1"})
     settlement = validation.parse_settlement(

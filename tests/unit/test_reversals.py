@@ -15,7 +15,7 @@ from payout_adapters.memory.faults import Fault
 from payout_core import errors, models, outcomes
 from payout_core import reversal as rules
 from payout_core.services import reconciliation, reversals
-from tests.contracts import builders as b
+from tests.kit.times import T0
 from tests.unit.operating_world import World
 
 R = models.ReversalStatus
@@ -220,7 +220,7 @@ def test_a_transfer_event_for_a_transfer_payout_core_did_not_make_is_ignored(
                 stripe_transfer_id="tr_other",
                 amount_cents=5,
                 currency="usd",
-                created_at=b.T0,
+                created_at=T0,
             )
         ],
         complete=True,

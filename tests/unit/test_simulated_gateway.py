@@ -7,7 +7,7 @@ import random
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import attrs
 import pytest
@@ -16,8 +16,8 @@ from payout_adapters.memory import ManualClock, stripe_model
 from payout_adapters.memory import gateway as simulated
 from payout_core import errors, outcomes, ports
 from tests.contracts.gateway_contract import reversal
+from tests.kit.times import T0
 
-T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 Fault = simulated.Fault
 Lookup = outcomes.TransferLookup
 
@@ -82,8 +82,7 @@ def test_it_fits_the_transfer_records_port() -> None:
     assert port.retrieve_transfer("tr_none") == outcomes.NotFound()
 
 
-def test_a_created_transfer_is_recorded_with_what_was_sent() -> None:
-    clock = ManualClock(T0)
+def test_a_created_transfer_is_recorded_with_what_was_sent(clock: ManualClock) -> None:
     gw = gateway(clock=clock)
     sent = transfer_request(amount_cents=2500, destination="acct_9")
     result = gw.create_transfer(sent)
@@ -185,8 +184,9 @@ def test_a_server_error_after_creating_is_found_by_a_lookup() -> None:
     assert gw.find_transfer(lookup()) == outcomes.Found(stripe_transfer_id=record.id)
 
 
-def test_keys_are_forgotten_a_window_after_their_first_use_not_their_last_replay() -> None:
-    clock = ManualClock(T0)
+def test_keys_are_forgotten_a_window_after_their_first_use_not_their_last_replay(
+    clock: ManualClock,
+) -> None:
     gw = gateway(clock=clock)
     first = gw.create_transfer(transfer_request())
     assert isinstance(first, outcomes.Succeeded)
@@ -202,8 +202,7 @@ def test_keys_are_forgotten_a_window_after_their_first_use_not_their_last_replay
     assert len(gw.transfers_for("t1")) == 2  # why payout-core looks up before reusing old keys
 
 
-def test_a_saved_server_error_is_forgotten_after_the_window_too() -> None:
-    clock = ManualClock(T0)
+def test_a_saved_server_error_is_forgotten_after_the_window_too(clock: ManualClock) -> None:
     gw = simulated.SimulatedGateway(
         handler=on_first_create(Fault.server_error()), clock=clock, key_window=timedelta(hours=1)
     )
@@ -428,8 +427,9 @@ def test_a_deleted_account_refuses_creates_and_lookups_filtered_by_it() -> None:
 # -- requests Stripe finishes after the caller gave up -----------------------------------------
 
 
-def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight() -> None:
-    clock = ManualClock(T0)
+def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight(
+    clock: ManualClock,
+) -> None:
 
     def first_call_finishes_later(
         _request: simulated.Request, call: simulated.Call
@@ -452,8 +452,9 @@ def test_a_request_that_finishes_later_times_out_and_keeps_its_key_in_flight() -
     assert gw.created_transfers() == []
 
 
-def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish() -> None:
-    clock = ManualClock(T0)
+def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish(
+    clock: ManualClock,
+) -> None:
 
     def first_call_finishes_later(
         _request: simulated.Request, call: simulated.Call
@@ -474,8 +475,9 @@ def test_a_request_that_finishes_later_runs_once_the_clock_reaches_its_finish() 
     )
 
 
-def test_a_request_that_finishes_later_meets_stripes_state_at_its_finish() -> None:
-    clock = ManualClock(T0)
+def test_a_request_that_finishes_later_meets_stripes_state_at_its_finish(
+    clock: ManualClock,
+) -> None:
 
     def first_call_finishes_later(
         _request: simulated.Request, call: simulated.Call
@@ -753,8 +755,9 @@ def listed(
     return [t.id for t in gw.list_transfers(query)]
 
 
-def test_a_planted_transfer_is_dated_by_the_clock_keyless_and_found_by_a_lookup() -> None:
-    clock = ManualClock(T0)
+def test_a_planted_transfer_is_dated_by_the_clock_keyless_and_found_by_a_lookup(
+    clock: ManualClock,
+) -> None:
     gw = gateway(clock=clock)
     gw.set_balance(100)
     clock.advance(timedelta(minutes=3))
@@ -815,8 +818,7 @@ def test_a_dashboard_reversal_grows_until_the_whole_amount_and_refuses_more() ->
         gw.reverse("tr_none", 1)
 
 
-def test_a_list_is_by_creation_time_even_when_the_clock_went_back() -> None:
-    clock = ManualClock(T0)
+def test_a_list_is_by_creation_time_even_when_the_clock_went_back(clock: ManualClock) -> None:
     gw = gateway(clock=clock)
     clock.advance(timedelta(hours=1))
     newer = gw.plant_transfer(amount_cents=5, destination="acct_1", transfer_group=GROUP)
@@ -828,8 +830,7 @@ def test_a_list_is_by_creation_time_even_when_the_clock_went_back() -> None:
     assert listed(gw, created_since=T0) == [newer.id, older.id]
 
 
-def test_a_request_that_finishes_later_is_listed_at_its_finish_time() -> None:
-    clock = ManualClock(T0)
+def test_a_request_that_finishes_later_is_listed_at_its_finish_time(clock: ManualClock) -> None:
 
     def first_call_finishes_later(
         _request: simulated.Request, call: simulated.Call
@@ -933,8 +934,9 @@ def test_it_fits_the_reversal_gateway_port() -> None:
     assert isinstance(port.create_reversal(reversal("tr_none")), outcomes.Permanent)
 
 
-def test_a_reversal_is_recorded_with_what_was_sent_and_shows_on_the_transfer() -> None:
-    clock = ManualClock(T0)
+def test_a_reversal_is_recorded_with_what_was_sent_and_shows_on_the_transfer(
+    clock: ManualClock,
+) -> None:
     gw = gateway(clock=clock)
     tr = paid(gw)
     clock.advance(60)
@@ -1026,8 +1028,9 @@ def test_a_rate_limited_reversal_reverses_nothing_and_saves_nothing() -> None:
     assert not retried.replayed
 
 
-def test_a_reversal_that_finishes_later_meets_what_is_left_at_its_finish() -> None:
-    clock = ManualClock(T0)
+def test_a_reversal_that_finishes_later_meets_what_is_left_at_its_finish(
+    clock: ManualClock,
+) -> None:
     gw = gateway(on_first_reversal(Fault.finishes_later(60)), clock=clock)
     tr = paid(gw)
 
@@ -1076,8 +1079,7 @@ def test_an_outage_answers_reversals_and_fails_their_listing() -> None:
     assert gw.reversals_of(tr) == []
 
 
-def test_reversals_are_listed_newest_first_page_by_page() -> None:
-    clock = ManualClock(T0)
+def test_reversals_are_listed_newest_first_page_by_page(clock: ManualClock) -> None:
     gw = simulated.SimulatedGateway(clock=clock, seed=1, page_size=2, sleep=never_sleep)
     tr = paid(gw)
     made: list[str] = []

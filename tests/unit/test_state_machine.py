@@ -8,7 +8,7 @@ random sequences of events and checks the invariants after each one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -18,27 +18,11 @@ from hypothesis import strategies as st
 
 from payout_core import errors, models
 from payout_core import state_machine as sm
+from tests.kit.builders import transfer
+from tests.kit.times import LEASE, MARGIN, T0
 
-T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
-LEASE = timedelta(minutes=10)
-MARGIN = timedelta(seconds=60)
 S = models.TransferStatus
 R = sm.IntentRefusal
-
-
-def transfer(**changes: Any) -> models.PayoutTransfer:
-    base = models.PayoutTransfer(
-        id="t1",
-        job_id="j1",
-        settlement_id="s1",
-        contest_id="c1",
-        user_id="u1",
-        amount_cents=1500,
-        currency="usd",
-        created_at=T0,
-        updated_at=T0,
-    )
-    return attrs.evolve(base, **changes)
 
 
 def claimed(*, at: datetime = T0, **changes: Any) -> models.PayoutTransfer:

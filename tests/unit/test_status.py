@@ -6,14 +6,13 @@ from payout_adapters.memory import InMemoryStore, ManualClock
 from payout_core import models
 from payout_core.services import control
 from payout_core.services import status as status_
-from tests.contracts import builders as b
-from tests.contracts.builders import LEASE, T0
+from tests.kit import builders as b
+from tests.kit.times import LEASE, T0
 
 S = models.TransferStatus
 
 
-def test_status_shows_the_pause_and_what_needs_attention() -> None:
-    clock = ManualClock(T0)
+def test_status_shows_the_pause_and_what_needs_attention(clock: ManualClock) -> None:
     store = InMemoryStore(clock=clock)
     b.schedule(store, b.settlement("u-1", "u-2", "u-3", "u-4"), now=T0)
     first, second, third, fourth = store.claim_due(limit=4, lease=LEASE, token="w-1")

@@ -12,8 +12,8 @@ import pytest
 from payout_adapters.memory import InMemoryEventInbox, ManualClock
 from payout_cli import settings, webhooks
 from payout_core import errors, ports
-from tests.contracts import builders as b
 from tests.fake_stripe import webhooks as deliveries
+from tests.kit.times import T0
 from tests.unit.operating_world import World
 
 SECRET = deliveries.DEFAULT_SECRET
@@ -177,11 +177,11 @@ def test_an_event_that_cannot_apply_is_marked_with_why_and_does_not_block_the_re
                 id=event["id"],
                 type=event["type"],
                 payload=json.dumps(event),
-                received_at=b.T0.replace(second=n),
+                received_at=T0.replace(second=n),
             )
         )
 
-    applied = webhooks.drain(inbox, world.store, world.gateway, ManualClock(b.T0))
+    applied = webhooks.drain(inbox, world.store, world.gateway, ManualClock(T0))
 
     assert applied == 3
     assert inbox.unprocessed(limit=10) == []

@@ -1,24 +1,31 @@
-"""Builders for store tests: settlements, the job and transfers they become, outcomes.
+"""Builders: settlements, the job and transfers they become, their outcomes.
 
 Everything here goes through the core (the fingerprint, the state machine, the
 ledger), so what a test writes is what the services would write, and any store
-(in memory or PostgreSQL) accepts it. Ids are UUIDs, as the database requires.
+(in memory or PostgreSQL) accepts it. Ids are UUIDs, as the database requires,
+except in :func:`transfer`, which no store ever sees.
+
+One module, though over 350 lines: each builder is a short recipe over the core
+and tests use them together, as ``b.settlement``, ``b.plan``, ``b.completed``;
+split by record, a test would import the one vocabulary from several places.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
 
 from payout_core import idempotency, ledger, models, outcomes, ports
 from payout_core import reversal as rules
 from payout_core import state_machine as sm
+from payout_core.services import scheduling
+from tests.kit.times import LEASE, MARGIN, T0
 
 __all__ = [
-    "LEASE",
-    "MARGIN",
-    "T0",
     "completed",
     "destination_of",
     "failed",
@@ -27,6 +34,7 @@ __all__ = [
     "new_id",
     "operator_action",
     "paid",
+    "plan",
     "record_outcome",
     "reissue",
     "released",
@@ -38,11 +46,10 @@ __all__ = [
     "schedule",
     "sent",
     "settlement",
+    "settlement_json",
+    "transfer",
     "transfer_action",
 ]
-
-T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
-LEASE = timedelta(minutes=10)
 
 Winner = str | tuple[str, int]
 
@@ -71,49 +78,87 @@ def settlement(
     )
 
 
+def settlement_json(
+    settlement_id: str,
+    winners: Mapping[str, object],
+    *,
+    contest_id: str | None = None,
+    currency: str = "usd",
+) -> dict[str, object]:
+    """A settlement as it arrives at a door (DESIGN 6), not yet validated:
+    ``winners`` maps each user to an amount, whatever its type (a test of bad
+    input sends ``15.5`` or ``"12.50"``)."""
+    return {
+        "settlement_id": settlement_id,
+        "contest_id": contest_id or f"contest-of-{settlement_id}",
+        "currency": currency,
+        "winners": [{"user_id": u, "amount_cents": a} for u, a in winners.items()],
+    }
+
+
+def plan(
+    of: models.Settlement,
+    *,
+    now: datetime = T0,
+    max_attempts: int = 5,
+    job_id: str | None = None,
+    transfer_ids: Sequence[str] | None = None,
+) -> tuple[models.PayoutJob, list[models.PayoutTransfer]]:
+    """The job and transfers the scheduling service would make of ``of``
+    (:func:`~payout_core.services.scheduling.plan_payout` itself), nothing
+    written: with ``job_id`` and ``transfer_ids`` (one per winner, in the
+    settlement's order) where given, fresh UUIDs otherwise.
+
+    Unlike the service, this does not validate ``of``: a test may plan what
+    the core would refuse, to show that a store refuses it too.
+    """
+    if transfer_ids is None:
+        transfer_ids = [new_id() for _ in of.winners]
+    assert len(transfer_ids) == len(of.winners), "one transfer id per winner"
+    ids = iter([job_id or new_id(), *transfer_ids])
+    job, transfers = scheduling.plan_payout(
+        of, now=now, max_attempts=max_attempts, new_id=lambda: next(ids)
+    )
+    return job, transfers
+
+
 def make_job(
-    of: models.Settlement, *, now: datetime, job_id: str | None = None
+    of: models.Settlement, *, now: datetime = T0, job_id: str | None = None
 ) -> models.PayoutJob:
     """The pending job the scheduling service would make of ``of``."""
-    return models.PayoutJob(
-        id=job_id or new_id(),
-        settlement_id=of.settlement_id,
-        contest_id=of.contest_id,
-        currency=of.currency,
-        status=models.JobStatus.PENDING,
-        total_transfers=len(of.winners),
-        total_amount_cents=of.total_amount_cents,
-        settlement_fingerprint=idempotency.settlement_fingerprint(of),
-        created_at=now,
-        updated_at=now,
-    )
+    job, _ = plan(of, now=now, job_id=job_id)
+    return job
 
 
 def make_transfers(
     job: models.PayoutJob,
     of: models.Settlement,
     *,
-    now: datetime,
+    now: datetime = T0,
     max_attempts: int = 5,
     ids: Sequence[str] | None = None,
 ) -> list[models.PayoutTransfer]:
-    """One pending transfer per winner, in the settlement's order."""
-    ids = list(ids) if ids is not None else [new_id() for _ in of.winners]
-    return [
-        models.PayoutTransfer(
-            id=transfer_id,
-            job_id=job.id,
-            settlement_id=of.settlement_id,
-            contest_id=of.contest_id,
-            user_id=winner.user_id,
-            amount_cents=winner.amount_cents,
-            currency=of.currency,
-            max_attempts=max_attempts,
-            created_at=now,
-            updated_at=now,
-        )
-        for transfer_id, winner in zip(ids, of.winners, strict=True)
-    ]
+    """One pending transfer of ``job`` per winner, in the settlement's order."""
+    _, transfers = plan(of, now=now, max_attempts=max_attempts, job_id=job.id, transfer_ids=ids)
+    return transfers
+
+
+def transfer(**changes: Any) -> models.PayoutTransfer:
+    """One pending transfer of 1,500 cents to ``u-1`` (ids ``t-1``, ``j-1``, ``s-1``,
+    ``c-1``), made at :data:`T0`, with ``changes``: for the core's pure rules,
+    which need no job or store behind it."""
+    base = models.PayoutTransfer(
+        id="t-1",
+        job_id="j-1",
+        settlement_id="s-1",
+        contest_id="c-1",
+        user_id="u-1",
+        amount_cents=1500,
+        currency="usd",
+        created_at=T0,
+        updated_at=T0,
+    )
+    return attrs.evolve(base, **changes)
 
 
 def schedule(
@@ -124,17 +169,13 @@ def schedule(
     max_attempts: int = 5,
 ) -> tuple[models.PayoutJob, list[models.PayoutTransfer]]:
     """Schedule ``of`` as a new job; its job and transfers as written."""
-    job = make_job(of, now=now)
-    transfers = make_transfers(job, of, now=now, max_attempts=max_attempts)
+    job, transfers = plan(of, now=now, max_attempts=max_attempts)
     result = store.schedule(job, transfers)
     assert result.created, f"settlement {of.settlement_id} was already scheduled"
     return result.job, transfers
 
 
 # -- outcomes of a claimed transfer, as the execution service makes them ---------
-
-#: The send margin of the default timing (Stripe timeout 30 s + 30 s).
-MARGIN = timedelta(seconds=60)
 
 
 def destination_of(transfer: models.PayoutTransfer) -> str:
