@@ -5,9 +5,15 @@ package's ``pytest11`` entry point, not through a conftest)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 DOWNSTREAM_SUITE = """
+import subprocess
+import sys
+
 import pytest
 
 import payout_core
@@ -50,3 +56,16 @@ def test_a_downstream_suite_pays_through_the_plugins_fixtures(pytester: pytest.P
 def test_the_plugin_offers_its_fixtures(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*payout_world*", "*A fresh in-memory payout world, wired.*"])
+
+
+def test_loading_the_plugin_imports_nothing_of_payout_core() -> None:
+    # pytest loads plugins before coverage starts: what they import then is
+    # never measured (a service's coverage of its own code included).
+    probe = (
+        "import sys, payout_adapters.pytest_plugin; "
+        "print(sorted(m for m in sys.modules if m.startswith(('payout_core', 'payout_adapters.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "['payout_adapters.pytest_plugin']"

@@ -3,7 +3,7 @@
 The same front door as production (:class:`payout_core.Payouts`) over the
 in-memory adapters: a store, an account directory, a simulated Stripe (which
 moves no money, and takes scripted faults), a manual clock, and a worker the
-test drives. The pytest plugin (:mod:`payout_adapters.memory.pytest_plugin`)
+test drives. The pytest plugin (:mod:`payout_adapters.pytest_plugin`)
 hands one to every test that asks for ``payout_world``::
 
     def test_the_winner_is_paid(payout_world):
