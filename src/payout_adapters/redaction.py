@@ -41,6 +41,13 @@ RULES: Final = (
     ),
     Rule("Stripe webhook signing secret", re.compile(r"\b(whsec_)[A-Za-z0-9+/=]+"), rf"\1{MASK}"),
     Rule("URL password", re.compile(r"(://[^:/@\s]+:)[^@\s]*@"), rf"\1{MASK}@"),
+    # libpq's key=value connection strings, and a URL's ?password= parameter:
+    # the value quoted ('it''s', with backslash escapes) or up to a space or &.
+    Rule(
+        "connection string password",
+        re.compile(r"\b(password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)"),
+        rf"\1{MASK}",
+    ),
 )
 
 

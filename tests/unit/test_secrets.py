@@ -28,6 +28,14 @@ SCRUBBED = {
         ),
         ("to postgres://app:p%40ss@db/p now", "to postgres://app:***@db/p now"),
     ],
+    "connection string password": [
+        ("host=db user=app password=hunter2 dbname=p", "host=db user=app password=*** dbname=p"),
+        ("host=db password = 'it\\'s a secret' port=5432", "host=db password = *** port=5432"),
+        (
+            "postgresql://db/p?password=hunter2&sslmode=require",
+            "postgresql://db/p?password=***&sslmode=require",
+        ),
+    ],
 }
 
 
