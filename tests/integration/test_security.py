@@ -37,6 +37,7 @@ import psycopg.errors
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
 
 from payout_adapters import postgres
 from payout_cli import admin as admin_
@@ -53,7 +54,7 @@ from tests.kit.waiting import wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-WORKER, OPERATOR = "payout_worker", "payout_operator"
+WORKER, OPERATOR, SERVICE = "payout_worker", "payout_operator", "payout_service"
 WHO = ("--actor", "ops-1", "--reason", "INC-12: checking the roles")
 
 
@@ -93,6 +94,12 @@ def worker_url(postgres_server: PostgresServer, database_url: str) -> Iterator[s
 @pytest.fixture
 def operator_url(postgres_server: PostgresServer, database_url: str) -> Iterator[str]:
     with login_role(postgres_server.admin_url, member_of=OPERATOR) as role:
+        yield as_role(database_url, role)
+
+
+@pytest.fixture
+def service_url(postgres_server: PostgresServer, database_url: str) -> Iterator[str]:
+    with login_role(postgres_server.admin_url, member_of=SERVICE) as role:
         yield as_role(database_url, role)
 
 
@@ -215,6 +222,20 @@ WORKER_REFUSED = [
     f"'{rows.TRANSFER}', 2, 'payout-reversal:{rows.TRANSFER}:2', 'tr_1', 1, 'usd', 'w', 'w')",
     "UPDATE payout_jobs SET total_amount_cents = 1",
 ]
+SERVICE_REFUSED = [
+    # A service asks for payouts; paying, and every record of it, is not its own.
+    "UPDATE payout_transfers SET status = 'completed'",
+    "UPDATE payout_jobs SET status = 'complete'",
+    "SELECT * FROM payout_ledger",
+    "INSERT INTO payout_ledger (idempotency_key) VALUES ('x')",
+    "SELECT * FROM user_stripe_accounts",
+    "UPDATE payout_control SET paused = true",
+    "SELECT * FROM payout_operator_actions",
+    "SELECT * FROM payout_reversals",
+    "UPDATE payout_settlement_inbox SET status = 'accepted'",
+    "INSERT INTO payout_rate_schedule DEFAULT VALUES",
+    "SELECT * FROM payout_webhook_events",
+]
 OPERATOR_REFUSED = [
     # The runner's own records, and Stripe's events as they came.
     "UPDATE payout_settlement_inbox SET status = 'rejected', rejected_reason = 'x'",
@@ -225,22 +246,23 @@ OPERATOR_REFUSED = [
 
 @pytest.mark.parametrize(
     ("role", "statement"),
-    [(r, s) for s in BOTH_REFUSED for r in ("worker", "operator")]
+    [(r, s) for s in BOTH_REFUSED for r in ("worker", "operator", "service")]
     + [("worker", s) for s in WORKER_REFUSED]
-    + [("operator", s) for s in OPERATOR_REFUSED],
+    + [("operator", s) for s in OPERATOR_REFUSED]
+    + [("service", s) for s in SERVICE_REFUSED],
 )
 def test_each_role_is_refused_everything_it_does_not_need(
-    admin: Conn, worker_url: str, operator_url: str, role: str, statement: str
+    admin: Conn, request: pytest.FixtureRequest, role: str, statement: str
 ) -> None:
     paid_transfer(admin)
-    url = worker_url if role == "worker" else operator_url
+    url: str = request.getfixturevalue(f"{role}_url")  # a login of that role
 
     with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(statement)
 
 
-def test_neither_role_owns_anything_nor_may_create_in_the_schema(admin: Conn) -> None:
-    for role in (WORKER, OPERATOR):
+def test_no_role_owns_anything_nor_may_create_in_the_schema(admin: Conn) -> None:
+    for role in (WORKER, OPERATOR, SERVICE):
         held = admin.execute(
             "SELECT has_schema_privilege(%(role)s, current_schema(), 'CREATE'), "
             "(SELECT count(*) FROM pg_class WHERE relowner = %(role)s::regrole), "
@@ -442,6 +464,28 @@ def stores(url: str, **pool_options: Any) -> Iterator[postgres.PostgresStore]:
         pool.close()
 
 
+def test_a_service_login_enqueues_in_its_transaction_and_reads_its_payouts_back(
+    database_url: str, service_url: str
+) -> None:
+    settlement = {
+        "settlement_id": "stl-svc",
+        "contest_id": "c-svc",
+        "currency": "usd",
+        "winners": [{"user_id": "u-1", "amount_cents": 700}],
+    }
+    with postgres.connect(service_url) as payouts, psycopg.connect(service_url) as conn:
+        with conn.transaction():
+            payout = payouts.enqueue(conn, settlement)
+        assert payouts.schedule(settlement) == payouts.get(payout.id)
+        assert payouts.status(payout.id) is models.JobStatus.PENDING
+        conn.execute(
+            "INSERT INTO payout_settlement_inbox (settlement_id, payload) VALUES (%s, %s)",
+            ("stl-other", Jsonb({**settlement, "settlement_id": "stl-other"})),
+        )
+        conn.commit()
+    assert cli.query(database_url, "SELECT count(*) FROM payout_settlement_inbox") == [(1,)]
+
+
 # -- roles are the server's: made once, or asked for --------------------------------------------
 
 
@@ -485,10 +529,10 @@ def test_the_roles_are_made_once_per_server_and_a_role_that_may_not_is_told_how(
         assert postgres.migrate(owned)[0] == "0012_worker_role.sql"
         with psycopg.connect(superuser) as conn:
             made = conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname IN (%s, %s) ORDER BY 1",
-                (WORKER, OPERATOR),
+                "SELECT rolname FROM pg_roles WHERE rolname IN (%s, %s, %s) ORDER BY 1",
+                (WORKER, OPERATOR, SERVICE),
             ).fetchall()
-        assert made == [(OPERATOR,), (WORKER,)]
+        assert made == [(OPERATOR,), (SERVICE,), (WORKER,)]
 
 
 # -- statement_timeout -----------------------------------------------------------------------
