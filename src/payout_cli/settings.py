@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from payout_adapters import redaction
+from payout_core import models
 from payout_core.services import tick
 
 __all__ = ["AdminAddress", "ConfigError", "GatewayKind", "Settings", "redact_url"]
@@ -62,7 +63,7 @@ class Settings:
     interval_seconds: float = 300.0
     batch_size: int = 100
     concurrency: int = 8
-    max_attempts: int = 5
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS
     admin_addr: AdminAddress | None = AdminAddress("127.0.0.1", 9108)
     lease_seconds: float = 600.0
     retry_base_seconds: float = 30.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -35,6 +35,11 @@ __all__ = [
 def _aware(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, datetime) and value.utcoffset() is None:
         raise ValueError(f"{attribute.name} must be a timezone-aware datetime, got {value!r}")
+
+
+# How many times a transfer is tried before it fails for good, unless told otherwise
+# (PAYOUT_MAX_ATTEMPTS, WorkerSettings.max_attempts, Payouts.max_attempts).
+DEFAULT_MAX_ATTEMPTS: Final = 5
 
 
 class TransferStatus(enum.StrEnum):
@@ -160,7 +165,7 @@ class PayoutTransfer:
     currency: str
     status: TransferStatus = TransferStatus.PENDING
     attempt_count: int = 0
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     next_attempt_at: datetime | None = attrs.field(default=None, validator=_aware)
     lease_expires_at: datetime | None = attrs.field(default=None, validator=_aware)
     claim_token: str | None = None

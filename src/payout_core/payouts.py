@@ -50,8 +50,7 @@ __all__ = [
     "plan",
 ]
 
-# How many times a transfer is tried before it fails for good (DESIGN 2).
-DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_ATTEMPTS = models.DEFAULT_MAX_ATTEMPTS
 
 # A settlement as a service holds it: the model, or its JSON (parsed) form.
 SettlementInput = models.Settlement | Mapping[str, object]

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import attrs
 
-from payout_core import errors, ports, validation
+from payout_core import errors, models, ports, validation
 from payout_core.services import scheduling
 
 __all__ = ["IntakeResult", "take_settlements"]
@@ -42,7 +42,7 @@ def take_settlements(
     inbox: ports.SettlementInbox,
     store: ports.PayoutStore,
     now: datetime,
-    max_attempts: int = 5,
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS,
     limit: int = 100,
 ) -> IntakeResult:
     """Schedule every unprocessed inbox row; reject the malformed ones with a reason.

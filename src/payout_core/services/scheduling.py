@@ -37,7 +37,7 @@ def plan_payout(
     settlement: models.Settlement,
     *,
     now: datetime,
-    max_attempts: int = 5,
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS,
     new_id: Callable[[], str] = _new_id,
 ) -> tuple[models.PayoutJob, list[models.PayoutTransfer]]:
     """The pending job of a settlement already checked (by
@@ -93,7 +93,7 @@ def plan(
     settlement: object,
     *,
     now: datetime,
-    max_attempts: int = 5,
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS,
     new_id: Callable[[], str] = _new_id,
 ) -> Plan:
     """Check ``settlement`` once, at the door it came in by (a
@@ -153,7 +153,7 @@ def schedule_payout_for_settlement(
     store: ports.PayoutStore,
     settlement: models.Settlement,
     now: datetime,
-    max_attempts: int = 5,
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS,
     new_id: Callable[[], str] = _new_id,
 ) -> ports.ScheduleResult:
     """Create the settlement's job and one transfer per winner, or return the

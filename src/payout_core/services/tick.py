@@ -74,7 +74,7 @@ class WorkerSettings:
     send_start_limit: timedelta = attempt.SEND_START_LIMIT
     retry_policy: retry.RetryPolicy = attrs.Factory(retry.RetryPolicy)
     # The attempts each transfer of a settlement taken from the inbox is given.
-    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
+    max_attempts: int = attrs.field(default=models.DEFAULT_MAX_ATTEMPTS, validator=_at_least_one)
 
     def __attrs_post_init__(self) -> None:
         problems = unsafe_timing(
