@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import psycopg
@@ -15,7 +17,7 @@ import pytest
 
 from payout_adapters import postgres
 from payout_adapters.memory import ManualClock
-from payout_adapters.postgres import rows
+from payout_adapters.postgres import database, rows
 from payout_adapters.postgres.queries import QUERIES
 from payout_core import errors, ledger, models, ports, validation
 from payout_core import reversal as rules
@@ -290,6 +292,56 @@ def test_connections_the_server_dropped_are_replaced_without_a_failure(
 
     assert pg_store.get_job(job.id) == job
     assert not pool.closed
+
+
+class _CutOffConnection:
+    """A pooled connection whose session the server ended mid-statement: psycopg
+    leaves it ACTIVE, not closed, and refuses to change its autocommit."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.autocommit_value = False
+
+    @property
+    def autocommit(self) -> bool:
+        return self.autocommit_value
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        if self.autocommit_value and not value:
+            raise psycopg.ProgrammingError(
+                "can't change 'autocommit' now: connection in transaction status ACTIVE"
+            )
+        self.autocommit_value = value
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _OneConnectionPool:
+    def __init__(self, conn: _CutOffConnection) -> None:
+        self.conn = conn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[_CutOffConnection]:
+        yield self.conn
+
+
+def test_a_session_cut_off_mid_statement_is_reported_unavailable_and_closed() -> None:
+    # The chaos suite's seed 336560: a database restart cut off a claim's
+    # pipeline; putting the connection back out of autocommit raised a
+    # ProgrammingError that hid the outage (no StoreUnavailable) and failed the tick.
+    conn = _CutOffConnection()
+    db = database.Database(cast(psycopg_pool.ConnectionPool, _OneConnectionPool(conn)))
+
+    def cut_off() -> None:
+        with db.autocommit("claim due transfers"):
+            raise psycopg.OperationalError("cannot exit pipeline mode while busy")
+
+    with pytest.raises(errors.StoreUnavailable, match="claim due transfers: the database failed"):
+        cut_off()
+    assert conn.closed  # the pool replaces it
 
 
 def test_a_database_without_the_schema_says_to_migrate(empty_database_url: str) -> None:

@@ -50,8 +50,7 @@ class Database:
             try:
                 yield conn
             finally:
-                if not conn.closed:
-                    conn.autocommit = False  # as the pool lends it
+                _lend_again(conn)
 
     @contextlib.contextmanager
     def statements(self, action: str) -> Iterator[psycopg.Cursor[DictRow]]:
@@ -68,3 +67,16 @@ class Database:
     ) -> DictRow | None:
         with self.statements(action) as cursor:
             return cursor.execute(query, params).fetchone()
+
+
+def _lend_again(conn: psycopg.Connection[Any]) -> None:
+    """Put ``conn`` back out of autocommit, as the pool lends it; or close it
+    when the server cut its session off mid-statement (psycopg then leaves it
+    ACTIVE and refuses the change), so that the pool replaces it and the
+    error that cut it off, not this one, is what the caller sees."""
+    if conn.closed:
+        return
+    try:
+        conn.autocommit = False
+    except psycopg.ProgrammingError:
+        conn.close()
