@@ -147,6 +147,8 @@ def open_database(
         url,
         max_size=size,
         timeout=settings.database_timeout_seconds,
+        # A database that refuses connections is told within the same wait.
+        open_timeout=settings.database_timeout_seconds,
         statement_timeout=settings.statement_timeout_seconds,
     )
     try:
