@@ -81,10 +81,9 @@ class Story:
         max_attempts: int = 5,
     ) -> Story:
         """The winner connected at Stripe and in payout-core, and their payout scheduled."""
-        env = cli.cli_env(
+        env = cli.stripe_env(
             database_url,
-            STRIPE_API_KEY=stripe.api_key,
-            PAYOUT_STRIPE_API_BASE=stripe.url,
+            stripe,
             PAYOUT_STRIPE_TIMEOUT_SECONDS=str(STRIPE_TIMEOUT_SECONDS),
             PAYOUT_LEASE_SECONDS=str(LEASE_SECONDS),
             PAYOUT_MAX_ATTEMPTS=str(max_attempts),

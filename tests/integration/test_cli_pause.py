@@ -49,10 +49,9 @@ def says_paused(loop: cli.LoopProcess) -> bool | None:
 def test_a_pause_stops_a_fleet_of_two_workers_within_a_tick_and_a_resume_restarts_it(
     database_url: str, stripe: fake_stripe.FakeStripeServer, tmp_path: Path
 ) -> None:
-    env = cli.cli_env(
+    env = cli.stripe_env(
         database_url,
-        STRIPE_API_KEY=stripe.api_key,
-        PAYOUT_STRIPE_API_BASE=stripe.url,
+        stripe,
         PAYOUT_INTERVAL_SECONDS="0.5",
         PAYOUT_CONCURRENCY="2",
     )

@@ -34,10 +34,9 @@ def stripe() -> Iterator[fake_stripe.FakeStripeServer]:
 def paid(database_url: str, stripe: fake_stripe.FakeStripeServer) -> tuple[dict[str, str], str]:
     """One winner paid 1,000 cents through the loop; the command environment
     and the payout transfer's id."""
-    env = cli.cli_env(
+    env = cli.stripe_env(
         database_url,
-        STRIPE_API_KEY=stripe.api_key,
-        PAYOUT_STRIPE_API_BASE=stripe.url,
+        stripe,
         STRIPE_WEBHOOK_SECRET=deliveries.DEFAULT_SECRET,
     )
     stripe.fake.add_account(ACCOUNT)

@@ -35,10 +35,9 @@ def stripe() -> Iterator[fake_stripe.FakeStripeServer]:
 
 
 def stripe_env(database_url: str, server: fake_stripe.FakeStripeServer) -> dict[str, str]:
-    return cli.cli_env(
+    return cli.stripe_env(
         database_url,
-        STRIPE_API_KEY=server.api_key,
-        PAYOUT_STRIPE_API_BASE=server.url,
+        server,
         PAYOUT_STRIPE_TIMEOUT_SECONDS="20",
     )
 

@@ -22,9 +22,7 @@ def stripe() -> Iterator[fake_stripe.FakeStripeServer]:
 def test_a_paid_transfer_is_shown_with_its_ledger_row_and_its_transfer_at_stripe(
     database_url: str, stripe: fake_stripe.FakeStripeServer
 ) -> None:
-    env = cli.cli_env(
-        database_url, STRIPE_API_KEY=stripe.api_key, PAYOUT_STRIPE_API_BASE=stripe.url
-    )
+    env = cli.stripe_env(database_url, stripe)
     assert cli.run_cli("accounts", "set", "u-1", "acct_1u1", env=env).returncode == 0
     stdin = json.dumps(cli.settlement("stl-1", {"u-1": 1500}))
     assert cli.run_cli("schedule", "-", env=env, stdin=stdin).returncode == 0

@@ -18,15 +18,15 @@ import attrs
 
 from payout_adapters.memory import InMemoryAccountDirectory, InMemoryStore, ManualClock
 from payout_adapters.memory import gateway as simulated
-from payout_core import attempt, outcomes, retry
+from payout_core import attempt, outcomes
 from payout_core.services import attempting
 from tests.kit import builders as b
 from tests.kit.clocks import NotingClock
-from tests.kit.times import LEASE, T0
+from tests.kit.times import HALF_JITTER, LEASE, T0
 
 D = attempt.Disposition
-#: Half of the full-jitter range: a first retry is due 15 s after the attempt.
-TIMING = attempt.Timing(policy=retry.RetryPolicy(uniform=lambda: 0.5))
+#: A first retry is due 15 s after the attempt.
+TIMING = attempt.Timing(policy=HALF_JITTER)
 TIMED_OUT = simulated.Fault.respond(outcomes.Unknown(code="timeout", message="read timed out"))
 SAVED_500 = simulated.Fault.server_error(created=True)
 

@@ -31,7 +31,7 @@ from payout_core import attempt, errors, idempotency, ledger, models, outcomes, 
 from payout_core import state_machine as sm
 from payout_core.services import attempting, execution, scheduling, tick, worker
 from tests.kit import builders as b
-from tests.kit.times import LEASE, MARGIN, T0
+from tests.kit.times import HALF_JITTER, LEASE, MARGIN, T0
 
 Fault = simulated.Fault
 S = models.TransferStatus
@@ -39,8 +39,6 @@ Entry = models.LedgerEntryType
 D = attempt.Disposition
 Request = simulated.Request
 
-#: Half of the full-jitter range, every time: 15 s after a first try, 30 s after a second.
-HALF_JITTER = retry.RetryPolicy(uniform=lambda: 0.5)
 SETTINGS = tick.WorkerSettings(retry_policy=HALF_JITTER)
 TIMING = SETTINGS.timing  # its lease and send margin are the kit's LEASE and MARGIN
 FIRST_BACKOFF = timedelta(seconds=15)
