@@ -418,6 +418,12 @@ class PayoutStore(Protocol):
         """The reversals payout-core asked for this transfer, first first."""
         ...
 
+    def reversals_in_doubt(self, *, limit: int) -> list[models.Reversal]:
+        """Up to ``limit`` reversals still ``sending`` (Stripe may have reversed
+        them: an answer, ``transfers reverse`` again or Stripe's event settles
+        each), the oldest intent first; what ``status`` shows an operator."""
+        ...
+
     def reversal_intent(self, reversal: models.Reversal) -> models.Reversal | ReversalRefused:
         """The write-ahead intent of a reversal: write ``reversal`` (sending),
         at the store's own time, only if its transfer is completed, none of its

@@ -1285,6 +1285,27 @@ class StoreContract:
         assert store.ledger(transfer_id=transfer.id) == [payment, entry]
         assert store.operator_actions(transfer_id=transfer.id) == self._actions_at(clock, action)
 
+    def test_the_reversals_in_doubt_are_listed_oldest_first_until_settled(
+        self, store: ports.PayoutStore, clock: ManualClock
+    ) -> None:
+        first_paid = self._paid(store, clock)
+        second_paid = b.paid(
+            store, b.settlement(("u-2", 900), settlement_id="s-2"), now=clock.now()
+        )
+        first = self._intent(store, b.reversal(first_paid, amount_cents=500, now=clock.now()))
+        clock.advance(1)
+        second = self._intent(store, b.reversal(second_paid, amount_cents=900, now=clock.now()))
+
+        assert store.reversals_in_doubt(limit=10) == [first, second]
+        assert store.reversals_in_doubt(limit=1) == [first]
+
+        after, entry, action = b.reversal_succeeded(first_paid, first, now=clock.now())
+        assert store.settle_reversal(before=first, after=after, ledger_entry=entry, action=action)
+        assert store.reversals_in_doubt(limit=10) == [second]
+        failed = b.reversal_failed(second, now=clock.now())
+        assert store.settle_reversal(before=second, after=failed, ledger_entry=None, action=None)
+        assert store.reversals_in_doubt(limit=10) == []
+
     def test_a_failed_reversal_books_nothing_and_ends_the_doubt(
         self, store: ports.PayoutStore, clock: ManualClock
     ) -> None:

@@ -140,6 +140,10 @@ def test_a_reversal_whose_answer_is_lost_is_resolved_without_reversing_twice(
     [held] = stripe.fake.reversals_of(stripe_transfer(database_url))
     assert booked(database_url) == []
     assert cli.query(database_url, "SELECT status FROM payout_reversals") == [("sending",)]
+    # The operator sees it in status, not only in `transfers show`.
+    [in_doubt] = cli.run_cli("status", "--json", env=env).json()["reversals_in_doubt"]
+    assert (in_doubt["transfer_id"], in_doubt["amount_cents"]) == (transfer_id, 400)
+    assert "Reversals in doubt" in cli.run_cli("status", env=env).output
 
     again = cli.run_cli("transfers", "reverse", transfer_id, "--amount", "400", *WHO, env=env)
 
@@ -156,6 +160,7 @@ def test_a_reversal_whose_answer_is_lost_is_resolved_without_reversing_twice(
     ]
     assert len(replays) == 1  # the resend was answered by Stripe's replay of the first
     assert cli.query(database_url, "SELECT status FROM payout_reversals") == [("completed",)]
+    assert cli.run_cli("status", "--json", env=env).json()["reversals_in_doubt"] == []
 
 
 def test_a_dashboard_reversal_delivered_three_times_is_recorded_once(

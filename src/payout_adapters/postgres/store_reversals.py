@@ -30,6 +30,12 @@ class Reversals(StorePart):
         )
         return [rows.REVERSALS.from_row(row) for row in found]
 
+    def reversals_in_doubt(self, *, limit: int) -> list[models.Reversal]:
+        found = self._db.fetch_all(
+            "read the reversals in doubt", QUERIES["reversals_in_doubt"], {"limit": limit}
+        )
+        return [rows.REVERSALS.from_row(row) for row in found]
+
     def reversal_intent(self, reversal: models.Reversal) -> models.Reversal | ports.ReversalRefused:
         sending = models.ReversalStatus.SENDING
         if reversal.status is not sending or reversal.stripe_reversal_id or reversal.failure_code:

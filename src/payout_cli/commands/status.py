@@ -36,6 +36,7 @@ def status(
             "failed_transfers": [views.transfer_dict(t) for t in shown.failed],
             "retrying_transfers": [views.transfer_dict(t) for t in shown.retrying],
             "stuck_transfers": [views.transfer_dict(t) for t in shown.stuck],
+            "reversals_in_doubt": [views.reversal_dict(r) for r in shown.reversals_in_doubt],
             "recent_runs": [runner.report_as_dict(r) for r in shown.runs],
             "operator_actions": [views.action_dict(a) for a in shown.actions],
         }
@@ -115,6 +116,14 @@ def _print_status(data: dict[str, Any]) -> None:
                     ],
                 )
             )  # fmt: skip
+    if data["reversals_in_doubt"]:
+        con.print(
+            views.reversals_table(
+                "Reversals in doubt (Stripe may have reversed them; "
+                "`transfers reverse` on the transfer again settles each, never twice)",
+                data["reversals_in_doubt"],
+            )
+        )
     con.print(
         output.table(
             "Recent runs",

@@ -67,19 +67,7 @@ def transfers_show(
                 for e in shown.ledger
             ],
             "actions": [views.action_dict(a) for a in shown.actions],
-            "reversals": [
-                {
-                    "key": r.idempotency_key,
-                    "amount_cents": r.amount_cents,
-                    "status": r.status.value,
-                    "stripe_reversal_id": r.stripe_reversal_id,
-                    "failure_code": r.failure_code,
-                    "actor": r.actor,
-                    "reason": r.reason,
-                    "created_at": r.created_at.isoformat(),
-                }
-                for r in shown.reversals
-            ],
+            "reversals": [views.reversal_dict(r) for r in shown.reversals],
             "at_stripe": _lookup_dict(shown.at_stripe),
         }
         if as_json:
@@ -118,19 +106,11 @@ def transfers_show(
             con.print(views.actions_table("Operator actions on this transfer", data["actions"]))
         if data["reversals"]:
             con.print(
-                output.table(
+                views.reversals_table(
                     "Reversals asked by payout-core (sending: Stripe's answer not yet known)",
-                    ["when", "key", "amount", "status", "stripe reversal", "by", "why"],
-                    [
-                        [
-                            r["created_at"], r["key"], r["amount_cents"], r["status"],
-                            r["stripe_reversal_id"] or r["failure_code"] or "", r["actor"],
-                            r["reason"],
-                        ]
-                        for r in data["reversals"]
-                    ],
+                    data["reversals"],
                 )
-            )  # fmt: skip
+            )
         stripe = data["at_stripe"]
         if not stripe["asked"]:
             con.print("Stripe not asked: no STRIPE_API_KEY (or the simulated gateway).")

@@ -11,7 +11,14 @@ from rich.table import Table
 from payout_cli import output
 from payout_core import models
 
-__all__ = ["action_dict", "actions_table", "job_dict", "transfer_dict"]
+__all__ = [
+    "action_dict",
+    "actions_table",
+    "job_dict",
+    "reversal_dict",
+    "reversals_table",
+    "transfer_dict",
+]
 
 
 def job_dict(job: models.PayoutJob) -> dict[str, Any]:
@@ -30,6 +37,37 @@ def transfer_dict(t: models.PayoutTransfer) -> dict[str, Any]:
     )  # fmt: skip
     fields = attrs.asdict(t)
     return {k: fields[k] for k in keep}
+
+
+def reversal_dict(r: models.Reversal) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "transfer_id": r.transfer_id,
+        "key": r.idempotency_key,
+        "amount_cents": r.amount_cents,
+        "currency": r.currency,
+        "status": r.status.value,
+        "stripe_reversal_id": r.stripe_reversal_id,
+        "failure_code": r.failure_code,
+        "actor": r.actor,
+        "reason": r.reason,
+        "created_at": r.created_at.isoformat(),
+    }
+
+
+def reversals_table(title: str, reversals: list[dict[str, Any]]) -> Table:
+    return output.table(
+        title,
+        ["when", "transfer", "key", "amount", "status", "stripe reversal", "by", "why"],
+        [
+            [
+                r["created_at"], r["transfer_id"], r["key"], f"{r['amount_cents']} {r['currency']}",
+                r["status"], r["stripe_reversal_id"] or r["failure_code"] or "", r["actor"],
+                r["reason"],
+            ]
+            for r in reversals
+        ],
+    )  # fmt: skip
 
 
 def action_dict(action: models.OperatorAction) -> dict[str, Any]:

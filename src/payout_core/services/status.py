@@ -28,6 +28,7 @@ class Status:
     failed: list[models.PayoutTransfer]
     retrying: list[models.PayoutTransfer]  # those that need no operator
     stuck: list[models.PayoutTransfer]  # held by a claim whose lease expired
+    reversals_in_doubt: list[models.Reversal]  # sending: Stripe may have reversed them
     runs: list[models.RunReport]  # newest first
     actions: list[models.OperatorAction]  # newest first
 
@@ -52,6 +53,7 @@ def status(store: ports.PayoutStore, *, now: datetime, limit: int = 50) -> Statu
             if t.needs_operator is None  # listed with those that need an operator
         ],
         stuck=[t for t in processing if t.lease_expires_at and t.lease_expires_at <= now],
+        reversals_in_doubt=store.reversals_in_doubt(limit=limit),
         runs=store.recent_runs(5),
         actions=store.operator_actions(limit=10),
     )

@@ -25,6 +25,11 @@ class Reversals(Tables):
         with self._operation("reversals_of"):
             return self._reversals_of(transfer_id)
 
+    def reversals_in_doubt(self, *, limit: int) -> list[models.Reversal]:
+        with self._operation("reversals_in_doubt"):
+            sending = [r for r in self._reversals.values() if r.status is R.SENDING]
+            return sorted(sending, key=lambda r: (r.created_at, r.id))[:limit]
+
     def _reversals_of(self, transfer_id: str) -> list[models.Reversal]:
         found = [r for r in self._reversals.values() if r.transfer_id == transfer_id]
         return sorted(found, key=lambda r: r.sequence)

@@ -52,6 +52,7 @@ OPERATIONS: Final = frozenset(
         "resolve",
         "reissue",
         "reversals_of",
+        "reversals_in_doubt",
         "reversal_intent",
         "settle_reversal",
         "book_reversal",

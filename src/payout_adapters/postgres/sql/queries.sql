@@ -596,6 +596,13 @@ WHERE transfer_id = %(transfer_id)s ORDER BY id DESC LIMIT %(limit)s
 SELECT {{reversal_columns}} FROM payout_reversals WHERE transfer_id = %(transfer_id)s
 ORDER BY sequence
 
+-- reversals_in_doubt --
+-- The reversals still sending, the oldest intent first. Partial index payout_reversals_one_sending_idx
+-- holds just these (one at most per transfer).
+SELECT {{reversal_columns}} FROM payout_reversals WHERE status = 'sending'
+ORDER BY created_at, id
+LIMIT %(limit)s
+
 -- lock_transfer_for_reversal --
 -- The first statement of a reversal's intent: the transfer's row lock (primary key), held until commit.
 -- The ledger's trigger takes the same lock before it books a credit (0009), so
