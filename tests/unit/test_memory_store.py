@@ -106,6 +106,7 @@ CALLS: dict[str, Callable[[InMemoryStore], object]] = {
     "resolve": _resolve,
     "reissue": _reissue,
     "reversals_of": lambda s: s.reversals_of("t"),
+    "reversals_in_doubt": lambda s: s.reversals_in_doubt(limit=10),
     "reversal_intent": lambda s: s.reversal_intent(b.reversal(_paid_as_if(s), now=T0)),
     "settle_reversal": _settle,
     "book_reversal": _book,
