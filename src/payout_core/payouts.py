@@ -37,7 +37,6 @@ from payout_core.services import scheduling
 from payout_core.services.scheduling import Plan, accepted, plan
 
 __all__ = [
-    "DEFAULT_MAX_ATTEMPTS",
     "Deadline",
     "Enqueuer",
     "Payout",
@@ -49,8 +48,6 @@ __all__ = [
     "accepted",
     "plan",
 ]
-
-DEFAULT_MAX_ATTEMPTS = models.DEFAULT_MAX_ATTEMPTS
 
 # A settlement as a service holds it: the model, or its JSON (parsed) form.
 SettlementInput = models.Settlement | Mapping[str, object]
@@ -198,7 +195,7 @@ class Payouts(Generic[Conn]):
     store: ports.PayoutStore
     clock: ports.Clock
     enqueuer: Enqueuer[Conn]
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS
     poll_seconds: float = 0.5
     drive: Callable[[], object] | None = None
     sleep: Callable[[float], None] = attrs.field(default=time.sleep, repr=False)

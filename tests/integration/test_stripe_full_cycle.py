@@ -25,7 +25,7 @@ from payout_adapters.memory import ManualClock
 from payout_adapters.stripe import LocalRateLimiter, StripeGateway
 from payout_core import models, retry
 from payout_core import reconcile as invariants
-from payout_core.services import reconciliation, scheduling, tick
+from payout_core.services import reconciliation, scheduling, tick, worker
 from tests import fake_stripe
 from tests.fake_stripe import faults
 from tests.kit.clocks import FakeTime
@@ -53,13 +53,13 @@ class World:
         return self.server.fake
 
     def tick(self) -> models.RunReport:
-        return tick.run_tick(
+        return worker.Worker(
             store=self.store,
             directory=self.directory,
             gateway=self.gateway,
             clock=self.clock,
             settings=self.settings,
-        )
+        ).tick()
 
 
 def account(user_id: str) -> str:

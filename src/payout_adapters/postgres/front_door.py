@@ -29,9 +29,10 @@ import psycopg_pool
 
 from payout_adapters import clock as clock_
 from payout_adapters.postgres import jobs
+from payout_adapters.postgres import pool as pool_
 from payout_adapters.postgres.store import PostgresStore
 from payout_core import models, ports
-from payout_core.payouts import DEFAULT_MAX_ATTEMPTS, Payouts
+from payout_core.payouts import Payouts
 
 __all__ = ["Connection", "PostgresEnqueuer", "connect", "payouts"]
 
@@ -58,7 +59,7 @@ class PostgresEnqueuer:
 def payouts(
     pool: psycopg_pool.ConnectionPool,
     *,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS,
     poll_seconds: float = 0.5,
 ) -> Payouts[Connection]:
     """The front door over ``pool``, which the caller owns (and closes).
@@ -78,7 +79,7 @@ def connect(
     url: str,
     *,
     max_size: int = 4,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int = models.DEFAULT_MAX_ATTEMPTS,
     poll_seconds: float = 0.5,
 ) -> Iterator[Payouts[Connection]]:
     """The front door over a pool of its own on ``url`` (at most ``max_size``
@@ -87,9 +88,7 @@ def connect(
     Raises:
         StoreUnavailable: no connection could be made.
     """
-    from payout_adapters.postgres import connect_pool  # noqa: PLC0415 - the package imports us
-
-    pool = connect_pool(url, min_size=1, max_size=max_size)
+    pool = pool_.connect_pool(url, min_size=1, max_size=max_size)
     try:
         yield payouts(pool, max_attempts=max_attempts, poll_seconds=poll_seconds)
     finally:
