@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from payout_adapters import postgres
+from payout_cli import bootstrap
 from payout_cli import settings as s
+from payout_core import errors
 
 KEY = "sk_test_51SecretValueNeverShown"
 
@@ -198,3 +201,20 @@ def test_secrets_never_appear_in_the_repr_or_errors() -> None:
 def test_a_url_password_is_redacted_for_display() -> None:
     assert s.redact_url("postgresql://app:hunter2@db:5432/p") == "postgresql://app:***@db:5432/p"
     assert s.redact_url("postgresql://db/p") == "postgresql://db/p"
+
+
+def test_a_command_waits_for_its_database_no_longer_than_the_setting_even_to_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A refused database used to be reported after the pool's fixed 10 s.
+    asked: dict[str, object] = {}
+
+    def refuse(url: str, **options: object) -> object:
+        asked.update(options)
+        raise errors.StoreUnavailable("refused")
+
+    monkeypatch.setattr(postgres, "connect_pool", refuse)
+    configured = s.Settings(database_url="postgresql://db/p", database_timeout_seconds=1.5)
+    with pytest.raises(errors.StoreUnavailable), bootstrap.open_database(configured):
+        pass
+    assert (asked["timeout"], asked["open_timeout"]) == (1.5, 1.5)
