@@ -15,9 +15,9 @@
 The twin of :class:`payout_core.Payouts`, call for call, and no copy of it:
 the settlement is checked and planned by the core
 (:func:`payout_core.payouts.plan`, :func:`~payout_core.payouts.accepted`), the
-units of work are the same steps (:mod:`~payout_adapters.postgres.jobs`: the
-same named queries, parameters, row mapping and decisions between statements),
-driven here on an ``AsyncConnection``. Only the waiting on I/O is its own.
+statements are the same named queries (:data:`~payout_adapters.postgres.queries.QUERIES`)
+with the same parameters and row mapping (:mod:`~payout_adapters.postgres.jobs`,
+:mod:`~payout_adapters.postgres.rows`). Only the waiting on I/O is its own.
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import psycopg
 import psycopg_pool
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import dict_row
 
 from payout_adapters import clock as clock_
-from payout_adapters.postgres import jobs, translate
+from payout_adapters.postgres import jobs, rows, translate
 from payout_adapters.postgres import pool as pool_
-from payout_core import models, ports
+from payout_adapters.postgres.queries import QUERIES
+from payout_core import errors, models, ports
 from payout_core.payouts import (
     Deadline,
     Payout,
@@ -50,20 +51,6 @@ from payout_core.payouts import (
 __all__ = ["AsyncConnection", "AsyncPayouts", "async_payouts", "connect_async"]
 
 AsyncConnection = psycopg.AsyncConnection[Any]
-T = TypeVar("T")
-
-
-async def run(cursor: psycopg.AsyncCursor[DictRow], steps: jobs.Steps[T]) -> T:
-    """:func:`payout_adapters.postgres.jobs.run`, awaited: the same steps."""
-    try:
-        statement = next(steps)
-        while True:
-            await cursor.execute(statement.query, statement.params)
-            answer = await (cursor.fetchone() if statement.one else cursor.fetchall())
-            statement = steps.send(answer)
-    except StopIteration as done:
-        result: T = done.value
-        return result
 
 
 async def schedule_on(
@@ -79,33 +66,68 @@ async def schedule_on(
         StoreRefused: a constraint refused a value (nothing written).
         StoreUnavailable: the database failed (nothing written).
     """
+    job_params, transfer_params = jobs.schedule_params(job, transfers)
     with translate.unavailable("schedule a payout"):
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
             try:
-                return await run(cursor, jobs.schedule_steps(job, transfers))
+                await cursor.execute(QUERIES["insert_job"], job_params)
+                if await cursor.fetchone() is None:
+                    # Scheduled before, or by a concurrent caller that committed first.
+                    existing = await _find_job(cursor, job.settlement_id)
+                    if existing is None:  # pragma: no cover - the conflicting row is committed
+                        raise errors.StoreUnavailable(
+                            f"settlement {job.settlement_id!r} conflicted with a job "
+                            "that cannot be read; try again"
+                        )
+                    return ports.ScheduleResult(job=existing, created=False)
+                await cursor.execute(QUERIES["insert_transfers"], transfer_params)
+                inserted = [r["user_id"] for r in await cursor.fetchall()]
             except (psycopg.IntegrityError, psycopg.DataError) as exc:
                 raise translate.refused(exc, action="schedule a payout") from exc
+            already_paid = jobs.not_inserted(transfers, inserted)
+            if already_paid:
+                # Leaving the block by raising rolls the job back: nothing is written.
+                raise errors.DuplicatePayout(job.contest_id, already_paid)
+    return ports.ScheduleResult(job=job, created=True)
 
 
-async def _read(conn: AsyncConnection, action: str, steps: jobs.Steps[T]) -> T:
-    with translate.unavailable(action):
-        async with conn.cursor(row_factory=dict_row) as cursor:
-            return await run(cursor, steps)
+async def _find_job(
+    cursor: psycopg.AsyncCursor[Any], settlement_id: str
+) -> models.PayoutJob | None:
+    await cursor.execute(QUERIES["find_job_by_settlement"], {"settlement_id": settlement_id})
+    found = await cursor.fetchone()
+    return None if found is None else rows.JOBS.from_row(found)
 
 
 async def find_job_on(conn: AsyncConnection, settlement_id: str) -> models.PayoutJob | None:
     """The job of ``settlement_id``, or ``None``."""
-    return await _read(conn, "find a job", jobs.find_job_steps(settlement_id))
+    with translate.unavailable("find a job"):
+        async with conn.cursor(row_factory=dict_row) as cursor:
+            return await _find_job(cursor, settlement_id)
 
 
 async def get_job_on(conn: AsyncConnection, job_id: str) -> models.PayoutJob | None:
-    """The job ``job_id``, or ``None``."""
-    return await _read(conn, "read a job", jobs.get_job_steps(job_id))
+    """The job ``job_id``, or ``None`` (also when it is no UUID, as no job's id is)."""
+    key = rows.as_uuid(job_id)
+    if key is None:
+        return None
+    with translate.unavailable("read a job"):
+        async with conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(QUERIES["get_job"], {"id": key})
+            found = await cursor.fetchone()
+    return None if found is None else rows.JOBS.from_row(found)
 
 
 async def transfers_of_job_on(conn: AsyncConnection, job_id: str) -> list[models.PayoutTransfer]:
     """The transfers of job ``job_id``, by user id (byte order)."""
-    return await _read(conn, "read a job's transfers", jobs.transfers_of_job_steps(job_id))
+    key = rows.as_uuid(job_id)
+    if key is None:
+        return []
+    with translate.unavailable("read a job's transfers"):
+        async with conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(QUERIES["transfers_of_job"], {"job_id": key})
+            found = await cursor.fetchall()
+    return [rows.TRANSFERS.from_row(row) for row in found]
 
 
 @attrs.frozen(kw_only=True)
